@@ -1,0 +1,288 @@
+"""The engine's error tree. Domain errors carry data; adapters translate library errors
+into these with ``raise ... from exc``; the CLI catches only ``ByodError`` and exits with
+its ``exit_code``. No message may contain a secret (deploy key, URL with a key, encryption
+key): build messages from sanitized values only (see ``engine.redact``).
+
+::
+
+    ByodError (exit 1)
+    ├── ConfigError                      engine config file / environment
+    ├── VersionError                     schema version files and the graph
+    │   ├── VersionFileError             .problems: list[Problem] (file, line, message, hint)
+    │   ├── UnknownVersion               .version, .known
+    │   ├── MultipleHeads                .heads
+    │   ├── CycleDetected                .versions
+    │   └── NoPath                       .source, .target
+    ├── PlanError                        the planner refuses (.code, details)
+    │   ├── UnsafeChange                 .changes needing consent / hints
+    │   └── DriftDetected                .deployment, .expected, .actual
+    ├── ToolchainError                   npm toolchain missing or failed
+    ├── CompileError                     a bundle cannot be rendered
+    ├── VaultError                       encryption key or ciphertext problems
+    │   ├── KeyConfigError               missing / weak / malformed BYOD_ENCRYPTION_KEY
+    │   └── DecryptError                 wrong key, tampered, or moved ciphertext
+    ├── RegistryError                    the registry store
+    │   ├── InvalidTransition            .current, .requested
+    │   ├── UnknownUser                  .user_id
+    │   └── LeaseHeld                    .deployment, .holder, .expires_at
+    ├── DeploymentError                  talking to one deployment (.deployment)
+    │   ├── InvalidCredentials           bad URL or deploy-key format (before any I/O)
+    │   ├── DeploymentUnreachable        connection refused / DNS / dropped
+    │   ├── DeploymentTimeout            no answer within the timeout
+    │   ├── DeploymentUnauthorized       key rejected (revoked / wrong)
+    │   ├── DeploymentServerError        5xx from the deployment
+    │   ├── FunctionError                a Convex function threw (.function, .message, .data)
+    │   ├── SchemaValidationFailed       existing documents violate the new schema
+    │   │                                (.table, .documents)
+    │   └── DeployFailed                 other CLI deploy failure (.kind)
+    ├── RolloutError                     fleet rollout (budget spent, lock held, ...)
+    ├── DeploymentBlocked                a user's deployment is in error (.user_id, .reason)
+    ├── NotEntitled                      premium gate refuses (.user_id)
+    └── DisconnectError                  disconnect data step failed verification
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in an input file: where it is, what is wrong, how to fix it."""
+
+    file: str
+    line: int | None
+    location: str
+    message: str
+    hint: str = ""
+    code: str = ""
+    severity: str = "error"  # "error" | "warning"
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        code = f" [{self.code}]" if self.code else ""
+        loc = f" {self.location}:" if self.location else ""
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        return f"{where}: {self.severity}{code}:{loc} {self.message}{hint}"
+
+
+class ByodError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    exit_code: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": type(self).__name__, "message": str(self)}
+
+
+class ConfigError(ByodError):
+    pass
+
+
+class VersionError(ByodError):
+    exit_code = 1
+
+
+class VersionFileError(VersionError):
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(p.render() for p in self.problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": type(self).__name__,
+            "problems": [p.__dict__ for p in self.problems],
+        }
+
+
+class UnknownVersion(VersionError):
+    def __init__(self, version: str, known: Sequence[str] = ()):
+        self.version = version
+        self.known = list(known)
+        shown = ", ".join(self.known[:20])
+        super().__init__(f"unknown version {version!r}" + (f"; known: {shown}" if shown else ""))
+
+
+class MultipleHeads(VersionError):
+    def __init__(self, heads: Sequence[str]):
+        self.heads = list(heads)
+        super().__init__(
+            "the version graph has several heads: " + ", ".join(self.heads)
+            + "; name one explicitly or add a merge version"
+        )
+
+
+class CycleDetected(VersionError):
+    def __init__(self, versions: Sequence[str]):
+        self.versions = list(versions)
+        super().__init__("the version graph has a cycle: " + " -> ".join(self.versions))
+
+
+class NoPath(VersionError):
+    def __init__(self, source: str, target: str, reason: str = ""):
+        self.source = source
+        self.target = target
+        super().__init__(
+            f"no migration path from {source!r} to {target!r}" + (f": {reason}" if reason else "")
+        )
+
+
+class PlanError(ByodError):
+    pass
+
+
+class UnsafeChange(PlanError):
+    def __init__(self, message: str, changes: Sequence[Any] = ()):
+        self.changes = list(changes)
+        super().__init__(message)
+
+
+class DriftDetected(PlanError):
+    def __init__(self, deployment: str, expected: str, actual: str):
+        self.deployment = deployment
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"deployment {deployment!r} has drifted: expected {expected}, found {actual}"
+        )
+
+
+class ToolchainError(ByodError):
+    pass
+
+
+class CompileError(ByodError):
+    pass
+
+
+class VaultError(ByodError):
+    pass
+
+
+class KeyConfigError(VaultError):
+    pass
+
+
+class DecryptError(VaultError):
+    pass
+
+
+class RegistryError(ByodError):
+    pass
+
+
+class InvalidTransition(RegistryError):
+    def __init__(self, what: str, current: str, requested: str):
+        self.current = current
+        self.requested = requested
+        super().__init__(f"invalid {what} transition: {current} -> {requested}")
+
+
+class UnknownUser(RegistryError):
+    def __init__(self, user_id: str):
+        self.user_id = user_id
+        super().__init__(f"no BYOD configuration for user {user_id!r}")
+
+
+class LeaseHeld(RegistryError):
+    def __init__(self, deployment: str, holder: str, expires_at: float):
+        self.deployment = deployment
+        self.holder = holder
+        self.expires_at = expires_at
+        super().__init__(
+            f"deployment {deployment!r} is being worked by {holder!r} (lease until {expires_at:.0f})"
+        )
+
+
+class DeploymentError(ByodError):
+    """A problem talking to one deployment. ``deployment`` is a safe label, never a URL
+    with a key or a key."""
+
+    kind: str = "other"
+
+    def __init__(self, message: str, *, deployment: str = ""):
+        self.deployment = deployment
+        prefix = f"deployment {deployment}: " if deployment else ""
+        super().__init__(prefix + message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": type(self).__name__,
+            "kind": self.kind,
+            "deployment": self.deployment,
+            "message": str(self),
+        }
+
+
+class InvalidCredentials(DeploymentError):
+    kind = "invalid_credentials"
+
+
+class DeploymentUnreachable(DeploymentError):
+    kind = "network"
+
+
+class DeploymentTimeout(DeploymentError):
+    kind = "timeout"
+
+
+class DeploymentUnauthorized(DeploymentError):
+    kind = "auth"
+
+
+class DeploymentServerError(DeploymentError):
+    kind = "server"
+
+
+class FunctionError(DeploymentError):
+    kind = "function"
+
+    def __init__(self, message: str, *, deployment: str = "", function: str = "",
+                 data: Any = None):
+        self.function = function
+        self.data = data
+        super().__init__(
+            (f"{function}: " if function else "") + message, deployment=deployment
+        )
+
+
+class SchemaValidationFailed(DeploymentError):
+    kind = "schema_validation"
+
+    def __init__(self, message: str, *, deployment: str = "", table: str = "",
+                 documents: Sequence[str] = ()):
+        self.table = table
+        self.documents = list(documents)
+        super().__init__(message, deployment=deployment)
+
+
+class DeployFailed(DeploymentError):
+    kind = "other"
+
+
+class RolloutError(ByodError):
+    pass
+
+
+class DeploymentBlocked(ByodError):
+    def __init__(self, user_id: str, reason: str):
+        self.user_id = user_id
+        self.reason = reason
+        super().__init__(
+            f"user {user_id!r} is blocked: their deployment is in error ({reason}); "
+            "run `byod test-connection --user ID` once it is fixed"
+        )
+
+
+class NotEntitled(ByodError):
+    def __init__(self, user_id: str):
+        self.user_id = user_id
+        super().__init__(
+            f"user {user_id!r} is not entitled to connect their own database: "
+            "availability is 'premium'"
+        )
+
+
+class DisconnectError(ByodError):
+    pass
