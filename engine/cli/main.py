@@ -17,7 +17,8 @@ import click
 from ..errors import ByodError
 
 _COMMAND_MODULES = (
-    "check",      # check, build, toolchain
+    "check",      # check
+    "build",      # build, toolchain
     "planning",   # diff, plan, graph
     "local",      # local up/down/status, deploy
     "fleet",      # keys, connect, status, test-connection
