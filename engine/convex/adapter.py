@@ -1,0 +1,85 @@
+"""The one interface every deployment is driven through.
+
+A ``DeployAdapter`` deploys a compiled bundle, runs a function, and reads the deployed
+version. Implementations: ``cli.CliDeployAdapter`` (the real ``npx convex deploy``),
+``http.ConvexHttpClient`` (functions over the HTTP API), ``archive.ArchiveAdapter`` (writes
+the bundle for a person to deploy by hand). The runner, health checks, routing and the
+disconnect flow depend only on this protocol, so tests can substitute any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "DeployAdapter",
+    "DeploymentTarget",
+    "DeployResult",
+    "FunctionKind",
+    "FunctionRunner",
+    "VersionInfo",
+]
+
+FunctionKind = Literal["query", "mutation", "action"]
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    """Where and how to reach one deployment. ``label`` is the safe name used in every
+    message and log (a user id or deployment name); ``url`` and ``admin_key`` are secrets
+    in transit and never printed (``__repr__`` hides them)."""
+
+    label: str
+    url: str
+    admin_key: str = field(repr=False)
+    allow_insecure_local: bool = False
+
+    def __repr__(self) -> str:
+        return f"DeploymentTarget(label={self.label!r})"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.admin_key, self.url)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What a deploy did, already redacted."""
+
+    label: str
+    version_id: str
+    fingerprint: str
+    duration_s: float
+    output: str = ""  # captured CLI output, redacted
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What ``byod:version`` answered: the bundle now deployed and the deployment's own
+    record of the last version applied to it (``recorded``, from its ``byodVersions``)."""
+
+    version: str
+    fingerprint: str
+    kind: str
+    recorded: dict[str, Any] | None = None
+
+
+@runtime_checkable
+class FunctionRunner(Protocol):
+    """Run Convex functions on one deployment (admin auth; internal functions allowed)."""
+
+    def run(self, kind: FunctionKind, path: str, args: dict[str, Any] | None = None) -> Any: ...
+
+    def query(self, path: str, args: dict[str, Any] | None = None) -> Any: ...
+
+    def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any: ...
+
+    def read_version(self) -> VersionInfo: ...
+
+
+@runtime_checkable
+class DeployAdapter(FunctionRunner, Protocol):
+    """Deploy a bundle, then run functions and read the version like a FunctionRunner."""
+
+    def deploy(self, bundle: Any) -> DeployResult: ...

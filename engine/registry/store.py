@@ -1,0 +1,184 @@
+"""The registry's narrow persistence surface.
+
+Everything the engine remembers about the fleet goes through ``RegistryStore``: per-user
+deployment configuration (credentials only ever as ciphertext), the per-step migration
+journal, leases that keep one runner per deployment, and an audit log. ``sqlite.SqliteStore``
+is the embedded default; a server database can stand behind the same protocol.
+
+Status vocabularies follow the reference design (``userDatabaseConfig`` and
+``byodMigrations``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "AuditEntry",
+    "ConnectionStatus",
+    "DeploymentStatus",
+    "JournalEntry",
+    "JournalStatus",
+    "Lease",
+    "RegistryStore",
+    "UserConfig",
+    "CONNECTION_TRANSITIONS",
+    "JOURNAL_TRANSITIONS",
+]
+
+ConnectionStatus = Literal["pending", "connected", "error", "disconnected"]
+DeploymentStatus = Literal["not_started", "deploying", "deployed", "failed"]
+JournalStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+
+# Allowed connection-status moves; anything else is an InvalidTransition.
+CONNECTION_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"pending", "connected", "error", "disconnected"}),
+    "connected": frozenset({"connected", "error", "disconnected", "pending"}),
+    "error": frozenset({"error", "connected", "disconnected", "pending"}),
+    "disconnected": frozenset({"disconnected", "pending"}),
+}
+JOURNAL_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"running", "skipped"}),
+    "running": frozenset({"running", "completed", "failed"}),
+    "failed": frozenset({"running", "skipped"}),
+    "completed": frozenset(),
+    "skipped": frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    """One user's BYOD row, as status reads return it: never any plaintext secret.
+
+    ``url_ct`` / ``key_ct`` are vault ciphertext envelopes (opaque strings); only
+    ``engine.vault`` turns them back into a ``DeploymentTarget`` for an adapter.
+    """
+
+    user_id: str
+    connection_status: ConnectionStatus = "pending"
+    deployment_status: DeploymentStatus = "not_started"
+    deployment_progress: str | None = None
+    schema_version: str | None = None
+    schema_fingerprint: str | None = None
+    last_connection_test: float | None = None
+    connection_error: str | None = None  # sanitized
+    entitled: bool = False
+    url_ct: str = field(default="", repr=False)
+    key_ct: str = field(default="", repr=False)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything but the credentials."""
+
+        return {
+            "user_id": self.user_id,
+            "connection_status": self.connection_status,
+            "deployment_status": self.deployment_status,
+            "deployment_progress": self.deployment_progress,
+            "schema_version": self.schema_version,
+            "schema_fingerprint": self.schema_fingerprint,
+            "last_connection_test": self.last_connection_test,
+            "connection_error": self.connection_error,
+            "entitled": self.entitled,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One step of one user's migration plan (reference: ``byodMigrations``)."""
+
+    user_id: str
+    plan_id: str
+    step_id: str
+    seq: int
+    kind: str
+    status: JournalStatus = "pending"
+    version: str | None = None
+    cursor: str | None = None
+    processed: int = 0
+    attempts: int = 0
+    error: str | None = None  # sanitized
+    fingerprint: str | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    deployment: str
+    holder: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float
+    user_id: str
+    event: str
+    detail: dict[str, Any]
+
+
+@runtime_checkable
+class RegistryStore(Protocol):
+    # -- users -----------------------------------------------------------------------
+    def get_user(self, user_id: str) -> UserConfig: ...  # UnknownUser if absent
+
+    def find_user(self, user_id: str) -> UserConfig | None: ...
+
+    def list_users(self, *, connection_status: Iterable[str] | None = None) -> list[UserConfig]: ...
+
+    def upsert_credentials(self, user_id: str, *, url_ct: str, key_ct: str) -> UserConfig: ...
+
+    def set_connection_status(
+        self, user_id: str, status: ConnectionStatus, *, error: str | None = None,
+        tested_at: float | None = None,
+    ) -> UserConfig: ...  # InvalidTransition on a disallowed move
+
+    def set_deployment(
+        self, user_id: str, *, status: DeploymentStatus | None = None,
+        progress: str | None = None, version: str | None = None,
+        fingerprint: str | None = None,
+    ) -> UserConfig: ...
+
+    def set_entitled(self, user_id: str, entitled: bool) -> UserConfig: ...
+
+    def replace_ciphertexts(self, user_id: str, *, url_ct: str, key_ct: str,
+                            expect_url_ct: str, expect_key_ct: str) -> bool: ...
+    # compare-and-swap for key rotation: False when the row changed meanwhile
+
+    # -- journal ----------------------------------------------------------------------
+    def journal_plan(self, entries: list[JournalEntry]) -> None: ...  # idempotent per (user, plan, step)
+
+    def journal(self, user_id: str, plan_id: str | None = None) -> list[JournalEntry]: ...
+
+    def journal_update(
+        self, user_id: str, plan_id: str, step_id: str, *, status: JournalStatus | None = None,
+        cursor: str | None = None, processed: int | None = None, error: str | None = None,
+        bump_attempts: bool = False,
+    ) -> JournalEntry: ...
+
+    # -- leases -----------------------------------------------------------------------
+    def acquire_lease(self, deployment: str, holder: str, ttl_s: float) -> Lease: ...  # LeaseHeld
+
+    def renew_lease(self, deployment: str, holder: str, ttl_s: float) -> Lease: ...  # LeaseHeld if lost
+
+    def release_lease(self, deployment: str, holder: str) -> None: ...
+
+    # -- audit ------------------------------------------------------------------------
+    def audit(self, user_id: str, event: str, detail: dict[str, Any] | None = None) -> None: ...
+
+    def audit_log(self, user_id: str | None = None, limit: int = 100) -> list[AuditEntry]: ...
+
+    # -- rollouts (the fleet runner's own state, JSON documents keyed by rollout id) ------
+    def save_rollout(self, rollout_id: str, data: dict[str, Any]) -> None: ...
+
+    def load_rollout(self, rollout_id: str) -> dict[str, Any] | None: ...
+
+    def list_rollouts(self, limit: int = 20) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
