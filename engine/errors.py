@@ -34,10 +34,18 @@ key): build messages from sanitized values only (see ``engine.redact``).
     │   ├── FunctionError                a Convex function threw (.function, .message, .data)
     │   ├── SchemaValidationFailed       existing documents violate the new schema
     │   │                                (.table, .documents)
-    │   └── DeployFailed                 other CLI deploy failure (.kind)
+    │   ├── DeployFailed                 other CLI deploy failure (.kind)
+    │   ├── DeploymentRequestRejected    other 4xx: the deployment refused the request
+    │   │                                (.status, .code)
+    │   └── AdapterUnsupported           this adapter cannot do that (an archive cannot
+    │                                    run functions; the HTTP client cannot deploy)
     ├── RolloutError                     fleet rollout (budget spent, lock held, ...)
     ├── DeploymentBlocked                a user's deployment is in error (.user_id, .reason)
+    ├── UnknownTable                     routing: no such table in the user's version
+    │                                    (.table, .version, .known)
     ├── NotEntitled                      premium gate refuses (.user_id)
+    ├── LocalFleetError                  local deployments could not be started, found,
+    │                                    controlled or stopped
     └── DisconnectError                  disconnect data step failed verification
 """
 
@@ -261,6 +269,25 @@ class DeployFailed(DeploymentError):
     kind = "other"
 
 
+class DeploymentRequestRejected(DeploymentError):
+    """The deployment refused the request itself (a 4xx other than 401/403): a bad path,
+    a body too large, a malformed argument."""
+
+    kind = "request"
+
+    def __init__(self, message: str, *, deployment: str = "", status: int = 0, code: str = ""):
+        self.status = status
+        self.code = code
+        super().__init__(message, deployment=deployment)
+
+
+class AdapterUnsupported(DeploymentError):
+    """The chosen adapter cannot perform this operation (e.g. a manual-deploy archive
+    cannot run functions)."""
+
+    kind = "unsupported"
+
+
 class RolloutError(ByodError):
     pass
 
@@ -275,6 +302,21 @@ class DeploymentBlocked(ByodError):
         )
 
 
+class UnknownTable(ByodError):
+    """Routing was asked about a table the user's schema version does not have: never
+    guessed, because a wrong default would write content to the wrong database."""
+
+    def __init__(self, table: str, version: str, known: Sequence[str] = ()):
+        self.table = table
+        self.version = version
+        self.known = list(known)
+        shown = ", ".join(self.known[:30])
+        super().__init__(
+            f"unknown table {table!r} in schema version {version!r}"
+            + (f"; known tables: {shown}" if shown else "")
+        )
+
+
 class NotEntitled(ByodError):
     def __init__(self, user_id: str):
         self.user_id = user_id
@@ -286,3 +328,8 @@ class NotEntitled(ByodError):
 
 class DisconnectError(ByodError):
     pass
+
+
+class LocalFleetError(ByodError):
+    """Local Convex-compatible deployments (``engine.local``) could not be started, found,
+    controlled or stopped."""

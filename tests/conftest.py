@@ -17,3 +17,17 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def versions_dir(repo_root: Path) -> Path:
     return repo_root / "schema_versions"
+
+
+@pytest.fixture(scope="session")
+def toolchain():
+    """The pinned npm toolchain, installed once per session. Skips only when Node.js is
+    absent (CI has it, so the toolchain tests run there)."""
+
+    import shutil
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: tests marked `toolchain` need Node.js and npm")
+    from engine.convex.toolchain import Toolchain
+
+    return Toolchain.find().ensure_installed()

@@ -1,7 +1,118 @@
-"""CLI verbs (see engine.cli.main)."""
+"""``byod build`` (compile versions into bundles) and ``byod toolchain`` (the pinned npm
+toolchain). Thin: every verb is one call into the engine plus output formatting."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
 
+from ..bundle_io import write_archive, write_bundle
+from ..compiler import Bundle, compile_version
+from ..config import load_config
+from ..convex.toolchain import Toolchain
+from ..graph import VersionGraph
+from ..schema.loader import load_versions
+
 commands: list[click.Command] = []
+
+
+def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _write(bundle: Bundle, out: Path, archive: str | None) -> dict[str, Any]:
+    write_bundle(bundle, out)
+    entry: dict[str, Any] = {
+        "version": bundle.version_id,
+        "kind": bundle.kind,
+        "fingerprint": bundle.fingerprint,
+        "out": str(out),
+        "files": len(bundle.files),
+    }
+    if archive:
+        suffix = ".tar.gz" if archive == "tar.gz" else ".zip"
+        entry["archive"] = str(write_archive(bundle, out.with_name(out.name + suffix), archive))  # type: ignore[arg-type]
+    return entry
+
+
+@click.command("build")
+@click.argument("version", required=False)
+@click.option("--all", "build_all", is_flag=True, help="Build every version (one subdirectory each).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Bundle directory (with --all: the parent of one directory per version).")
+@click.option("--archive", type=click.Choice(["tar.gz", "zip"]),
+              help="Also write an archive beside each bundle directory (DIR.tar.gz / DIR.zip).")
+@click.option("--versions", "versions_dir", type=click.Path(path_type=Path),
+              help="Version files directory (default: the configured schema_versions/).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def build(version: str | None, build_all: bool, out: Path, archive: str | None,
+          versions_dir: Path | None, as_json: bool) -> None:
+    """Compile VERSION (an id, a number or `head`) into a deployable bundle directory."""
+
+    if build_all == (version is not None):
+        raise click.UsageError("give exactly one of VERSION or --all")
+    config = load_config()
+    versions = load_versions(versions_dir or config.versions_dir, config)
+    graph = VersionGraph(versions)
+    chosen = list(graph.versions.values()) if build_all else [graph.resolve(version or "")]
+    results = []
+    for schema_version in sorted(chosen, key=lambda v: (v.number, v.id)):
+        bundle = compile_version(schema_version, config)
+        target = out / schema_version.id if build_all else out
+        results.append(_write(bundle, target, archive))
+    _emit({"bundles": results}, as_json, [
+        f"{r['version']}: {r['out']}" + (f" + {r['archive']}" if "archive" in r else "")
+        + f" (fingerprint {r['fingerprint'][:16]})" for r in results
+    ])
+
+
+commands.append(build)
+
+
+@click.group("toolchain")
+def toolchain() -> None:
+    """The pinned npm toolchain (convex, typescript, esbuild, convex-test)."""
+
+
+def _describe(tc: Toolchain) -> dict[str, Any]:
+    installed = tc.is_installed()
+    return {
+        "root": str(tc.root),
+        "node_modules": str(tc.node_modules),
+        "convex_bin": str(tc.node_modules / ".bin" / "convex"),
+        "installed": installed,
+        "convex_version": tc.package_version("convex") if installed else None,
+    }
+
+
+@toolchain.command("install")
+@click.option("--force", is_flag=True, help="Run npm ci even if the install is current.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def toolchain_install(force: bool, as_json: bool) -> None:
+    """Install the toolchain with `npm ci` (skipped when already matching the lock)."""
+
+    tc = Toolchain.find().ensure_installed(force=force)
+    info = _describe(tc)
+    _emit(info, as_json, [f"toolchain ready: {info['node_modules']} (convex {info['convex_version']})"])
+
+
+@toolchain.command("path")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def toolchain_path(as_json: bool) -> None:
+    """Print where the toolchain's node_modules is (and whether it is installed)."""
+
+    info = _describe(Toolchain.find())
+    _emit(info, as_json, [info["node_modules"]] if info["installed"] else [
+        f"{info['node_modules']} (not installed: run `byod toolchain install`)"])
+
+
+commands.append(toolchain)
+
+__all__ = ["build", "commands", "toolchain"]

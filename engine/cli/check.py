@@ -1,7 +1,96 @@
-"""CLI verbs (see engine.cli.main)."""
+"""``byod check``: load every version file, run the validation rules, report.
+
+One line per problem (``Problem.render()``), then a summary line. Exit 1 when any error
+was found (or any warning with ``--strict``); warnings alone pass.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
 
-commands: list[click.Command] = []
+from ..config import EngineConfig, load_config
+from ..errors import Problem, ToolchainError, VersionFileError
+from ..schema.loader import load_versions
+from ..schema.models import SchemaVersion
+from ..schema.rules import check_versions
+
+__all__ = ["check_directory", "commands"]
+
+
+def check_directory(directory: Path, config: EngineConfig,
+                    ) -> tuple[list[SchemaVersion], list[Problem]]:
+    """Load and validate ``directory``: the versions (empty when loading failed) and every
+    problem found. Loading problems stop the rules, which need whole versions."""
+
+    try:
+        versions = load_versions(directory, config)
+    except VersionFileError as exc:
+        return [], exc.problems
+    return versions, check_versions(versions, config)
+
+
+def _deep(versions: list[SchemaVersion], config: EngineConfig) -> list[Problem]:
+    """The toolchain-backed check (tsc and the real convex export), imported lazily so the
+    offline check works without it."""
+
+    try:
+        from ..deepcheck import deep_check  # noqa: PLC0415 - optional, heavy dependency
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__.rsplit('.', 1)[0]}.deepcheck":
+            raise
+        raise ToolchainError("--deep is not available: engine.deepcheck is missing") from exc
+
+    result = deep_check(versions, config)
+    return list(result or [])
+
+
+def _summary(problems: list[Problem], versions: int) -> str:
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    state = "failed" if errors else "ok"
+    return (f"check {state}: {versions} version(s), {errors} error(s), "
+            f"{warnings} warning(s)")
+
+
+@click.command("check")
+@click.option("--versions", "versions_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Directory of version files (default: schema_versions).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.option("--deep", is_flag=True,
+              help="Also type-check every bundle and compare with the real convex export.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too.")
+def check(versions_dir: Path | None, as_json: bool, deep: bool, strict: bool) -> None:
+    """Validate every schema version file and the version graph."""
+
+    config = load_config()
+    if versions_dir is not None:
+        config = config.model_copy(update={"versions_dir": versions_dir})
+    directory = Path(config.versions_dir)
+    versions, problems = check_directory(directory, config)
+    offline_errors = any(p.severity == "error" for p in problems)
+    if deep and versions and not offline_errors:
+        problems = problems + _deep(versions, config)
+    errors = sum(p.severity == "error" for p in problems)
+    failed = errors > 0 or (strict and len(problems) > 0)
+    if as_json:
+        report: dict[str, Any] = {
+            "ok": not failed,
+            "versions": [v.id for v in versions],
+            "errors": errors,
+            "warnings": len(problems) - errors,
+            "problems": [dict(p.__dict__) for p in problems],
+        }
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for p in problems:
+            click.echo(p.render())
+        click.echo(_summary(problems, len(versions)))
+    if failed:
+        click.get_current_context().exit(1)
+
+
+commands: list[click.Command] = [check]

@@ -1,7 +1,251 @@
-"""CLI verbs (see engine.cli.main)."""
+"""``byod keys generate|rotate``, ``byod connect``, ``byod test-connection``, ``byod status``,
+``byod entitle``: the vault, the registry and the connect flow from the command line.
+
+Deploy keys are read from stdin only (``--key-stdin``), never from argv, where they would
+land in shell history and process listings. Nothing here prints a URL, a deploy key or a
+ciphertext; ``keys generate`` prints the one secret it exists to produce.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Any
+
 import click
 
-commands: list[click.Command] = []
+from .. import connect as connect_mod
+from ..config import EngineConfig, load_config
+from ..errors import InvalidCredentials
+from ..registry.sqlite import SqliteStore, open_store
+from ..registry.store import UserConfig
+from ..vault import ENV_KEY, ENV_OLD_KEYS, Vault, generate_key, key_id
+
+__all__ = ["commands"]
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _context() -> tuple[EngineConfig, SqliteStore]:
+    config = load_config()
+    return config, open_store(config)
+
+
+def _read_key() -> str:
+    stream = click.get_text_stream("stdin")
+    if stream.isatty():
+        key = click.prompt("Deploy key (input hidden)", hide_input=True, err=True)
+    else:
+        key = stream.readline()
+    key = str(key).strip()
+    if not key:
+        raise InvalidCredentials("no deploy key on stdin (pipe it in: "
+                                 "`printf '%s' \"$KEY\" | byod connect ... --key-stdin`)")
+    return key
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+@click.group("keys")
+def keys() -> None:
+    """Generate and rotate the credential encryption key."""
+
+
+@keys.command("generate")
+@_json_option
+def keys_generate(as_json: bool) -> None:
+    """Print a new random 32-byte key (64 hex chars) for BYOD_ENCRYPTION_KEY."""
+
+    key = generate_key()
+    kid = key_id(bytes.fromhex(key))
+    if as_json:
+        _dump({"key": key, "key_id": kid, "env": ENV_KEY})
+        return
+    click.echo(key)
+    click.echo(f"# key id {kid}. Keep it secret and backed up; set it with:\n"
+               f"#   export {ENV_KEY}=<the key above>\n"
+               f"# when rotating, move the previous key to {ENV_OLD_KEYS} and run "
+               "`byod keys rotate`", err=True)
+
+
+@keys.command("rotate")
+@_json_option
+def keys_rotate(as_json: bool) -> None:
+    """Re-encrypt every stored credential under the current key (resumable)."""
+
+    _config, store = _context()
+    vault = Vault.from_env()
+    with store:
+        report = vault.rotate(store)
+    if as_json:
+        _dump(report.to_dict())
+    else:
+        click.echo(f"rotation to key id {report.key_id}: {len(report.rotated)} rotated, "
+                   f"{len(report.already_current)} already current, "
+                   f"{len(report.no_credentials)} without credentials, "
+                   f"{len(report.failed)} failed")
+        for uid, reason in sorted(report.failed.items()):
+            click.echo(f"  {uid}: {reason}", err=True)
+        if report.ok:
+            click.echo(f"every credential now uses key id {report.key_id}; old keys can be "
+                       f"removed from {ENV_OLD_KEYS}")
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+# -- connect -------------------------------------------------------------------------------------
+
+def _progress(as_json: bool):
+    def on_stage(user_id: str, stage: str) -> None:
+        if not as_json:
+            click.echo(f"{user_id}: {stage}", err=True)
+    return on_stage
+
+
+def _describe(user: UserConfig) -> str:
+    fp = (user.schema_fingerprint or "")[:12]
+    line = f"user {user.user_id}: {user.connection_status}"
+    if user.schema_version:
+        line += f" on {user.schema_version} (fingerprint {fp})"
+    if user.deployment_progress and user.deployment_progress not in ("done",):
+        line += f" — {user.deployment_progress}"
+    return line
+
+
+@click.command("connect")
+@click.option("--user", "user_id", required=True, help="The app's user id.")
+@click.option("--url", default=None, help="The deployment URL (https://…).")
+@click.option("--key-stdin", is_flag=True, help="Read the deploy key from stdin.")
+@click.option("--allow-insecure-local", is_flag=True,
+              help="Allow plain http to a loopback deployment (local testing only).")
+@click.option("--retry", is_flag=True, help="Retry from the credentials saved earlier.")
+@_json_option
+def connect(user_id: str, url: str | None, key_stdin: bool, allow_insecure_local: bool,
+            retry: bool, as_json: bool) -> None:
+    """Connect a user's own Convex deployment: validate, test, save, deploy head, record."""
+
+    if retry:
+        if url or key_stdin:
+            raise click.UsageError("--retry uses the saved credentials; drop --url/--key-stdin")
+    elif not url or not key_stdin:
+        raise click.UsageError("give --url and --key-stdin (the key is read from stdin, "
+                               "never from the command line), or --retry")
+    config, store = _context()
+    vault = Vault.from_env()
+    with store:
+        if retry:
+            user = connect_mod.retry_connect(user_id, store=store, vault=vault, config=config,
+                                             on_stage=_progress(as_json))
+        else:
+            key = _read_key()
+            user = connect_mod.connect(user_id, url or "", key, store=store, vault=vault,
+                                       config=config, allow_insecure_local=allow_insecure_local,
+                                       on_stage=_progress(as_json))
+    if as_json:
+        _dump(user.public_dict())
+    else:
+        click.echo(_describe(user))
+
+
+@click.command("test-connection")
+@click.option("--user", "user_id", required=True, help="The app's user id.")
+@_json_option
+def test_connection(user_id: str, as_json: bool) -> None:
+    """Check a user's deployment with the saved credentials; connected ↔ error."""
+
+    config, store = _context()
+    vault = Vault.from_env()
+    with store:
+        result = connect_mod.test_connection(user_id, store=store, vault=vault, config=config)
+    if as_json:
+        _dump(result.to_dict())
+    elif result.ok:
+        click.echo(f"user {user_id}: ok in {result.latency_ms:.0f} ms, deployment on "
+                   f"{result.deployed_version}; status {result.connection_status}")
+    else:
+        click.echo(f"user {user_id}: failed ({result.error_kind}): {result.error}; "
+                   f"status {result.connection_status}")
+    if not result.ok:
+        raise click.exceptions.Exit(1)
+
+
+# -- status and the gate -------------------------------------------------------------------------
+
+@click.command("status")
+@click.option("--user", "user_id", default=None, help="One user (with recent history).")
+@_json_option
+def status(user_id: str | None, as_json: bool) -> None:
+    """Users' connection and deployment state (never credentials)."""
+
+    config, store = _context()
+    with store:
+        if user_id is not None:
+            user = store.get_user(user_id)
+            data = user.public_dict()
+            data["lease"] = None
+            lease = store.current_lease(user_id)
+            if lease is not None:
+                data["lease"] = {"holder": lease.holder, "expires_at": lease.expires_at}
+            data["history"] = [{"at": e.at, "event": e.event, "detail": e.detail}
+                               for e in store.audit_log(user_id, limit=20)]
+            if as_json:
+                _dump(data)
+                return
+            click.echo(_describe(user))
+            for name in ("deployment_status", "deployment_progress", "schema_version",
+                         "schema_fingerprint", "connection_error", "entitled"):
+                click.echo(f"  {name:<20} {data[name] if data[name] is not None else '-'}")
+            for name in ("last_connection_test", "created_at", "updated_at"):
+                click.echo(f"  {name:<20} {_when(data[name])}")
+            if lease is not None:
+                click.echo(f"  {'lease':<20} held by {lease.holder} until "
+                           f"{_when(lease.expires_at)}")
+            return
+        users = store.list_users()
+    counts: dict[str, int] = {}
+    for u in users:
+        counts[u.connection_status] = counts.get(u.connection_status, 0) + 1
+    if as_json:
+        _dump({"availability": config.availability, "counts": counts,
+               "users": [u.public_dict() for u in users]})
+        return
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no users"
+    click.echo(f"{len(users)} user(s): {summary} (availability: {config.availability})")
+    for u in users:
+        click.echo(f"  {u.user_id:<24} {u.connection_status:<12} {u.deployment_status:<11} "
+                   f"{u.schema_version or '-':<24} {_when(u.last_connection_test):<19} "
+                   f"{u.connection_error or ''}")
+
+
+@click.command("entitle")
+@click.option("--user", "user_id", required=True, help="The app's user id.")
+@click.option("--revoke", is_flag=True, help="Remove the entitlement instead.")
+@_json_option
+def entitle(user_id: str, revoke: bool, as_json: bool) -> None:
+    """Grant (or revoke) a user's entitlement to connect when availability is premium."""
+
+    config, store = _context()
+    with store:
+        user = store.set_entitled(user_id, not revoke)
+    if as_json:
+        _dump({"user_id": user_id, "entitled": user.entitled,
+               "availability": config.availability})
+        return
+    click.echo(f"user {user_id}: {'entitled' if user.entitled else 'not entitled'}")
+    if config.availability == "everyone":
+        click.echo("note: availability is 'everyone', so the gate is open to all users",
+                   err=True)
+    elif revoke and user.schema_version:
+        click.echo("note: the user is already set up; their connection keeps working",
+                   err=True)
+
+
+commands: list[click.Command] = [keys, connect, test_connection, status, entitle]

@@ -20,7 +20,8 @@ _COMMAND_MODULES = (
     "check",      # check
     "build",      # build, toolchain
     "planning",   # diff, plan, graph
-    "local",      # local up/down/status, deploy
+    "local",      # local up/down/status
+    "deploy_cmd",  # deploy
     "fleet",      # keys, connect, status, test-connection
     "rollout",    # rollout
     "ops",        # health, monitor, disconnect, demo

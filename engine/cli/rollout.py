@@ -1,7 +1,212 @@
-"""CLI verbs (see engine.cli.main)."""
+"""``byod rollout``: bring every connected deployment to a version, with progress.
+
+A thin layer over ``engine.rollout.rollout``: it builds the store, vault and versions,
+renders the rollout's events (a rich progress bar on a terminal, one plain line per event
+otherwise, nothing but the final JSON with ``--json``), writes the JSON and HTML reports,
+and exits 1 when the budget halted the rollout or any deployment failed.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
 import click
 
-commands: list[click.Command] = []
+from ..config import load_config
+from ..errors import RolloutError
+from ..events import (
+    BudgetExhausted,
+    DeploymentDone,
+    DeploymentFailed,
+    DeploymentReconciled,
+    DeploymentSkipped,
+    Event,
+    RolloutStarted,
+    StepStarted,
+    WaveStarted,
+)
+
+__all__ = ["commands"]
+
+
+def _plain_renderer(echo: Callable[[str], None]) -> Callable[[Event], None]:
+    """One line per meaningful event (CI logs, pipes)."""
+
+    done = {"n": 0, "total": 0}
+
+    def render(event: Event) -> None:
+        if isinstance(event, RolloutStarted):
+            done["total"] = event.total
+            echo(f"rollout {event.rollout_id}: {event.total} deployment(s) to {event.target}"
+                 f"{' (dry run)' if event.dry_run else ''}{' (resumed)' if event.resumed else ''}")
+        elif isinstance(event, WaveStarted):
+            echo(f"wave {event.wave}: {len(event.deployments)} deployment(s)")
+        elif isinstance(event, (DeploymentDone, DeploymentFailed, DeploymentSkipped)):
+            done["n"] += 1
+            prefix = f"[{done['n']}/{done['total']}]"
+            if isinstance(event, DeploymentDone):
+                what = "already on target" if event.already else \
+                    f"{event.source} -> {event.target}, {event.deploys} deploy(s)"
+                echo(f"{prefix} ok      {event.user_id}: {what} in {event.duration_s:.1f}s")
+            elif isinstance(event, DeploymentFailed):
+                echo(f"{prefix} FAILED  {event.user_id}: {event.error_type}: {event.error}")
+            else:
+                echo(f"{prefix} skipped {event.user_id}: {event.reason}")
+        elif isinstance(event, DeploymentReconciled):
+            echo(f"        {event.user_id}: registry said {event.registry_version}, "
+                 f"deployment is on {event.actual_version} (reconciled)")
+        elif isinstance(event, BudgetExhausted):
+            echo(f"HALTED: {event.failures} failure(s) over a budget of {event.max_failures}; "
+                 f"{event.untouched} deployment(s) left untouched")
+
+    return render
+
+
+class _RichRenderer:
+    """A progress bar over deployments, with failures printed above it."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+            TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                                 TimeElapsedColumn(), console=self.console, transient=False)
+        self.task: Any = None
+        self.failed = 0
+
+    def __enter__(self) -> "_RichRenderer":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        p = self.progress
+        if isinstance(event, RolloutStarted):
+            self.task = p.add_task(f"rollout to {event.target}", total=event.total,
+                                   status="")
+        elif self.task is None:
+            return
+        elif isinstance(event, WaveStarted):
+            p.update(self.task, status=f"wave {event.wave}")
+        elif isinstance(event, StepStarted):
+            p.update(self.task, status=f"{event.user_id}: {event.kind}")
+        elif isinstance(event, (DeploymentDone, DeploymentSkipped)):
+            p.advance(self.task)
+        elif isinstance(event, DeploymentFailed):
+            self.failed += 1
+            p.advance(self.task)
+            p.console.print(f"[red]FAILED[/red] {event.user_id}: {event.error_type}: "
+                            f"{event.error}", markup=True, highlight=False)
+        elif isinstance(event, BudgetExhausted):
+            p.console.print(f"[red bold]HALTED[/red bold]: {event.failures} failure(s) over "
+                            f"a budget of {event.max_failures}; {event.untouched} untouched")
+
+
+def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
+    counts = ", ".join(f"{n} {k}" for k, n in report.counts.items()) or "nothing to do"
+    lines = [f"rollout {report.rollout_id} to {report.target}: {report.status} "
+             f"({counts}) in {report.duration_s:.1f}s"]
+    if report.halted_reason:
+        lines.append(f"halted: {report.halted_reason}; resume with "
+                     f"`byod rollout --resume {report.rollout_id}`")
+    for row in report.rows:
+        if row["status"] == "failed":
+            lines.append(f"  failed {row['user_id']}: {row.get('error_type')}: {row.get('error')}")
+    if report.status == "dry_run":
+        for source, plan in report.plans.items():
+            n = sum(1 for r in report.rows if r.get("before") == source)
+            lines.append(f"  from {source} ({n} deployment(s)): "
+                         + " -> ".join(plan["path"]) + f", {plan['deploys']} deploy(s), "
+                         + f"{len(plan['steps'])} step(s)")
+            for step in plan["steps"]:
+                lines.append(f"      {step.get('kind')}: {step.get('id')}")
+        for source, err in report.plan_errors.items():
+            lines.append(f"  from {source}: cannot plan: {err.get('message')}")
+    if paths:
+        lines.append(f"reports: {paths[0]} {paths[1]}")
+    return lines
+
+
+@click.command("rollout")
+@click.option("--to", "target", default=None, help="Target version (id, number or 'head').")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing anywhere.")
+@click.option("--canary", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Deployments to migrate first; any failure among them halts.")
+@click.option("--waves", default="10%,50%,100%", show_default=True,
+              help="Cumulative waves after the canary: percentages or counts.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-failures", default="10%", show_default=True,
+              help="Failures tolerated before halting: a count or a percentage.")
+@click.option("--resume", "resume", default=None, metavar="ID",
+              help="Continue an interrupted or halted rollout.")
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Where to write the JSON and HTML reports "
+              "(default: .byod/reports beside the registry).")
+@click.option("--versions", "versions_dir", type=click.Path(path_type=Path), default=None,
+              help="Schema versions directory (default from the config).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, concurrency: int,
+                max_failures: str, resume: str | None, report_dir: Path | None,
+                versions_dir: Path | None, as_json: bool) -> None:
+    """Roll every connected deployment out to a version: canary, waves, failure budget."""
+
+    from ..registry.sqlite import open_store
+    from ..report import write_reports
+    from ..rollout import parse_budget, parse_waves, rollout
+    from ..schema.loader import load_versions
+    from ..vault import Vault
+
+    if not target and not resume:
+        raise RolloutError("name the target with --to VERSION (or 'head'), "
+                           "or continue one with --resume ID")
+    parse_waves(waves)
+    parse_budget(max_failures, 100)
+    config = load_config()
+    versions = load_versions(versions_dir or config.versions_dir, config)
+    store = open_store(config)
+    try:
+        vault = None if dry_run else Vault.from_env()
+        interactive = sys.stderr.isatty() and not as_json
+        renderer: Any
+        if as_json:
+            renderer = None
+        elif interactive:
+            renderer = _RichRenderer()
+        else:
+            renderer = _plain_renderer(lambda line: click.echo(line, err=True))
+        kwargs: dict[str, Any] = dict(
+            store=store, vault=vault, config=config, versions=versions, canary=canary,
+            waves=waves, concurrency=concurrency, max_failures=max_failures,
+            dry_run=dry_run, resume=resume)
+        if isinstance(renderer, _RichRenderer):
+            with renderer:
+                report = rollout(target, emit=renderer, **kwargs)
+        else:
+            report = rollout(target, emit=renderer or (lambda e: None), **kwargs)
+        paths = None
+        if not dry_run:
+            directory = report_dir or Path(config.registry_path).parent / "reports"
+            paths = write_reports(report, directory)
+    finally:
+        store.close()
+    if as_json:
+        data = report.to_dict()
+        if paths:
+            data["reports"] = {"json": str(paths[0]), "html": str(paths[1])}
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        for line in _summary(report, paths):
+            click.echo(line)
+    if report.status == "halted" or report.failed:
+        raise SystemExit(1)
+
+
+commands: list[click.Command] = [rollout_cmd]

@@ -52,6 +52,7 @@ class DeployResult:
     fingerprint: str
     duration_s: float
     output: str = ""  # captured CLI output, redacted
+    location: str = ""  # where a manual-deploy bundle was written (archive adapter)
 
 
 @dataclass(frozen=True)

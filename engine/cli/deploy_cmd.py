@@ -1,0 +1,129 @@
+"""``byod deploy VERSION --url U --key-stdin``: push one version's bundle to one deployment
+with the Convex CLI, check that the deployment now answers that version, and record it on
+the deployment. The key is read from stdin only (never argv, never printed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from ..compiler import compile_version
+from ..config import EngineConfig, load_config
+from ..convex.adapter import DeploymentTarget
+from ..convex.cli import CliDeployAdapter
+from ..errors import DeployFailed, InvalidCredentials
+from ..graph import VersionGraph
+from ..schema.loader import load_versions
+
+__all__ = ["commands", "deploy", "deploy_version"]
+
+
+def _read_key() -> str:
+    stream = click.get_text_stream("stdin")
+    if stream.isatty():
+        key = click.prompt("Deploy key (input hidden)", hide_input=True, err=True)
+    else:
+        key = stream.readline()
+    return str(key).strip()
+
+
+def _default_label(url: str) -> str:
+    try:
+        parts = urlsplit(url.strip())
+        return parts.netloc.rsplit("@", 1)[-1] or "deployment"
+    except ValueError:
+        return "deployment"
+
+
+def deploy_version(ref: str, target: DeploymentTarget, config: EngineConfig, *,
+                   timeout: float | None = None, versions_dir: Path | None = None,
+                   record: bool = True) -> dict[str, Any]:
+    """Compile ``ref`` (id, number or ``head``), deploy it, verify, record; a summary."""
+
+    versions = load_versions(versions_dir or config.versions_dir, config)
+    version = VersionGraph(versions).resolve(ref)
+    bundle = compile_version(version, config)
+    started = time.monotonic()
+    with CliDeployAdapter(target, timeout=timeout or config.deploy_timeout_s,
+                          http_timeout=config.http_timeout_s) as adapter:
+        result = adapter.deploy(bundle)
+        info = adapter.read_version()
+        if info.version != bundle.version_id or info.fingerprint != bundle.fingerprint:
+            error = DeployFailed(
+                f"the deploy finished but the deployment answers {info.version} "
+                f"(fingerprint {info.fingerprint[:12]}) instead of {bundle.version_id}",
+                deployment=target.label)
+            error.kind = "verify"
+            raise error
+        if record:
+            adapter.mutation("byod:recordVersion", {
+                "version": bundle.version_id, "fingerprint": bundle.fingerprint,
+                "kind": "version"})
+    return {
+        "deployment": target.label,
+        "version": bundle.version_id,
+        "kind": bundle.kind,
+        "fingerprint": bundle.fingerprint,
+        "deploy_s": round(result.duration_s, 3),
+        "duration_s": round(time.monotonic() - started, 3),
+        "verified": True,
+        "recorded": record,
+    }
+
+
+@click.command("deploy")
+@click.argument("version")
+@click.option("--url", required=True, help="The deployment's URL (https; http only for "
+              "loopback with --allow-insecure-local).")
+@click.option("--key-stdin", is_flag=True,
+              help="Read the deploy or admin key from stdin (the only way to pass it).")
+@click.option("--allow-insecure-local", is_flag=True,
+              help="Allow plain http to a loopback deployment (local deployments).")
+@click.option("--label", help="Name for the deployment in output (default: its host).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None,
+              help="Seconds the deploy may take (default: deploy_timeout_s, 300).")
+@click.option("--versions", "versions_dir", type=click.Path(path_type=Path),
+              help="Version files directory (default: the configured schema_versions/).")
+@click.option("--no-record", is_flag=True,
+              help="Do not record the version in the deployment's own byodVersions table.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def deploy(version: str, url: str, key_stdin: bool, allow_insecure_local: bool,
+           label: str | None, timeout: float | None, versions_dir: Path | None,
+           no_record: bool, as_json: bool) -> None:
+    """Deploy VERSION (an id, a number or `head`) to one deployment with the Convex CLI.
+
+    \b
+    Example:
+      byod deploy 1 --url http://127.0.0.1:3210 --allow-insecure-local --key-stdin < key.txt
+    """
+
+    if not key_stdin:
+        raise click.UsageError(
+            "pass the key on stdin with --key-stdin (keys are never taken from the command line)")
+    config = load_config()
+    name = label or _default_label(url)
+    key = _read_key()
+    if not key:
+        raise InvalidCredentials("no key on stdin", deployment=name)
+    target = DeploymentTarget(label=name, url=url, admin_key=key,
+                              allow_insecure_local=allow_insecure_local)
+    summary = deploy_version(version, target, config, timeout=timeout,
+                             versions_dir=versions_dir, record=not no_record)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    click.echo(f"deployed {summary['version']} to {summary['deployment']} "
+               f"in {summary['duration_s']:.1f} s")
+    click.echo(f"  fingerprint {summary['fingerprint']}")
+    click.echo("  verified: the deployment answers this version"
+               + ("; recorded in its byodVersions" if summary["recorded"] else ""))
+    sys.stdout.flush()
+
+
+commands: list[click.Command] = [deploy]

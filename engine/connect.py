@@ -1,0 +1,487 @@
+"""Connecting a user's own Convex deployment: validate, test, save, deploy, record.
+
+Each stage is written to the registry as the user's deployment progress (once a row exists)
+and reported to an optional ``on_stage`` callback::
+
+    validating → testing → saving → deploying → recording → done
+
+Why the order: input is checked before any I/O; the deployment is proven reachable and the
+key accepted before anything is stored; credentials are stored (encrypted, updated in place
+on a re-connect) before the deploy so a failed deploy can be retried from them
+(``retry_connect``). A failure before saving leaves the row ``pending`` (if there is one); a
+failure after saving leaves it ``error`` with a sanitized reason. A lease on the user id keeps
+a rollout and a connect from working the same deployment at once.
+
+A deployment that already runs a byod bundle of the *head* version is not redeployed; one that
+runs another byod version is recorded as it is (not overwritten: its data may not fit the head
+schema yet) and left for a rollout to migrate.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, NamedTuple
+from urllib.parse import urlsplit
+
+from .compiler import Bundle, compile_version
+from .config import EngineConfig
+from .convex.adapter import DeployAdapter, DeploymentTarget, VersionInfo
+from .errors import (
+    ByodError,
+    DeployFailed,
+    DeploymentError,
+    FunctionError,
+    InvalidCredentials,
+    RegistryError,
+)
+from .gate import Entitlement, check_entitled, grandfathered
+from .redact import redact
+from .registry.store import RegistryStore, UserConfig
+from .schema.models import SchemaVersion
+from .vault import Vault
+
+__all__ = [
+    "AdapterFactory",
+    "ConnectionTest",
+    "KeyShape",
+    "STAGES",
+    "connect",
+    "default_adapter_factory",
+    "head_version",
+    "retry_connect",
+    "test_connection",
+    "validate_deploy_key",
+    "validate_url",
+]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("validating", "testing", "saving", "deploying", "recording", "done")
+AdapterFactory = Callable[[DeploymentTarget], DeployAdapter]
+StageCallback = Callable[[str, str], None]
+
+# -- input validation (pure) -----------------------------------------------------------------
+
+_SLUG = r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?"
+_KEY_PREFIXES = {
+    "prod": re.compile(rf"prod:({_SLUG})"),
+    "dev": re.compile(rf"dev:({_SLUG})"),
+    "preview": re.compile(rf"preview:({_SLUG}):({_SLUG})"),
+    "project": re.compile(rf"project:({_SLUG}):({_SLUG})"),
+    "admin": re.compile(rf"({_SLUG})"),  # raw admin key or self-hosted "<instance>|<hex>"
+}
+_SECRET = re.compile(r"[A-Za-z0-9+/=_-]+")
+_MIN_SECRET_CHARS = 16
+_MIN_SECRET_DISTINCT = 6
+
+
+class KeyShape(NamedTuple):
+    """What kind of key was given (never the key itself)."""
+
+    kind: Literal["prod", "dev", "preview", "project", "admin"]
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback  # 127.0.0.0/8 and ::1
+    except ValueError:
+        return False
+
+
+def validate_url(url: str, allow_insecure_local: bool = False, *, label: str = "") -> str:
+    """The deployment's root URL, normalized (no trailing slash). https only; plain http only
+    to 127.0.0.0/8, ::1 or localhost and only when explicitly allowed. Messages never
+    repeat the URL."""
+
+    def bad(message: str) -> InvalidCredentials:
+        return InvalidCredentials(message, deployment=label)
+
+    if not isinstance(url, str) or not url.strip():
+        raise bad("the deployment URL is empty")
+    text = url.strip()
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise bad("the deployment URL contains spaces or control characters")
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise bad("the deployment URL is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise bad("the deployment URL must start with https:// "
+                  "(e.g. https://<deployment>.convex.cloud)")
+    if not host:
+        raise bad("the deployment URL has no host name")
+    if parts.username is not None or parts.password is not None:
+        raise bad("the deployment URL must not contain credentials; give the key separately")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise bad("the deployment URL must not have a query string or fragment; "
+                  "give the key separately")
+    if parts.path not in ("", "/"):
+        raise bad("the deployment URL must be the deployment's root URL, without a path")
+    if parts.scheme == "http":
+        if not _is_loopback(host):
+            raise bad("plain http is not allowed: use https (http is accepted only for a "
+                      "loopback deployment on 127.0.0.0/8, ::1 or localhost)")
+        if not allow_insecure_local:
+            raise bad("plain http to a loopback deployment needs --allow-insecure-local")
+    return text.rstrip("/")
+
+
+def validate_deploy_key(key: str, *, label: str = "") -> KeyShape:
+    """Check a Convex deploy or admin key's shape: ``prod:<name>|secret``,
+    ``dev:<name>|secret``, ``preview:<team>:<project>|secret``,
+    ``project:<team>:<project>|secret``, ``<name>|secret`` or self-hosted
+    ``<instance>|<hex>``. Messages never repeat the key."""
+
+    def bad(message: str) -> InvalidCredentials:
+        return InvalidCredentials(
+            message + " (expected e.g. 'prod:<deployment>|<secret>' or '<instance>|<hex>')",
+            deployment=label)
+
+    if not isinstance(key, str) or not key.strip():
+        raise bad("the deploy key is empty")
+    text = key.strip()
+    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in text):
+        raise bad("the deploy key contains spaces, control or non-ASCII characters")
+    if "|" not in text:
+        raise bad("the deploy key has no '|' separating its name from its secret")
+    prefix, secret = text.split("|", 1)
+    kind = next((k for k, rx in _KEY_PREFIXES.items() if rx.fullmatch(prefix)), None)
+    if kind is None:
+        head = prefix.split(":", 1)[0] if ":" in prefix else ""
+        if head in _KEY_PREFIXES:
+            raise bad(f"the deploy key's {head!r} part is malformed")
+        raise bad("the deploy key's name part is not a known key type")
+    if not _SECRET.fullmatch(secret):
+        raise bad("the deploy key's secret part has characters no Convex key uses")
+    if len(secret) < _MIN_SECRET_CHARS or len(set(secret)) < _MIN_SECRET_DISTINCT:
+        raise bad("the deploy key's secret part is too short or trivial to be a real key")
+    return KeyShape(kind)  # type: ignore[arg-type]
+
+
+# -- adapters --------------------------------------------------------------------------------
+
+def default_adapter_factory(config: EngineConfig) -> AdapterFactory:
+    """The real thing: ``npx convex deploy`` for deploys, the HTTP API for functions (the
+    CLI adapter carries an HTTP client for its function calls). Imported lazily so pure
+    callers never load the toolchain."""
+
+    def make(target: DeploymentTarget) -> DeployAdapter:
+        from .convex.cli import CliDeployAdapter
+
+        return CliDeployAdapter(target, timeout=config.deploy_timeout_s,
+                                http_timeout=config.http_timeout_s)
+
+    return make
+
+
+def head_version(versions: Any, config: EngineConfig) -> SchemaVersion:
+    """The head version from a ``VersionGraph``, a version, a list/mapping of versions, or
+    (None) the config's ``versions_dir``."""
+
+    from .graph import VersionGraph
+
+    if versions is None:
+        from .schema.loader import load_versions
+
+        versions = load_versions(config.versions_dir, config)
+    if isinstance(versions, SchemaVersion):
+        return versions
+    if not hasattr(versions, "resolve"):
+        versions = VersionGraph(versions.values() if isinstance(versions, dict) else versions)
+    return versions.resolve("head")
+
+
+# -- the flow ----------------------------------------------------------------------------------
+
+_NOT_DEPLOYED = re.compile(r"(?i)could not find|not found|no such function|FunctionNotFound")
+
+
+def _nothing_deployed(exc: DeploymentError) -> bool:
+    """A fresh deployment answers 'function not found' for byod:version: that still proves
+    it is reachable and accepted the key."""
+
+    code = getattr(exc, "code", "") or ""
+    return (isinstance(exc, FunctionError) or getattr(exc, "kind", "") == "request") and bool(
+        _NOT_DEPLOYED.search(f"{code} {exc}"))
+
+
+def _close(adapter: Any) -> None:
+    closer = getattr(adapter, "close", None)
+    if closer is not None:
+        try:
+            closer()
+        except Exception:  # closing must never mask the real outcome
+            log.debug("closing an adapter failed", exc_info=True)
+
+
+class _Flow:
+    """The mutable bits of one connect attempt: the stage reached and the secrets in scope."""
+
+    def __init__(self, user_id: str, store: RegistryStore, secrets: tuple[str, ...],
+                 on_stage: StageCallback | None):
+        self.user_id = user_id
+        self.store = store
+        self.secrets = secrets
+        self.on_stage = on_stage
+        self.stage = "validating"
+        self.saved = False
+
+    def enter(self, stage: str, progress: str | None = None) -> None:
+        self.stage = stage
+        log.info("connect %s: %s", self.user_id, stage)
+        if self.on_stage is not None:
+            self.on_stage(self.user_id, stage)
+        # Validation is pure: it leaves an existing row exactly as it was.
+        if stage != "validating" and self.store.find_user(self.user_id) is not None:
+            self.store.set_deployment(self.user_id, progress=progress or stage)
+
+    def clean(self, exc: BaseException) -> str:
+        return redact(str(exc) or type(exc).__name__, self.secrets)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the failure on the user's row (if any), sanitized."""
+
+        if self.stage == "validating":  # bad input or a closed gate: nothing was attempted
+            return
+        reason = f"{self.stage}: {self.clean(exc)}"
+        user = self.store.find_user(self.user_id)
+        if user is None:
+            return
+        if self.saved:
+            self.store.set_connection_status(self.user_id, "error", error=reason)
+            self.store.set_deployment(
+                self.user_id, progress=f"failed at {self.stage}",
+                status="failed" if self.stage in ("deploying", "recording") else None)
+        else:
+            self.store.set_deployment(self.user_id, progress=f"failed at {self.stage}")
+            if user.connection_status == "pending":
+                self.store.set_connection_status(self.user_id, "pending", error=reason)
+
+    def reraise(self, exc: BaseException) -> ByodError:
+        """The error to hand the caller: the original when it is already clean."""
+
+        if isinstance(exc, ByodError) and self.clean(exc) == str(exc):
+            return exc
+        return DeployFailed(f"{self.stage} failed: {self.clean(exc)}", deployment=self.user_id)
+
+
+def _probe(adapter: DeployAdapter, label: str) -> VersionInfo | None:
+    """Prove reachability and auth. None: reachable, but no byod bundle deployed yet."""
+
+    try:
+        return adapter.read_version()
+    except DeploymentError as exc:
+        if _nothing_deployed(exc):
+            return None
+        raise
+
+
+def _lease_ttl(config: EngineConfig) -> float:
+    return config.deploy_timeout_s + 4 * config.http_timeout_s + 60.0
+
+
+def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: Vault,
+         config: EngineConfig, factory: AdapterFactory, head: SchemaVersion, bundle: Bundle,
+         save: bool) -> UserConfig:
+    """testing → (saving) → deploying → recording → done, under the user's lease."""
+
+    holder = f"connect:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    user_id = flow.user_id
+    store.acquire_lease(user_id, holder, _lease_ttl(config))
+    adapter: DeployAdapter | None = None
+    try:
+        flow.enter("testing")
+        adapter = factory(target)
+        info = _probe(adapter, user_id)
+        tested_at = time.time()
+
+        if save:
+            flow.enter("saving")
+            before = store.find_user(user_id)
+            url_ct, key_ct = vault.encrypt_credentials(user_id, target.url, target.admin_key)
+            store.upsert_credentials(user_id, url_ct=url_ct, key_ct=key_ct)
+            keep = before is not None and before.connection_status == "connected"
+            store.set_connection_status(user_id, "connected" if keep else "pending",
+                                        tested_at=tested_at)
+        flow.saved = True
+
+        flow.enter("deploying")
+        if info is not None and info.version != head.id:
+            # Another byod version is live there: record it, never deploy over its data.
+            store.set_deployment(user_id, status="deployed", version=info.version,
+                                 fingerprint=info.fingerprint)
+            store.audit(user_id, "connect_found_version",
+                        {"version": info.version, "head": head.id})
+            flow.enter("done", f"done: found {info.version} deployed; head is {head.id}, "
+                               "run a rollout")
+            return store.set_connection_status(user_id, "connected", tested_at=tested_at)
+        if info is None or info.fingerprint != bundle.fingerprint:
+            store.set_deployment(user_id, status="deploying")
+            adapter.deploy(bundle)
+
+        flow.enter("recording")
+        recorded = info.recorded if info is not None else None
+        if not (recorded and recorded.get("version") == head.id
+                and recorded.get("fingerprint") == bundle.fingerprint
+                and info is not None and info.fingerprint == bundle.fingerprint):
+            adapter.mutation("byod:recordVersion", {
+                "version": head.id, "fingerprint": bundle.fingerprint, "kind": "version"})
+        check = _probe(adapter, user_id)
+        if check is None:
+            raise DeployFailed(f"after deploying {head.id} the deployment reports no byod "
+                               "version (the deploy did not take)", deployment=user_id)
+        if check.version != head.id or check.fingerprint != bundle.fingerprint:
+            raise DeployFailed(
+                f"after deploying {head.id} the deployment reports version {check.version} "
+                f"with fingerprint {check.fingerprint[:12]}", deployment=user_id)
+        store.set_deployment(user_id, status="deployed", version=head.id,
+                             fingerprint=bundle.fingerprint)
+        flow.enter("done")
+        user = store.set_connection_status(user_id, "connected", tested_at=time.time())
+        store.audit(user_id, "connected", {"version": head.id,
+                                           "fingerprint": bundle.fingerprint})
+        return user
+    finally:
+        if adapter is not None:
+            _close(adapter)
+        store.release_lease(user_id, holder)
+
+
+def connect(user_id: str, url: str, deploy_key: str, *, store: RegistryStore, vault: Vault,
+            config: EngineConfig, adapter_factory: AdapterFactory | None = None,
+            versions: Any = None, allow_insecure_local: bool = False,
+            entitlement: Entitlement | None = None,
+            on_stage: StageCallback | None = None) -> UserConfig:
+    """Connect (or re-connect) ``user_id`` to their deployment and put it on the head
+    version. Returns the user's row (never with plaintext secrets). Raises
+    ``InvalidCredentials``, ``NotEntitled``, a classified ``DeploymentError``, or
+    ``LeaseHeld`` when a rollout is working the deployment."""
+
+    secrets = tuple(s for s in (url, deploy_key, url.strip() if isinstance(url, str) else None,
+                                deploy_key.strip() if isinstance(deploy_key, str) else None) if s)
+    flow = _Flow(user_id, store, secrets, on_stage)
+    try:
+        flow.enter("validating")
+        if not isinstance(user_id, str) or not user_id.strip():
+            raise InvalidCredentials("a user id is required")
+        check_entitled(user_id, config=config, store=store, entitlement=entitlement)
+        clean_url = validate_url(url, allow_insecure_local, label=user_id)
+        validate_deploy_key(deploy_key, label=user_id)
+        head = head_version(versions, config)
+        bundle = compile_version(head, config)
+        target = DeploymentTarget(label=user_id, url=clean_url, admin_key=deploy_key.strip(),
+                                  allow_insecure_local=allow_insecure_local)
+        factory = adapter_factory or default_adapter_factory(config)
+        return _run(flow, target, store=store, vault=vault, config=config, factory=factory,
+                    head=head, bundle=bundle, save=True)
+    except ByodError as exc:
+        flow.fail(exc)
+        raise flow.reraise(exc) from None
+    except Exception as exc:  # an adapter bug must not leak secrets through a traceback
+        flow.fail(exc)
+        raise flow.reraise(exc) from None
+
+
+def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: EngineConfig,
+                  adapter_factory: AdapterFactory | None = None, versions: Any = None,
+                  entitlement: Entitlement | None = None,
+                  on_stage: StageCallback | None = None) -> UserConfig:
+    """Run the connect flow again from the credentials already saved for ``user_id``."""
+
+    user = store.get_user(user_id)
+    if not user.url_ct or not user.key_ct:
+        raise RegistryError(
+            f"user {user_id!r} has no saved credentials to retry with; connect with "
+            "--url and --key-stdin")
+    if user.connection_status == "disconnected":
+        raise RegistryError(f"user {user_id!r} is disconnected; connect again with "
+                            "--url and --key-stdin")
+    target = vault.target_for(user)
+    flow = _Flow(user_id, store, target.secrets, on_stage)
+    flow.saved = True
+    try:
+        flow.enter("validating")
+        if not grandfathered(user):
+            check_entitled(user_id, config=config, store=store, entitlement=entitlement)
+        validate_url(target.url, target.allow_insecure_local, label=user_id)
+        validate_deploy_key(target.admin_key, label=user_id)
+        head = head_version(versions, config)
+        bundle = compile_version(head, config)
+        factory = adapter_factory or default_adapter_factory(config)
+        return _run(flow, target, store=store, vault=vault, config=config, factory=factory,
+                    head=head, bundle=bundle, save=False)
+    except ByodError as exc:
+        flow.fail(exc)
+        raise flow.reraise(exc) from None
+    except Exception as exc:
+        flow.fail(exc)
+        raise flow.reraise(exc) from None
+
+
+@dataclass(frozen=True)
+class ConnectionTest:
+    """The outcome of ``test_connection`` (sanitized)."""
+
+    user_id: str
+    ok: bool
+    connection_status: str
+    latency_ms: float
+    deployed_version: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def test_connection(user_id: str, *, store: RegistryStore, vault: Vault,
+                    config: EngineConfig,
+                    adapter_factory: AdapterFactory | None = None) -> ConnectionTest:
+    """Ask the deployment for its version with the saved credentials; record the time and
+    move ``connected`` ↔ ``error``. Pending and disconnected users keep their status (only
+    the time and reason are recorded). Never consults the premium gate."""
+
+    user = store.get_user(user_id)
+    target = vault.target_for(user)
+    factory = adapter_factory or default_adapter_factory(config)
+    started = time.monotonic()
+    adapter: DeployAdapter | None = None
+    error: BaseException | None = None
+    info: VersionInfo | None = None
+    try:
+        adapter = factory(target)
+        info = adapter.read_version()
+    except Exception as exc:  # classified below; nothing here may leak a secret
+        error = exc
+    finally:
+        if adapter is not None:
+            _close(adapter)
+    latency = (time.monotonic() - started) * 1000
+    now = time.time()
+    moving = user.connection_status in ("connected", "error")
+    if error is None and info is not None:
+        status = "connected" if moving else user.connection_status
+        after = store.set_connection_status(user_id, status, tested_at=now)  # type: ignore[arg-type]
+        return ConnectionTest(user_id, True, after.connection_status, latency,
+                              deployed_version=info.version)
+    assert error is not None
+    reason = redact(str(error) or type(error).__name__, target.secrets)
+    if isinstance(error, DeploymentError) and _nothing_deployed(error):
+        reason = f"reachable, but no byod bundle is deployed ({reason})"
+    status = "error" if moving else user.connection_status
+    after = store.set_connection_status(user_id, status, error=reason, tested_at=now)  # type: ignore[arg-type]
+    return ConnectionTest(user_id, False, after.connection_status, latency, error=reason,
+                          error_kind=getattr(error, "kind", type(error).__name__))
+
+
+test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

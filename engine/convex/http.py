@@ -1,0 +1,391 @@
+"""The Convex HTTP function API (``/api/query|mutation|action``) over httpx, sync and async.
+
+Both clients share one ``_Protocol``: how a request is built, how a response or an httpx
+exception becomes a value or a typed ``DeploymentError``, and when a failure may be
+retried. Only the send-and-sleep loop differs between them.
+
+Retry policy: a call is retried (at most ``retries`` times, exponential backoff with full
+jitter) when it is idempotent (queries, version reads, pings) and failed on the network
+or with a 5xx, or for any kind when the connection failed before the request was sent.
+Timeouts are never retried: the deployment already had the whole timeout to answer.
+
+Nothing here logs headers, the URL or the key; every text taken from a response passes
+through ``redact`` with the target's secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..errors import (
+    AdapterUnsupported,
+    DeploymentError,
+    DeploymentRequestRejected,
+    DeploymentServerError,
+    DeploymentTimeout,
+    DeploymentUnauthorized,
+    DeploymentUnreachable,
+    FunctionError,
+)
+from ..redact import redact
+from .adapter import DeploymentTarget, DeployResult, FunctionKind, VersionInfo
+from .targets import base_url, check_target
+from .values import from_convex_json, to_convex_json
+
+__all__ = ["AsyncConvexHttpClient", "ConvexHttpClient", "PING_FUNCTION", "VERSION_FUNCTION"]
+
+log = logging.getLogger(__name__)
+
+
+class _HideRequestHosts(logging.Filter):
+    """httpx logs every request with its full URL at INFO; deployment URLs count as
+    secrets here (``DeploymentTarget.secrets``), so its records keep only the path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(a.raw_path.decode("ascii", "replace")
+                                if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+if not any(isinstance(f, _HideRequestHosts) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_HideRequestHosts())
+
+VERSION_FUNCTION = "byod:version"
+PING_FUNCTION = "byod:ping"
+FUNCTION_FAILED_STATUS = 560  # the JS client's STATUS_CODE_UDF_FAILED
+_KINDS: tuple[FunctionKind, ...] = ("query", "mutation", "action")
+_MAX_TEXT = 500
+_CLIENT_HEADER = "byod-engine"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one attempt produced: a value, or an error plus whether retrying is allowed
+    for idempotent calls only (``retry_idempotent``) or for any call (``retry_any``)."""
+
+    value: Any = None
+    error: DeploymentError | None = None
+    retry_idempotent: bool = False
+    retry_any: bool = False
+
+
+class _Protocol:
+    """Request building, response decoding, error mapping and retry decisions: no I/O."""
+
+    def __init__(self, target: DeploymentTarget, *, timeout: float, retries: int,
+                 backoff_base: float, backoff_max: float):
+        check_target(target)
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.target = target
+        self.timeout = float(timeout)
+        self.retries = max(0, int(retries))
+        self.backoff_base = max(0.0, backoff_base)
+        self.backoff_max = max(self.backoff_base, backoff_max)
+
+    @property
+    def label(self) -> str:
+        return self.target.label
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(label={self.label!r})"
+
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            "base_url": base_url(self.target),
+            "headers": {
+                "Authorization": f"Convex {self.target.admin_key}",
+                "Convex-Client": _CLIENT_HEADER,
+                "Content-Type": "application/json",
+            },
+            "timeout": httpx.Timeout(self.timeout),
+            "follow_redirects": False,
+            "trust_env": False,
+        }
+
+    @staticmethod
+    def _request(kind: str, path: str, args: dict[str, Any] | None) -> tuple[str, bytes]:
+        if kind not in _KINDS:
+            raise ValueError(f"function kind must be one of {', '.join(_KINDS)}, not {kind!r}")
+        if not path or not isinstance(path, str):
+            raise ValueError("function path must be a non-empty string like 'module:function'")
+        body = {"path": path, "args": to_convex_json(args or {}), "format": "json"}
+        return f"/api/{kind}", json.dumps(body, allow_nan=False).encode()
+
+    def _clean(self, text: Any) -> str:
+        text = redact(str(text), self.target.secrets)
+        return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
+
+    def _clean_data(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return redact(data, self.target.secrets)
+        if isinstance(data, list):
+            return [self._clean_data(item) for item in data]
+        if isinstance(data, dict):
+            return {key: self._clean_data(item) for key, item in data.items()}
+        return data
+
+    def _error_detail(self, response: httpx.Response) -> tuple[str, str]:
+        """(code, message) from a request-level error body ``{"code", "message"}``."""
+        try:
+            payload = response.json()
+        except ValueError:
+            return "", self._clean(response.text.strip()) if response.text.strip() else ""
+        if isinstance(payload, dict):
+            return (self._clean(payload.get("code") or ""),
+                    self._clean(payload.get("message") or payload.get("errorMessage") or ""))
+        return "", ""
+
+    def _interpret(self, response: httpx.Response, path: str) -> _Outcome:
+        status = response.status_code
+        label = self.label
+        if status in (200, FUNCTION_FAILED_STATUS):
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            if isinstance(payload, dict) and payload.get("status") == "success":
+                try:
+                    return _Outcome(value=from_convex_json(payload.get("value")))
+                except ValueError as exc:
+                    return _Outcome(error=DeploymentServerError(
+                        f"{path}: the result is not valid Convex JSON ({exc})", deployment=label))
+            if isinstance(payload, dict) and payload.get("status") == "error":
+                data = payload.get("errorData")
+                try:
+                    data = from_convex_json(data)
+                except ValueError:
+                    pass
+                return _Outcome(error=FunctionError(
+                    self._clean(payload.get("errorMessage") or "the function failed"),
+                    deployment=label, function=path, data=self._clean_data(data)))
+            return _Outcome(error=DeploymentServerError(
+                f"{path}: answered HTTP {status} with a body that is not a Convex function "
+                "response (is this a Convex deployment URL?)", deployment=label))
+        code, message = self._error_detail(response)
+        detail = ": " + " ".join(p for p in (code, message) if p) if (code or message) else ""
+        if status in (401, 403):
+            return _Outcome(error=DeploymentUnauthorized(
+                f"the deployment rejected the key (HTTP {status}{detail}); "
+                "check that the key is current and belongs to this deployment",
+                deployment=label))
+        if status >= 500:
+            return _Outcome(
+                error=DeploymentServerError(f"{path}: server error HTTP {status}{detail}",
+                                            deployment=label),
+                retry_idempotent=True,
+            )
+        if status == 429:
+            return _Outcome(
+                error=DeploymentRequestRejected(f"{path}: rate limited (HTTP 429){detail}",
+                                                deployment=label, status=status, code=code),
+                retry_idempotent=True,
+            )
+        return _Outcome(error=DeploymentRequestRejected(
+            f"{path}: the deployment refused the request (HTTP {status}{detail})",
+            deployment=label, status=status, code=code))
+
+    def _map_exception(self, exc: httpx.HTTPError, path: str) -> _Outcome:
+        """Translate an httpx failure; ``retry_any`` only when nothing reached the server."""
+        label = self.label
+        reason = self._clean(str(exc) or type(exc).__name__)
+        if isinstance(exc, httpx.TimeoutException):
+            return _Outcome(error=DeploymentTimeout(
+                f"{path}: no answer within {self.timeout:g} s ({type(exc).__name__})",
+                deployment=label))
+        if isinstance(exc, httpx.ConnectError):
+            return _Outcome(error=DeploymentUnreachable(
+                f"{path}: cannot connect ({reason})", deployment=label),
+                retry_idempotent=True, retry_any=True)
+        if isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)):
+            return _Outcome(error=DeploymentUnreachable(
+                f"{path}: the connection was dropped ({reason})", deployment=label),
+                retry_idempotent=True)
+        return _Outcome(error=DeploymentUnreachable(
+            f"{path}: request failed ({type(exc).__name__}: {reason})", deployment=label))
+
+    def _delay(self, outcome: _Outcome, *, idempotent: bool, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up."""
+        if attempt >= self.retries:
+            return None
+        if not (outcome.retry_any or (idempotent and outcome.retry_idempotent)):
+            return None
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** attempt))
+        return random.uniform(ceiling / 2, ceiling) if ceiling else 0.0
+
+    def _log_attempt(self, kind: str, path: str, outcome: _Outcome, started: float) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            result = "ok" if outcome.error is None else type(outcome.error).__name__
+            log.debug("deployment %s: %s %s -> %s in %.1f ms", self.label, kind, path, result,
+                      (time.monotonic() - started) * 1000)
+
+    def _log_retry(self, kind: str, path: str, error: DeploymentError, attempt: int,
+                   delay: float) -> None:
+        log.warning("deployment %s: %s %s failed (%s); retry %d of %d in %.2f s",
+                    self.label, kind, path, type(error).__name__, attempt + 1, self.retries,
+                    delay)
+
+    def _version(self, value: Any) -> VersionInfo:
+        if not isinstance(value, dict) or not value.get("version"):
+            raise DeploymentServerError(
+                f"{VERSION_FUNCTION} answered something that is not a version record; "
+                "was this deployment deployed by byod?", deployment=self.label)
+        recorded = value.get("recorded")
+        return VersionInfo(
+            version=str(value["version"]),
+            fingerprint=str(value.get("fingerprint") or ""),
+            kind=str(value.get("kind") or ""),
+            recorded=recorded if isinstance(recorded, dict) else None,
+        )
+
+    def deploy(self, bundle: Any) -> DeployResult:
+        raise AdapterUnsupported(
+            "the HTTP function API cannot deploy code; use the CLI adapter (kind='cli') "
+            "or an archive for manual deployment", deployment=self.label)
+
+
+class ConvexHttpClient(_Protocol):
+    """Synchronous client for one deployment; reuses connections (keep-alive). Use as a
+    context manager or call ``close()``."""
+
+    def __init__(self, target: DeploymentTarget, *, timeout: float = 30.0, retries: int = 2,
+                 transport: httpx.BaseTransport | None = None, backoff_base: float = 0.2,
+                 backoff_max: float = 5.0):
+        super().__init__(target, timeout=timeout, retries=retries,
+                         backoff_base=backoff_base, backoff_max=backoff_max)
+        self._client = httpx.Client(transport=transport, **self._client_options())
+
+    def __enter__(self) -> "ConvexHttpClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, kind: FunctionKind, path: str, args: dict[str, Any] | None, *,
+              idempotent: bool) -> Any:
+        endpoint, body = self._request(kind, path, args)
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = self._client.post(endpoint, content=body)
+            except httpx.HTTPError as exc:
+                outcome = self._map_exception(exc, path)
+                cause: BaseException | None = exc
+            else:
+                outcome = self._interpret(response, path)
+                cause = None
+            self._log_attempt(kind, path, outcome, started)
+            if outcome.error is None:
+                return outcome.value
+            delay = self._delay(outcome, idempotent=idempotent, attempt=attempt)
+            if delay is None:
+                raise outcome.error from cause
+            self._log_retry(kind, path, outcome.error, attempt, delay)
+            time.sleep(delay)
+            attempt += 1
+
+    def run(self, kind: FunctionKind, path: str, args: dict[str, Any] | None = None) -> Any:
+        return self._call(kind, path, args, idempotent=kind == "query")
+
+    def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
+        return self.run("query", path, args)
+
+    def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
+        return self.run("mutation", path, args)
+
+    def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
+        return self.run("action", path, args)
+
+    def read_version(self) -> VersionInfo:
+        return self._version(self.query(VERSION_FUNCTION))
+
+    def ping(self) -> float:
+        """Round-trip seconds of an authenticated call. A function error still proves the
+        deployment is reachable and accepts the key (it may have nothing deployed yet)."""
+        started = time.monotonic()
+        try:
+            self.query(PING_FUNCTION)
+        except FunctionError:
+            pass
+        return time.monotonic() - started
+
+
+class AsyncConvexHttpClient(_Protocol):
+    """The asyncio twin of ``ConvexHttpClient`` (same behaviour, awaitable methods)."""
+
+    def __init__(self, target: DeploymentTarget, *, timeout: float = 30.0, retries: int = 2,
+                 transport: httpx.AsyncBaseTransport | None = None, backoff_base: float = 0.2,
+                 backoff_max: float = 5.0):
+        super().__init__(target, timeout=timeout, retries=retries,
+                         backoff_base=backoff_base, backoff_max=backoff_max)
+        self._client = httpx.AsyncClient(transport=transport, **self._client_options())
+
+    async def __aenter__(self) -> "AsyncConvexHttpClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, kind: FunctionKind, path: str, args: dict[str, Any] | None, *,
+                    idempotent: bool) -> Any:
+        endpoint, body = self._request(kind, path, args)
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = await self._client.post(endpoint, content=body)
+            except httpx.HTTPError as exc:
+                outcome = self._map_exception(exc, path)
+                cause: BaseException | None = exc
+            else:
+                outcome = self._interpret(response, path)
+                cause = None
+            self._log_attempt(kind, path, outcome, started)
+            if outcome.error is None:
+                return outcome.value
+            delay = self._delay(outcome, idempotent=idempotent, attempt=attempt)
+            if delay is None:
+                raise outcome.error from cause
+            self._log_retry(kind, path, outcome.error, attempt, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def run(self, kind: FunctionKind, path: str,
+                  args: dict[str, Any] | None = None) -> Any:
+        return await self._call(kind, path, args, idempotent=kind == "query")
+
+    async def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
+        return await self.run("query", path, args)
+
+    async def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
+        return await self.run("mutation", path, args)
+
+    async def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
+        return await self.run("action", path, args)
+
+    async def read_version(self) -> VersionInfo:
+        return self._version(await self.query(VERSION_FUNCTION))
+
+    async def ping(self) -> float:
+        started = time.monotonic()
+        try:
+            await self.query(PING_FUNCTION)
+        except FunctionError:
+            pass
+        return time.monotonic() - started

@@ -1,0 +1,33 @@
+"""Engine tables that exist only on the app's main deployment.
+
+``byodImports`` holds one receipt per page copied back from a user's deployment during a
+``migrate`` disconnect. The receipt is written in the same transaction as the page's
+documents, so a page retried after a crash returns the ids it already created instead of
+inserting duplicates.
+"""
+
+from __future__ import annotations
+
+from .models import ArrayV, DbIndex, FieldDef, Float64V, Location, StringV, Table
+
+__all__ = ["MAIN_ENGINE_TABLES", "MAIN_ENGINE_TABLE_NAMES"]
+
+MAIN_ENGINE_TABLES: dict[str, Table] = {
+    "byodImports": Table(
+        name="byodImports",
+        location=Location.MAIN,
+        fields={
+            "receipt": FieldDef(type=StringV()),
+            "run": FieldDef(type=StringV()),
+            "table": FieldDef(type=StringV()),
+            "ids": FieldDef(type=ArrayV(element=StringV())),
+            "importedAt": FieldDef(type=Float64V()),
+        },
+        indexes=(
+            DbIndex(name="by_receipt", fields=("receipt",)),
+            DbIndex(name="by_run", fields=("run",)),
+        ),
+    ),
+}
+
+MAIN_ENGINE_TABLE_NAMES = frozenset(MAIN_ENGINE_TABLES)

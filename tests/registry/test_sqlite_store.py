@@ -1,0 +1,319 @@
+"""SqliteStore: DDL, transitions, journal, audit, rollouts, permissions."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from engine.config import EngineConfig
+from engine.errors import InvalidTransition, LeaseHeld, RegistryError, UnknownUser
+from engine.registry import open_store
+from engine.registry.sqlite import SCHEMA_VERSION, SqliteStore
+from engine.registry.store import (
+    CONNECTION_TRANSITIONS,
+    JOURNAL_TRANSITIONS,
+    JournalEntry,
+    RegistryStore,
+)
+
+
+class Clock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = SqliteStore(tmp_path / "reg" / "registry.sqlite3")
+    yield s
+    s.close()
+
+
+def _user(store: SqliteStore, uid: str = "u1") -> None:
+    store.upsert_credentials(uid, url_ct="v1.x.y.z", key_ct="v1.x.y.w")
+
+
+def test_implements_the_protocol(store: SqliteStore) -> None:
+    assert isinstance(store, RegistryStore)
+
+
+def test_schema_created_once_with_versioned_ddl(tmp_path) -> None:
+    path = tmp_path / "deep" / "er" / "registry.sqlite3"
+    s = SqliteStore(path)
+    assert s.schema_version() == SCHEMA_VERSION >= 1
+    s.close()
+    raw = sqlite3.connect(path)
+    tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"users", "journal", "leases", "audit", "rollouts", "schema_migrations"} <= tables
+    assert raw.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw.close()
+    SqliteStore(path).close()  # reopening applies nothing twice
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(RegistryError, match="newer than this engine"):
+        SqliteStore(path)
+
+
+def test_foreign_keys_are_enforced(store: SqliteStore) -> None:
+    assert store._read("PRAGMA foreign_keys")[0][0] == 1
+    with pytest.raises(UnknownUser):
+        store.journal_plan([JournalEntry("ghost", "p", "s", 0, "deploy")])
+
+
+def test_file_and_directory_permissions(tmp_path) -> None:
+    old = os.umask(0)  # even with a permissive umask
+    try:
+        s = SqliteStore(tmp_path / "fresh" / "registry.sqlite3")
+        _user(s)
+        directory = tmp_path / "fresh"
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        for f in directory.iterdir():  # the db and its -wal / -shm files
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f.name
+        s.close()
+    finally:
+        os.umask(old)
+
+
+def test_existing_file_is_tightened(tmp_path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    SqliteStore(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_user_lifecycle_and_reconnect_updates_in_place(store: SqliteStore) -> None:
+    with pytest.raises(UnknownUser, match="u1"):
+        store.get_user("u1")
+    assert store.find_user("u1") is None
+    u = store.upsert_credentials("u1", url_ct="a", key_ct="b")
+    assert (u.connection_status, u.deployment_status) == ("pending", "not_started")
+    store.set_connection_status("u1", "connected")
+    u2 = store.upsert_credentials("u1", url_ct="c", key_ct="d")
+    assert (u2.url_ct, u2.key_ct, u2.connection_status) == ("c", "d", "connected")
+    assert u2.created_at == u.created_at
+    assert [x.user_id for x in store.list_users()] == ["u1"]
+
+
+def test_public_dict_and_repr_carry_no_ciphertext(store: SqliteStore) -> None:
+    u = store.upsert_credentials("u1", url_ct="URLCIPHER", key_ct="KEYCIPHER")
+    text = repr(u) + str(u.public_dict())
+    assert "URLCIPHER" not in text and "KEYCIPHER" not in text
+
+
+@pytest.mark.parametrize("current, requested",
+                         list(itertools.product(CONNECTION_TRANSITIONS, repeat=2)))
+def test_connection_transitions(store: SqliteStore, current: str, requested: str) -> None:
+    _user(store)
+    path = {"pending": [], "connected": ["connected"], "error": ["error"],
+            "disconnected": ["disconnected"]}[current]
+    for step in path:
+        store.set_connection_status("u1", step)  # type: ignore[arg-type]
+    if requested in CONNECTION_TRANSITIONS[current]:
+        assert store.set_connection_status("u1", requested).connection_status == requested  # type: ignore[arg-type]
+    else:
+        with pytest.raises(InvalidTransition) as err:
+            store.set_connection_status("u1", requested)  # type: ignore[arg-type]
+        assert (err.value.current, err.value.requested) == (current, requested)
+        assert store.get_user("u1").connection_status == current
+
+
+def test_connection_error_is_sanitized_and_cleared(store: SqliteStore) -> None:
+    _user(store)
+    leaked = "auth failed for prod:my-dep-123|" + "ab" * 20 + " at https://x?adminKey=zzzz"
+    u = store.set_connection_status("u1", "error", error=leaked, tested_at=5.0)
+    assert "ab" * 20 not in u.connection_error and "zzzz" not in u.connection_error
+    assert u.last_connection_test == 5.0
+    assert store.set_connection_status("u1", "connected").connection_error is None
+    events = [e for e in store.audit_log("u1") if e.event == "connection_status"]
+    assert [(e.detail["from"], e.detail["to"]) for e in events] == [
+        ("pending", "error"), ("error", "connected")]
+    assert all("ab" * 20 not in str(e.detail) for e in events)
+
+
+def test_unknown_status_values_refused(store: SqliteStore) -> None:
+    _user(store)
+    with pytest.raises(RegistryError):
+        store.set_connection_status("u1", "happy")  # type: ignore[arg-type]
+    with pytest.raises(RegistryError):
+        store.set_deployment("u1", status="exploded")  # type: ignore[arg-type]
+
+
+def test_set_deployment_records_progress_version_fingerprint(store: SqliteStore) -> None:
+    _user(store)
+    store.set_deployment("u1", status="deploying", progress="testing")
+    u = store.set_deployment("u1", status="deployed", progress="done", version="0003",
+                             fingerprint="abc123")
+    assert (u.deployment_status, u.deployment_progress, u.schema_version,
+            u.schema_fingerprint) == ("deployed", "done", "0003", "abc123")
+    with pytest.raises(UnknownUser):
+        store.set_deployment("nobody", status="deploying")
+
+
+def test_entitlement_can_precede_connection(store: SqliteStore) -> None:
+    u = store.set_entitled("u9", True)
+    assert u.entitled and u.url_ct == "" and u.connection_status == "pending"
+    store.upsert_credentials("u9", url_ct="a", key_ct="b")
+    assert store.get_user("u9").entitled
+    assert not store.set_entitled("u9", False).entitled
+
+
+def test_list_users_by_status(store: SqliteStore) -> None:
+    for uid in ("a", "b", "c"):
+        _user(store, uid)
+    store.set_connection_status("b", "connected")
+    store.set_connection_status("c", "error", error="down")
+    assert [u.user_id for u in store.list_users(connection_status=["connected", "error"])] == ["b", "c"]
+    assert store.list_users(connection_status=[]) == []
+
+
+def test_replace_ciphertexts_is_compare_and_swap(store: SqliteStore) -> None:
+    store.upsert_credentials("u1", url_ct="a", key_ct="b")
+    assert not store.replace_ciphertexts("u1", url_ct="x", key_ct="y",
+                                         expect_url_ct="a", expect_key_ct="STALE")
+    assert store.replace_ciphertexts("u1", url_ct="x", key_ct="y",
+                                     expect_url_ct="a", expect_key_ct="b")
+    assert (store.get_user("u1").url_ct, store.get_user("u1").key_ct) == ("x", "y")
+
+
+def _plan(uid: str = "u1", plan: str = "p1") -> list[JournalEntry]:
+    return [JournalEntry(uid, plan, f"s{i}", i, kind, version="0002")
+            for i, kind in enumerate(("widen", "backfill", "narrow"))]
+
+
+def test_journal_plan_is_idempotent_and_ordered(tmp_path) -> None:
+    clock = Clock()
+    store = SqliteStore(tmp_path / "r.sqlite3", clock=clock)
+    _user(store)
+    store.journal_plan(_plan())
+    store.journal_update("u1", "p1", "s0", status="running")
+    store.journal_plan(_plan())  # re-planning does not reset progress
+    entries = store.journal("u1", "p1")
+    assert [e.step_id for e in entries] == ["s0", "s1", "s2"]
+    assert entries[0].status == "running" and entries[1].status == "pending"
+    clock.now += 10
+    store.journal_plan(_plan(plan="p2"))
+    assert [e.plan_id for e in store.journal("u1")] == ["p1"] * 3 + ["p2"] * 3
+
+
+def test_journal_updates_cursor_attempts_times(tmp_path) -> None:
+    clock = Clock()
+    store = SqliteStore(tmp_path / "r.sqlite3", clock=clock)
+    _user(store)
+    store.journal_plan(_plan())
+    clock.now = 2000.0
+    e = store.journal_update("u1", "p1", "s1", status="running", bump_attempts=True)
+    assert (e.status, e.attempts, e.started_at, e.completed_at) == ("running", 1, 2000.0, None)
+    e = store.journal_update("u1", "p1", "s1", cursor="c1", processed=100)
+    assert (e.cursor, e.processed, e.status) == ("c1", 100, "running")
+    clock.now = 2010.0
+    e = store.journal_update("u1", "p1", "s1", status="failed",
+                             error="doc k123 bad; key prod:d|" + "cd" * 20)
+    assert e.completed_at == 2010.0 and "k123" in e.error and "cd" * 20 not in e.error
+    clock.now = 2020.0
+    e = store.journal_update("u1", "p1", "s1", status="running", bump_attempts=True)
+    assert (e.attempts, e.started_at, e.completed_at, e.cursor) == (2, 2020.0, None, "c1")
+    e = store.journal_update("u1", "p1", "s1", status="completed")
+    assert e.error is None and e.completed_at == 2020.0
+    with pytest.raises(RegistryError, match="no journal step"):
+        store.journal_update("u1", "p1", "nope", status="running")
+    events = [(a.detail["from"], a.detail["to"]) for a in store.audit_log("u1")
+              if a.event == "journal"]
+    assert events == [("pending", "running"), ("running", "failed"), ("failed", "running"),
+                      ("running", "completed")]
+
+
+_REACH = {"pending": [], "running": ["running"], "failed": ["running", "failed"],
+          "completed": ["running", "completed"], "skipped": ["skipped"]}
+
+
+@pytest.mark.parametrize("current, requested",
+                         list(itertools.product(JOURNAL_TRANSITIONS, repeat=2)))
+def test_journal_transitions(store: SqliteStore, current: str, requested: str) -> None:
+    _user(store)
+    store.journal_plan(_plan())
+    for step in _REACH[current]:
+        store.journal_update("u1", "p1", "s0", status=step)  # type: ignore[arg-type]
+    if requested in JOURNAL_TRANSITIONS[current]:
+        assert store.journal_update("u1", "p1", "s0", status=requested).status == requested  # type: ignore[arg-type]
+    else:
+        with pytest.raises(InvalidTransition):
+            store.journal_update("u1", "p1", "s0", status=requested)  # type: ignore[arg-type]
+        assert store.journal("u1", "p1")[0].status == current
+
+
+def test_leases_in_one_process(tmp_path) -> None:
+    clock = Clock()
+    store = SqliteStore(tmp_path / "r.sqlite3", clock=clock)
+    lease = store.acquire_lease("dep", "a", 30)
+    assert lease.expires_at == clock.now + 30
+    store.acquire_lease("dep", "a", 30)  # re-entrant for the same holder
+    with pytest.raises(LeaseHeld) as err:
+        store.acquire_lease("dep", "b", 30)
+    assert (err.value.deployment, err.value.holder) == ("dep", "a")
+    assert store.current_lease("dep").holder == "a"
+    clock.now += 10
+    assert store.renew_lease("dep", "a", 30).expires_at == clock.now + 30
+    with pytest.raises(LeaseHeld):
+        store.renew_lease("dep", "b", 30)
+    clock.now += 31  # a expired (crashed): b takes over, a has lost it
+    assert store.acquire_lease("dep", "b", 30).holder == "b"
+    with pytest.raises(LeaseHeld):
+        store.renew_lease("dep", "a", 30)
+    store.release_lease("dep", "a")  # not the holder: no effect
+    assert store.current_lease("dep").holder == "b"
+    store.release_lease("dep", "b")
+    assert store.current_lease("dep") is None
+    store.acquire_lease("dep", "c", 30)
+    assert [e.detail["from"] for e in store.audit_log("dep") if e.event == "lease_taken_over"] == ["a"]
+    with pytest.raises(RegistryError):
+        store.acquire_lease("dep2", "a", 0)
+
+
+def test_audit_log_order_limit_and_redaction(store: SqliteStore) -> None:
+    for i in range(5):
+        store.audit("u1", "custom", {"i": i, "note": "prod:d|" + "ef" * 20})
+    log = store.audit_log("u1", limit=3)
+    assert [e.detail["i"] for e in log] == [2, 3, 4]
+    assert all("ef" * 20 not in str(e.detail) for e in log)
+
+
+def test_rollouts_round_trip(tmp_path) -> None:
+    clock = Clock()
+    store = SqliteStore(tmp_path / "r.sqlite3", clock=clock)
+    assert store.load_rollout("r1") is None
+    store.save_rollout("r1", {"target": "0003", "done": ["a"]})
+    clock.now += 1
+    store.save_rollout("r2", {"target": "0004"})
+    clock.now += 1
+    store.save_rollout("r1", {"target": "0003", "done": ["a", "b"]})
+    assert store.load_rollout("r1") == {"target": "0003", "done": ["a", "b"]}
+    assert [r["rollout_id"] for r in store.list_rollouts()] == ["r1", "r2"]
+    assert len(store.list_rollouts(limit=1)) == 1
+
+
+def test_open_store_from_config_and_path(tmp_path) -> None:
+    cfg = EngineConfig(registry_path=tmp_path / "a" / "reg.sqlite3")
+    s = open_store(cfg)
+    assert s.path == cfg.registry_path and s.path.exists()
+    s.close()
+    open_store(str(tmp_path / "b.sqlite3")).close()
+    with pytest.raises(RegistryError, match="not supported"):
+        open_store("postgres://user:pw@host/db")
+
+
+def test_unopenable_path_is_a_clear_error(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RegistryError, match="cannot open the registry"):
+        SqliteStore(blocker / "sub" / "r.sqlite3")

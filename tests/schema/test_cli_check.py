@@ -1,0 +1,122 @@
+"""``byod check`` through click: exit codes, one line per problem, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from engine.cli.check import check
+
+GOOD = """
+parents: []
+tables:
+  notes:
+    location: user
+    fields: {userId: string, parent: id(notes)}
+    indexes: {by_user: [userId], by_parent: [parent]}
+"""
+
+DRAFT = """
+parents: []
+tables:
+  conversations:
+    location: user
+    fields: {userId: string}
+    indexes: {by_user: [userId]}
+  messages:
+    location: user
+    fields:
+      conversationId: id(conversations)
+      userId: string
+      content: string
+    indexes:
+      by_conversation: [conversationId]
+    vector_indexes:
+      embedding: {field: embedding, dimensions: 1536, filters: [userId, conversationId]}
+"""
+
+
+def invoke(tmp_path: Path, *args: str) -> Result:
+    env = {"BYOD_CONFIG": str(tmp_path / "absent.toml"), "BYOD_VERSIONS_DIR": ""}
+    return CliRunner().invoke(check, list(args), env=env, catch_exceptions=False)
+
+
+def test_good_directory_passes(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", GOOD)
+    result = invoke(tmp_path, "--versions", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "check ok: 1 version(s), 0 error(s), 0 warning(s)"
+
+
+def test_reference_draft_is_rejected_precisely(write, tmp_path: Path) -> None:
+    path = write("0001_a.yaml", DRAFT)
+    result = invoke(tmp_path, "--versions", str(tmp_path))
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{path}:16: error [BYOD-E114]: "
+                               "tables.messages.vector_indexes.embedding: ")
+    assert "vector index 'embedding' of table 'messages' uses field 'embedding'" in lines[0]
+    assert "hint:" in lines[0]
+    assert lines[1] == "check failed: 1 version(s), 1 error(s), 0 warning(s)"
+
+
+def test_warnings_pass_unless_strict(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", GOOD.replace("by_parent: [parent]", "by_both: [userId, parent]"))
+    result = invoke(tmp_path, "--versions", str(tmp_path))
+    assert result.exit_code == 0
+    assert "warning [BYOD-W140]" in result.output
+    assert invoke(tmp_path, "--versions", str(tmp_path), "--strict").exit_code == 1
+
+
+def test_broken_files_one_line_each(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", "parents: []\ntables:\n  t:\n    location: user\n    fields: {a: strng\n")
+    write("0002_b.yaml", "parents: [1]\ntables:\n  t:\n    location: user\n    fields:\n"
+                         "      a: strng\n      b: id(\n")
+    write("notes.yaml", "parents: []\ntables: {}\n")
+    result = invoke(tmp_path, "--versions", str(tmp_path))
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 5  # four problems and the summary
+    assert "Traceback" not in result.output
+    assert lines[-1] == "check failed: 0 version(s), 4 error(s), 0 warning(s)"
+    assert any("0002_b.yaml:6: error [BYOD-E007]" in line and "did you mean 'string'" in line
+               for line in lines)
+    assert any("notes.yaml: error [BYOD-E002]" in line for line in lines)
+
+
+def test_json_output(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", DRAFT)
+    result = invoke(tmp_path, "--versions", str(tmp_path), "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["ok"] is False and report["errors"] == 1 and report["versions"] == ["0001_a"]
+    [problem] = report["problems"]
+    assert problem["code"] == "BYOD-E114" and problem["line"] == 16
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    result = invoke(tmp_path, "--versions", str(tmp_path / "nope"))
+    assert result.exit_code == 1
+    assert "BYOD-E001" in result.output and "Traceback" not in result.output
+
+
+def test_default_directory_comes_from_config(write, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    write("0001_a.yaml", GOOD, directory=tmp_path / "schema_versions")
+    monkeypatch.chdir(tmp_path)
+    result = invoke(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "1 version(s)" in result.output
+
+
+def test_registered_on_the_main_group(write, tmp_path: Path) -> None:
+    from engine.cli.main import cli
+
+    write("0001_a.yaml", DRAFT)
+    env = {"BYOD_CONFIG": str(tmp_path / "absent.toml")}
+    result = CliRunner().invoke(cli, ["check", "--versions", str(tmp_path)], env=env)
+    assert result.exit_code == 1 and "BYOD-E114" in result.output
