@@ -158,7 +158,7 @@ def validate_deploy_key(key: str, *, label: str = "") -> KeyShape:
     kind = next((k for k, rx in _KEY_PREFIXES.items() if rx.fullmatch(prefix)), None)
     if kind is None:
         head = prefix.split(":", 1)[0] if ":" in prefix else ""
-        if head in _KEY_PREFIXES:
+        if head in ("prod", "dev", "preview", "project"):
             raise bad(f"the deploy key's {head!r} part is malformed")
         raise bad("the deploy key's name part is not a known key type")
     if not _SECRET.fullmatch(secret):
@@ -249,8 +249,16 @@ class _Flow:
         return redact(str(exc) or type(exc).__name__, self.secrets)
 
     def fail(self, exc: BaseException) -> None:
-        """Record the failure on the user's row (if any), sanitized."""
+        """Record the failure on the user's row (if any), sanitized. A registry problem
+        while recording is logged, never allowed to hide the original failure."""
 
+        try:
+            self._record_failure(exc)
+        except ByodError as record_exc:
+            log.warning("connect %s: could not record the failure: %s", self.user_id,
+                        self.clean(record_exc))
+
+    def _record_failure(self, exc: BaseException) -> None:
         if self.stage == "validating":  # bad input or a closed gate: nothing was attempted
             return
         reason = f"{self.stage}: {self.clean(exc)}"
@@ -310,8 +318,10 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
             before = store.find_user(user_id)
             url_ct, key_ct = vault.encrypt_credentials(user_id, target.url, target.admin_key)
             store.upsert_credentials(user_id, url_ct=url_ct, key_ct=key_ct)
-            keep = before is not None and before.connection_status == "connected"
-            store.set_connection_status(user_id, "connected" if keep else "pending",
+            # A user already set up keeps their status (never "pending": that would route
+            # their content to main mid-reconnect); anyone else is pending until done.
+            status = before.connection_status if grandfathered(before) else "pending"
+            store.set_connection_status(user_id, status,  # type: ignore[arg-type]
                                         tested_at=tested_at)
         flow.saved = True
 

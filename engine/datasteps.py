@@ -336,7 +336,7 @@ def apply_step(doc: dict[str, Any], step: DataStep) -> dict[str, Any] | None:
     p = step.params
     out = dict(doc)
     if step.op == "backfill":
-        pass
+        out.setdefault(p["field"], p["value"])
     elif step.op == "rename":
         if p["from"] in out:
             value = out.pop(p["from"])

@@ -68,6 +68,10 @@ def _fmt(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def diff_json(expected: Any, actual: Any, path: str = "") -> list[tuple[str, str]]:
     """Structural differences as ``(json path, description)``; object key order is
     ignored, list order is not, and ``true`` never equals ``1``."""
@@ -92,6 +96,11 @@ def diff_json(expected: Any, actual: Any, path: str = "") -> list[tuple[str, str
         for i, (e, a) in enumerate(zip(expected, actual)):
             out.extend(diff_json(e, a, f"{path}[{i}]"))
         return out
+    if _is_number(expected) and _is_number(actual):
+        # JSON numbers are float64 in JavaScript: 6.4e16 and 64465367516823470 are equal
+        if float(expected) == float(actual):
+            return []
+        return [(here, f"expected {_fmt(expected)}, real export has {_fmt(actual)}")]
     same_kind = isinstance(expected, bool) == isinstance(actual, bool)
     if type(expected) in (dict, list) or type(actual) in (dict, list) or not same_kind or expected != actual:
         return [(here, f"expected {_fmt(expected)}, real export has {_fmt(actual)}")]

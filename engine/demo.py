@@ -114,6 +114,7 @@ class _Progress:
         self.echo = echo
         self.done = 0
         self.total = 0
+        self.detailed: str | None = None  # the canary's steps are shown, the rest summed up
 
     def __call__(self, event: Event) -> None:
         d = event.to_dict()
@@ -123,13 +124,15 @@ class _Progress:
             self.echo(f"  rollout {d['rollout_id']} → {d['target']}: {d['total']} "
                       f"deployment(s), waves {list(d['waves'])}")
         elif name == "wave_started":
+            if self.detailed is None and d["deployments"]:
+                self.detailed = d["deployments"][0]
             self.echo(f"  wave {d['wave']}: {', '.join(d['deployments'])}")
         elif name == "deployment_done":
             self.done += 1
             self.echo(f"  [{self.done}/{self.total}] {d['user_id']}: {d['source']} → "
                       f"{d['target']} in {d['duration_s']:.1f} s ({d['deploys']} deploys)")
-        elif name == "step_completed":
-            self.echo(f"      {d['user_id']}: {d['kind']} {d['step_id']} ✓")
+        elif name == "step_completed" and d["user_id"] == self.detailed:
+            self.echo(f"      {d['kind']:<15} {d['step_id']} ({d['duration_s']:.1f} s)")
         elif name == "deployment_failed":
             self.done += 1
             first = str(d["error"]).strip().splitlines()[0] if d["error"] else d["error_type"]
@@ -218,8 +221,10 @@ def _run(result: DemoResult, fleet: Any, store: Any, vault: Any, config: EngineC
              f"in {len(result.seeded[uid])} tables")
 
     echo(f"\n4. rolling every user out to {head.id}")
-    report = rollout(head.id, store=store, vault=vault, config=config, versions=graph.versions.values(),
-                     concurrency=min(4, len(user_deps)), emit=_Progress(echo))
+    report = rollout(head.id, store=store, vault=vault, config=config,
+                     versions=list(graph.versions.values()),
+                     concurrency=min(4, len(user_deps)), canary=1, waves=("100%",),
+                     emit=_Progress(echo))
     json_path, html_path = write_reports(report, result.directory / "reports")
     result.rollout = {"id": report.rollout_id, "status": report.status,
                       "counts": report.counts, "duration_s": round(report.duration_s, 1)}

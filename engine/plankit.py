@@ -64,10 +64,11 @@ class PlanKit:
     """Graph + config + planner + compiler, cached and thread-safe."""
 
     def __init__(self, graph: VersionGraph | Iterable[SchemaVersion], config: EngineConfig,
-                 *, plan_fn: PlanFn | None = None):
+                 *, plan_fn: PlanFn | None = None, max_batch: int | None = None):
         self.graph = graph if isinstance(graph, VersionGraph) else VersionGraph(graph)
         self.config = config
         self._plan_fn = plan_fn
+        self.max_batch = max_batch  # an operator's cap on documents per page
         self._lock = threading.Lock()
         self._plans: dict[tuple[str, str], Any] = {}
         self._bundles: dict[tuple[str, ...], Bundle] = {}
@@ -146,17 +147,18 @@ class PlanKit:
         return [step_data(s) for s in plan.steps if step_kind(s) == "run_data_step"]
 
     def batch_size(self, plan: Any, data_step: Any) -> int:
-        """Start from the size the datasteps module suggests for the table's schema."""
+        """Start from the size the datasteps module suggests for the table's schema
+        (capped by ``max_batch``); the runner adapts it to the limits it meets."""
 
-        try:
-            from .datasteps import suggest_batch_size
-        except ImportError:  # pragma: no cover - the module ships with the engine
-            return DEFAULT_BATCH
+        from .datasteps import suggest_batch_size
+
+        size = DEFAULT_BATCH
         for vid in (str(plan.target), str(plan.source)):
             version = self.graph.versions.get(vid)
             if version is not None and data_step.table in version.schema.tables:
-                return int(suggest_batch_size(version.schema.tables[data_step.table]))
-        return DEFAULT_BATCH
+                size = int(suggest_batch_size(version.schema.tables[data_step.table]))
+                break
+        return max(1, min(size, self.max_batch)) if self.max_batch else size
 
 
 def _default_plan_fn() -> PlanFn:

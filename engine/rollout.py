@@ -336,12 +336,16 @@ async def rollout_async(
     adapter_factory: AdapterFactory | None = None,
     lease_ttl_s: float = 120.0,
     deploy_slots: int | None = None,
+    max_batch: int | None = None,
 ) -> RolloutReport:
-    """Run (or resume, or dry-run) a rollout; see the module docstring."""
+    """Run (or resume, or dry-run) a rollout; see the module docstring. ``max_batch``
+    caps documents per data-step page; ``deploy_slots`` bounds concurrent CLI deploys
+    (default: one per CPU)."""
 
     from .planner import plan_fleet
 
-    kit = versions if isinstance(versions, PlanKit) else PlanKit(list(versions), config)
+    kit = versions if isinstance(versions, PlanKit) else PlanKit(list(versions), config,
+                                                                 max_batch=max_batch)
     started = time.time()
     if resume:
         doc = store.load_rollout(resume)

@@ -236,6 +236,7 @@ class _Run:
         self.secrets = tuple(secrets)
         self.deploys = self.pages = self.processed = self.changed = 0
         self.step_id: str | None = None
+        self.step_kind: str | None = None
 
     def clean(self, text: str) -> str:
         return redact(text, self.secrets)[:800]
@@ -464,7 +465,7 @@ async def _execute(run: _Run, plan: Any, plan_id: str, lease: _Lease) -> None:
             ctx.event(StepSkipped(user_id, plan_id, sid, kind))
             continue
         lease.check()
-        run.step_id = sid
+        run.step_id, run.step_kind = sid, kind
         entry = store.journal_update(user_id, plan_id, sid, status="running",
                                      bump_attempts=True)
         store.set_deployment(user_id, progress=f"{index}/{len(steps)} {kind} {sid}")
@@ -534,7 +535,8 @@ def _failed(run: _Run, exc: BaseException, *, user_id: str, target: str, before:
     try:
         if plan_id is not None and step_id is not None:
             store.journal_update(user_id, plan_id, step_id, status="failed", error=message)
-            ctx.event(StepFailed(user_id, plan_id, step_id, "", error_type, message))
+            ctx.event(StepFailed(user_id, plan_id, step_id, run.step_kind or "", error_type,
+                                 message))
         store.set_deployment(user_id, status="failed",
                              progress=f"failed{' at ' + step_id if step_id else ''}: {message}"[:300])
         store.audit(user_id, "rollout_failed", {"error": error_type, "kind": kind,

@@ -25,7 +25,9 @@ __all__ = ["commands", "deploy", "deploy_version"]
 
 
 def _read_key() -> str:
-    stream = click.get_text_stream("stdin")
+    stream = sys.stdin
+    if stream is None:
+        return ""
     if stream.isatty():
         key = click.prompt("Deploy key (input hidden)", hide_input=True, err=True)
     else:

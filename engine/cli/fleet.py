@@ -9,6 +9,7 @@ ciphertext; ``keys generate`` prints the one secret it exists to produce.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -40,7 +41,7 @@ def _context() -> tuple[EngineConfig, SqliteStore]:
 
 
 def _read_key() -> str:
-    stream = click.get_text_stream("stdin")
+    stream = sys.stdin
     if stream.isatty():
         key = click.prompt("Deploy key (input hidden)", hide_input=True, err=True)
     else:

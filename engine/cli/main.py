@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 
 import click
 
@@ -29,11 +28,15 @@ _COMMAND_MODULES = (
 
 
 class _Group(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["byod.json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except ByodError as exc:
-            as_json = "--json" in sys.argv
+            as_json = ctx.meta.get("byod.json", False)
             if as_json:
                 click.echo(json.dumps(exc.to_dict(), indent=2, default=str))
             else:

@@ -1,7 +1,179 @@
-"""CLI verbs (see engine.cli.main)."""
+"""``byod health``, ``byod monitor``, ``byod disconnect`` and ``byod demo``: thin wrappers
+over ``engine.health``, ``engine.disconnect`` and ``engine.demo``.
+
+Exit codes: 0 ok; 1 a domain error, an unhealthy deployment (health) or a failed demo.
+Nothing here prints a URL or a key: every text comes from reports that are sanitized.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
 import click
 
-commands: list[click.Command] = []
+from ..config import EngineConfig, load_config
+
+__all__ = ["commands"]
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
+
+
+def _context() -> tuple[EngineConfig, Any, Any, Any]:
+    from ..graph import VersionGraph
+    from ..registry.sqlite import open_store
+    from ..schema.loader import load_versions
+    from ..vault import Vault
+
+    config = load_config()
+    vault = Vault.from_env()
+    graph = VersionGraph(load_versions(config.versions_dir, config))
+    return config, open_store(config), vault, graph
+
+
+def _render_health(report: Any) -> None:
+    rows = [("user", "state", "version", "latency", "status", "reason")]
+    for r in report.results:
+        latency = f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-"
+        status = r.status_before if r.status_before == r.status_after else \
+            f"{r.status_before} -> {r.status_after}"
+        rows.append((r.user_id, r.state, r.version or "-", latency, status, r.reason or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5])
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "no deployments"
+    click.echo(f"{counts}; {len(report.transitions)} transition(s)")
+    for alert in report.alerts:
+        click.echo(f"alert {alert.event}: "
+                   + ("delivered" if alert.delivered else f"NOT delivered ({alert.error})"))
+
+
+@click.command("health")
+@click.option("--user", "users", multiple=True, help="Check this user (repeatable).")
+@click.option("--all", "all_users", is_flag=True, help="Check every connected or failing user.")
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 512))
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300),
+              help="Seconds a deployment may take to answer.")
+@_json_option
+def health_cmd(users: tuple[str, ...], all_users: bool, concurrency: int, timeout: float,
+               as_json: bool) -> None:
+    """Check deployments; move them connected <-> error; alert on transitions."""
+
+    from ..health import check
+
+    if users and all_users:
+        raise click.UsageError("give --user or --all, not both")
+    config, store, vault, graph = _context()
+    report = check(list(users) if users else "all", store=store, vault=vault, config=config,
+                   graph=graph, concurrency=concurrency, timeout=timeout)
+    if as_json:
+        _dump(report.to_dict())
+    else:
+        _render_health(report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@click.command("monitor")
+@click.option("--interval", required=True, type=click.FloatRange(1, 86_400),
+              help="Seconds between runs; each run finishes within it.")
+@click.option("--max-runs", type=click.IntRange(1), default=None,
+              help="Stop after this many runs (default: run until interrupted).")
+@click.option("--once", is_flag=True, help="One run (same as --max-runs 1).")
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 512))
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300))
+@_json_option
+def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: int,
+                timeout: float, as_json: bool) -> None:
+    """Run the health check every INTERVAL seconds (alerts go to the webhook)."""
+
+    from ..health import monitor
+
+    config, store, vault, graph = _context()
+
+    def show(report: Any) -> None:
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), default=str, sort_keys=True))
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(report.started_at))
+        counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "no deployments"
+        moved = "; ".join(f"{t['user_id']} {t['from']}->{t['to']}" for t in report.transitions)
+        click.echo(f"[{stamp}] {counts}" + (f"; {moved}" if moved else ""))
+
+    try:
+        monitor(interval, max_runs=1 if once else max_runs, store=store, vault=vault,
+                config=config, graph=graph, concurrency=concurrency, timeout=timeout,
+                on_report=show)
+    except KeyboardInterrupt:
+        click.echo("monitor stopped.", err=True)
+
+
+@click.command("disconnect")
+@click.option("--user", "user_id", required=True, help="The user to disconnect.")
+@click.option("--data", "mode", required=True, type=click.Choice(["keep", "migrate", "delete"]),
+              help="keep: leave the data there; migrate: copy it to main and verify; "
+                   "delete: delete it from the user's deployment (needs --yes).")
+@click.option("--yes", is_flag=True, help="Confirm deleting the user's data.")
+@click.option("--page-size", default=200, show_default=True, type=click.IntRange(1, 8192))
+@_json_option
+def disconnect_cmd(user_id: str, mode: str, yes: bool, page_size: int, as_json: bool) -> None:
+    """Disconnect a user's deployment (migrate reads BYOD_MAIN_URL / BYOD_MAIN_ADMIN_KEY)."""
+
+    from ..disconnect import disconnect
+
+    config, store, vault, graph = _context()
+
+    def progress(event: str, detail: dict[str, Any]) -> None:
+        if as_json:
+            return
+        if event == "page":
+            click.echo(f"  copied {detail['table']}: {detail['copied']}", err=True)
+        elif event == "deleted":
+            click.echo(f"  deleted {detail['table']}: {detail['deleted']}", err=True)
+
+    report = disconnect(user_id, mode, confirm=yes, store=store, vault=vault, config=config,
+                        graph=graph, page_size=page_size, hook=progress)
+    if as_json:
+        _dump(report.to_dict())
+        return
+    click.echo(f"{user_id}: {report.status} ({report.message})")
+    for name, t in report.tables.items():
+        if mode == "migrate":
+            click.echo(f"  {name}: {t['source_count']} -> {t['main_count']} on main, "
+                       f"checksum {t['checksum']} {'verified' if t['verified'] else 'MISMATCH'}")
+        else:
+            click.echo(f"  {name}: {t['deleted']} deleted, "
+                       f"{'verified empty' if t['verified'] else 'NOT EMPTY'}")
+    for d in report.dangling:
+        click.echo(f"  note: {d['table']} {d['id']}.{d['field']} referenced a missing "
+                   f"{d['references']}; left out")
+
+
+@click.command("demo")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Where to put the demo (default: a new .byod/demo/<time>).")
+@click.option("--users", default=4, show_default=True, type=click.IntRange(1, 50))
+@_json_option
+def demo_cmd(directory: Path | None, users: int, as_json: bool) -> None:
+    """Run the whole product on local deployments: connect, seed, roll out, check health,
+    disconnect with migrate, write the report."""
+
+    from ..demo import run_demo
+
+    logging.getLogger("engine").setLevel(logging.ERROR)  # progress lines say it all
+    echo = (lambda _line: None) if as_json else click.echo
+    result = run_demo(directory, users, echo=echo, config=load_config())
+    if as_json:
+        _dump(result.to_dict())
+    if not result.ok:
+        raise SystemExit(1)
+
+
+commands: list[click.Command] = [health_cmd, monitor_cmd, disconnect_cmd, demo_cmd]

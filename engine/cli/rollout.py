@@ -152,10 +152,12 @@ def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
               "(default: .byod/reports beside the registry).")
 @click.option("--versions", "versions_dir", type=click.Path(path_type=Path), default=None,
               help="Schema versions directory (default from the config).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Cap on documents per data-step page (default: sized from the schema).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, concurrency: int,
                 max_failures: str, resume: str | None, report_dir: Path | None,
-                versions_dir: Path | None, as_json: bool) -> None:
+                versions_dir: Path | None, batch_size: int | None, as_json: bool) -> None:
     """Roll every connected deployment out to a version: canary, waves, failure budget."""
 
     from ..registry.sqlite import open_store
@@ -185,7 +187,7 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
         kwargs: dict[str, Any] = dict(
             store=store, vault=vault, config=config, versions=versions, canary=canary,
             waves=waves, concurrency=concurrency, max_failures=max_failures,
-            dry_run=dry_run, resume=resume)
+            dry_run=dry_run, resume=resume, max_batch=batch_size)
         if isinstance(renderer, _RichRenderer):
             with renderer:
                 report = rollout(target, emit=renderer, **kwargs)

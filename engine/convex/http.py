@@ -1,6 +1,6 @@
 """The Convex HTTP function API (``/api/query|mutation|action``) over httpx, sync and async.
 
-Both clients share one ``_Protocol``: how a request is built, how a response or an httpx
+Both clients share one ``_HttpCore``: how a request is built, how a response or an httpx
 exception becomes a value or a typed ``DeploymentError``, and when a failure may be
 retried. Only the send-and-sleep loop differs between them.
 
@@ -78,7 +78,7 @@ class _Outcome:
     retry_any: bool = False
 
 
-class _Protocol:
+class _HttpCore:
     """Request building, response decoding, error mapping and retry decisions: no I/O."""
 
     def __init__(self, target: DeploymentTarget, *, timeout: float, retries: int,
@@ -253,7 +253,7 @@ class _Protocol:
             "or an archive for manual deployment", deployment=self.label)
 
 
-class ConvexHttpClient(_Protocol):
+class ConvexHttpClient(_HttpCore):
     """Synchronous client for one deployment; reuses connections (keep-alive). Use as a
     context manager or call ``close()``."""
 
@@ -323,7 +323,7 @@ class ConvexHttpClient(_Protocol):
         return time.monotonic() - started
 
 
-class AsyncConvexHttpClient(_Protocol):
+class AsyncConvexHttpClient(_HttpCore):
     """The asyncio twin of ``ConvexHttpClient`` (same behaviour, awaitable methods)."""
 
     def __init__(self, target: DeploymentTarget, *, timeout: float = 30.0, retries: int = 2,

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import InvalidTransition, LeaseHeld, RegistryError, UnknownUser
 from ..redact import redact
+from .ddl import MIGRATIONS, SCHEMA_VERSION
 from .store import (
     CONNECTION_TRANSITIONS,
     JOURNAL_TRANSITIONS,
@@ -38,80 +39,6 @@ from .store import (
 )
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION", "open_store"]
-
-_CONN = "('pending','connected','error','disconnected')"
-_DEPLOY = "('not_started','deploying','deployed','failed')"
-_JOURNAL = "('pending','running','completed','failed','skipped')"
-
-# Each entry moves the file from version i to i+1. Append only; never edit a shipped one.
-_MIGRATIONS: tuple[str, ...] = (
-    f"""
-    CREATE TABLE users (
-        user_id              TEXT PRIMARY KEY,
-        url_ct               TEXT NOT NULL DEFAULT '',
-        key_ct               TEXT NOT NULL DEFAULT '',
-        connection_status    TEXT NOT NULL DEFAULT 'pending' CHECK (connection_status IN {_CONN}),
-        deployment_status    TEXT NOT NULL DEFAULT 'not_started'
-                                  CHECK (deployment_status IN {_DEPLOY}),
-        deployment_progress  TEXT,
-        schema_version       TEXT,
-        schema_fingerprint   TEXT,
-        last_schema_deploy   REAL,
-        last_connection_test REAL,
-        connection_error     TEXT,
-        entitled             INTEGER NOT NULL DEFAULT 0,
-        created_at           REAL NOT NULL,
-        updated_at           REAL NOT NULL
-    );
-    CREATE INDEX users_by_connection_status ON users (connection_status);
-
-    CREATE TABLE journal (
-        user_id      TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
-        plan_id      TEXT NOT NULL,
-        step_id      TEXT NOT NULL,
-        seq          INTEGER NOT NULL,
-        kind         TEXT NOT NULL,
-        status       TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_JOURNAL}),
-        version      TEXT,
-        cursor       TEXT,
-        processed    INTEGER NOT NULL DEFAULT 0,
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        error        TEXT,
-        fingerprint  TEXT,
-        started_at   REAL,
-        completed_at REAL,
-        created_at   REAL NOT NULL,
-        updated_at   REAL NOT NULL,
-        PRIMARY KEY (user_id, plan_id, step_id)
-    );
-    CREATE INDEX journal_by_plan ON journal (plan_id);
-    CREATE INDEX journal_by_status ON journal (status);
-
-    CREATE TABLE leases (
-        deployment  TEXT PRIMARY KEY,
-        holder      TEXT NOT NULL,
-        acquired_at REAL NOT NULL,
-        expires_at  REAL NOT NULL
-    );
-
-    CREATE TABLE audit (
-        id      INTEGER PRIMARY KEY AUTOINCREMENT,
-        at      REAL NOT NULL,
-        user_id TEXT NOT NULL,
-        event   TEXT NOT NULL,
-        detail  TEXT NOT NULL DEFAULT '{{}}'
-    );
-    CREATE INDEX audit_by_user ON audit (user_id, id);
-
-    CREATE TABLE rollouts (
-        rollout_id TEXT PRIMARY KEY,
-        data       TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    """,
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
 
 _USER_COLS = (
     "user_id, url_ct, key_ct, connection_status, deployment_status, deployment_progress, "
@@ -216,7 +143,7 @@ class SqliteStore:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                          "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[version - 1].split(";"):
+                for statement in MIGRATIONS[version - 1].split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?)",

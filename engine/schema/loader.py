@@ -51,6 +51,7 @@ _VECTOR_KEYS = ("field", "dimensions", "filters", "staged")
 _MIGRATION_KEYS = ("op", "table", "field", "from", "to", "value", "mapping", "default",
                    "where", "code", "description")
 _CONSENT_KEYS = ("drop_tables", "drop_fields", "delete_rows")
+_MAX_MAPPING_DEPTH = 64  # far beyond Convex's 16; the rules report the real limit
 _OPS = ("backfill", "rename", "copy", "map_values", "convert", "drop_field", "delete_rows",
         "custom")
 
@@ -203,8 +204,14 @@ class _FileReader(NodeReader):
                               indexes=indexes, search_indexes=search, vector_indexes=vector)
         return out
 
-    def object_fields(self, node: Node, location: str) -> dict[str, FieldDef]:
+    def object_fields(self, node: Node, location: str, depth: int = 1,
+                      ) -> dict[str, FieldDef]:
         out: dict[str, FieldDef] = {}
+        if depth > _MAX_MAPPING_DEPTH:  # also stops recursive YAML aliases (&a {x: *a})
+            self.problem(node, location, f"nested fields go deeper than {_MAX_MAPPING_DEPTH} "
+                         "levels (a recursive YAML alias?)", "flatten the structure",
+                         code="BYOD-E004")
+            return out
         for key, key_node, value in self.mapping(node, location, "fields", None) or []:
             optional = key.endswith("?")
             name = key[:-1] if optional else key
@@ -213,14 +220,14 @@ class _FileReader(NodeReader):
                 self.problem(key_node, loc, f"field {name!r} is declared twice",
                              f"keep one of {name!r} and {name + '?'!r}", code="BYOD-E011")
                 continue
-            field = self.field(value, loc)
+            field = self.field(value, loc, depth)
             if field is not None:
                 out[name] = FieldDef(type=field.type, optional=optional or field.optional)
         return out
 
-    def field(self, node: Node, location: str) -> FieldDef | None:
+    def field(self, node: Node, location: str, depth: int = 1) -> FieldDef | None:
         if isinstance(node, MappingNode):
-            return FieldDef(type=ObjectV(fields=self.object_fields(node, location)))
+            return FieldDef(type=ObjectV(fields=self.object_fields(node, location, depth + 1)))
         if not isinstance(node, ScalarNode):
             self.problem(node, location, f"a field type must be a type expression or a mapping "
                          f"of nested fields, found {kind(node)}",

@@ -82,6 +82,7 @@ TYPE_NAMES: tuple[str, ...] = tuple(sorted({*_SIMPLE, *_CALLS, "true", "false"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?n?")
 _PUNCT = "|[](){},:?"
+_MAX_DEPTH = 100  # keeps absurd input a syntax error rather than a RecursionError
 
 
 class TypeSyntaxError(ValueError):
@@ -191,6 +192,7 @@ class _Parser:
         self.expr = expr
         self.toks = _tokenize(expr)
         self.pos = 0
+        self.depth = 0
 
     # -- token helpers -------------------------------------------------------------------
     @property
@@ -252,6 +254,15 @@ class _Parser:
         return node
 
     def parse_primary(self) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > _MAX_DEPTH:
+                raise self._fail_here(f"type nested more than {_MAX_DEPTH} levels deep")
+            return self._primary()
+        finally:
+            self.depth -= 1
+
+    def _primary(self) -> Any:
         tok = self.tok
         if tok.kind == "end":
             raise self._fail_here("expected a type, found the end")

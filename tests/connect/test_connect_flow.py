@@ -347,3 +347,26 @@ def test_registry_file_holds_no_plaintext(run, store, fleet, config, key_hex) ->
     blob = b"".join(p.read_bytes() for p in config.registry_path.parent.iterdir())
     for secret in (URL, KEY, KEY.split("|")[1], "secret-deployment-4711", key_hex):
         assert secret.encode() not in blob
+
+
+def test_reconnect_of_a_user_in_error_never_passes_through_pending(run, store, vault, config,
+                                                                  fleet, head) -> None:
+    dep = fleet.add(URL, KEY)
+    run()
+    store.set_connection_status("u1", "error", error="health: unreachable")
+    dep.key = KEY2
+    seen: list[str] = []
+
+    class Watching:
+        """The store, recording every status it is asked to set."""
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def set_connection_status(self, user_id, status, **kw):
+            seen.append(status)
+            return store.set_connection_status(user_id, status, **kw)
+
+    user = conn.connect("u1", URL, KEY2, store=Watching(), vault=vault, config=config,
+                        adapter_factory=fleet.factory, versions=head)
+    assert seen and "pending" not in seen and user.connection_status == "connected"

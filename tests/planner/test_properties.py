@@ -15,7 +15,7 @@ from engine.schema.validate_doc import validate_document
 from engine.widen import data_steps_for, widen, widen_all
 from tests.planner.strategies import doc_for_fields, evolutions, schemas
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -251,3 +251,33 @@ def test_load_version_file_raises_with_problems(write, tmp_path: Path) -> None:
     with pytest.raises(VersionFileError) as info:
         load_version_file(path)
     assert info.value.problems[0].code == "BYOD-E007"
+
+
+def test_optional_key_in_flow_mapping_gets_a_quoting_hint(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", "parents: []\ntables:\n  t:\n    location: user\n"
+                         "    fields: {a?: string}\n")
+    [p] = _problems(tmp_path)
+    assert p.code == "BYOD-E003" and p.line == 5 and "'color?'" in p.hint
+    write("0001_a.yaml", "parents: []\ntables:\n  t:\n    location: user\n"
+                         "    fields: {'a?': string}\n")
+    [v] = load_versions(tmp_path)
+    assert v.schema.tables["t"].fields["a"].optional
+
+
+def test_aliases_and_recursive_anchors_do_not_crash(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", "parents: []\ntables:\n  t:\n    location: user\n"
+                         "    fields: &f {a: string}\n  u:\n    location: user\n"
+                         "    fields: *f\n")
+    [v] = load_versions(tmp_path)
+    assert v.schema.tables["u"].fields == v.schema.tables["t"].fields
+    write("0001_a.yaml", "parents: []\ntables: &loop {t: *loop}\n")
+    problems = _problems(tmp_path)
+    assert problems and all(p.code.startswith("BYOD-E0") for p in problems)
+
+
+def test_recursive_field_alias_is_a_problem_not_a_crash(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", "parents: []\ntables:\n  t:\n    location: user\n"
+                         "    fields: &x {a: *x}\n")
+    problems = _problems(tmp_path)
+    assert [p.code for p in problems] == ["BYOD-E004"]
+    assert "recursive YAML alias" in problems[0].message

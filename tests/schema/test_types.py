@@ -124,6 +124,7 @@ def test_optional_only_at_field_level() -> None:
         ("1e999", "not a finite number", 1),
         ("string & number", "unexpected character '&'", 8),
         ("", "expected a type, found the end", 1),
+        ("(" * 500 + "string" + ")" * 500, "nested more than 100 levels", 101),
     ],
 )
 def test_errors_have_message_and_column(expr: str, message: str, column: int) -> None:

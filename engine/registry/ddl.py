@@ -1,0 +1,84 @@
+"""The registry file's versioned DDL. Each entry of ``MIGRATIONS`` moves a file from schema
+version i to i+1 (``PRAGMA user_version``); append new entries, never edit a shipped one.
+
+Tables: ``users`` (the reference design's userDatabaseConfig: ciphertexts only),
+``journal`` (byodMigrations: one row per user, plan and step), ``leases`` (one runner per
+deployment, expiring), ``audit`` (every state change), ``rollouts`` (JSON documents).
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+_CONN = "('pending','connected','error','disconnected')"
+_DEPLOY = "('not_started','deploying','deployed','failed')"
+_JOURNAL = "('pending','running','completed','failed','skipped')"
+
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE users (
+        user_id              TEXT PRIMARY KEY,
+        url_ct               TEXT NOT NULL DEFAULT '',
+        key_ct               TEXT NOT NULL DEFAULT '',
+        connection_status    TEXT NOT NULL DEFAULT 'pending' CHECK (connection_status IN {_CONN}),
+        deployment_status    TEXT NOT NULL DEFAULT 'not_started'
+                                  CHECK (deployment_status IN {_DEPLOY}),
+        deployment_progress  TEXT,
+        schema_version       TEXT,
+        schema_fingerprint   TEXT,
+        last_schema_deploy   REAL,
+        last_connection_test REAL,
+        connection_error     TEXT,
+        entitled             INTEGER NOT NULL DEFAULT 0,
+        created_at           REAL NOT NULL,
+        updated_at           REAL NOT NULL
+    );
+    CREATE INDEX users_by_connection_status ON users (connection_status);
+
+    CREATE TABLE journal (
+        user_id      TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+        plan_id      TEXT NOT NULL,
+        step_id      TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        status       TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_JOURNAL}),
+        version      TEXT,
+        cursor       TEXT,
+        processed    INTEGER NOT NULL DEFAULT 0,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        error        TEXT,
+        fingerprint  TEXT,
+        started_at   REAL,
+        completed_at REAL,
+        created_at   REAL NOT NULL,
+        updated_at   REAL NOT NULL,
+        PRIMARY KEY (user_id, plan_id, step_id)
+    );
+    CREATE INDEX journal_by_plan ON journal (plan_id);
+    CREATE INDEX journal_by_status ON journal (status);
+
+    CREATE TABLE leases (
+        deployment  TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        acquired_at REAL NOT NULL,
+        expires_at  REAL NOT NULL
+    );
+
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      REAL NOT NULL,
+        user_id TEXT NOT NULL,
+        event   TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT '{{}}'
+    );
+    CREATE INDEX audit_by_user ON audit (user_id, id);
+
+    CREATE TABLE rollouts (
+        rollout_id TEXT PRIMARY KEY,
+        data       TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
