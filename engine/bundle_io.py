@@ -141,8 +141,10 @@ def write_archive(bundle: Bundle, path: Path, fmt: ArchiveFormat | None = None) 
     path = Path(path)
     fmt = fmt or archive_format_of(path)
     paths = _checked_paths(bundle)
-    data = _tar_gz(bundle, bundle.version_id, paths) if fmt == "tar.gz" else _zip(
-        bundle, bundle.version_id, paths
+    data = (
+        _tar_gz(bundle, bundle.version_id, paths)
+        if fmt == "tar.gz"
+        else _zip(bundle, bundle.version_id, paths)
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -162,8 +162,9 @@ def deployed_schema(schema: Schema, target: Literal["user", "main"] = "user") ->
                 f"table name(s) {', '.join(clash)} are reserved for the engine's own "
                 "tables; rename them in the version file"
             )
-        return Schema(tables={**schema.tables, **reserved},
-                      schema_validation=schema.schema_validation)
+        return Schema(
+            tables={**schema.tables, **reserved}, schema_validation=schema.schema_validation
+        )
     if target != "user":
         raise CompileError(f"bundle target must be 'user' or 'main', not {target!r}")
     user = schema.located(Location.USER)
@@ -199,10 +200,9 @@ def _data_steps_module(data_steps: Sequence[Any]) -> tuple[str, list[str]]:
         from .datasteps import render_data_steps_module  # type: ignore[attr-defined]
     except ImportError as exc:
         raise CompileError(
-            "data steps were given but engine.datasteps.render_data_steps_module is "
-            "not available"
+            "data steps were given but engine.datasteps.render_data_steps_module is not available"
         ) from exc
-    ids = list(dict.fromkeys(str(getattr(step, "id")) for step in data_steps))
+    ids = list(dict.fromkeys(str(step.id) for step in data_steps))
     return _normalize(render_data_steps_module(tuple(data_steps))), ids
 
 

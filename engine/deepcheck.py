@@ -31,7 +31,9 @@ from .schema.models import Schema, SchemaVersion
 __all__ = ["CheckItem", "check_bundles", "deep_check", "diff_json"]
 
 _JS_DIR = Path(__file__).resolve().parent / "js"
-_TSC_LINE = re.compile(r"^(?P<file>.+?)\((?P<line>\d+),(?P<col>\d+)\): error (?P<code>TS\d+): (?P<msg>.*)$")
+_TSC_LINE = re.compile(
+    r"^(?P<file>.+?)\((?P<line>\d+),(?P<col>\d+)\): error (?P<code>TS\d+): (?P<msg>.*)$"
+)
 _TIMEOUT_S = 900.0
 _MAX_MESSAGE = 600
 
@@ -84,16 +86,23 @@ def diff_json(expected: Any, actual: Any, path: str = "") -> list[tuple[str, str
             if key not in actual:
                 out.append((sub, f"missing from the real export (expected {_fmt(expected[key])})"))
             elif key not in expected:
-                out.append((sub, f"not in the engine's model (real export has {_fmt(actual[key])})"))
+                out.append(
+                    (sub, f"not in the engine's model (real export has {_fmt(actual[key])})")
+                )
             else:
                 out.extend(diff_json(expected[key], actual[key], sub))
         return out
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
-            return [(here, f"expected {len(expected)} entries {_fmt(expected)}, "
-                           f"real export has {len(actual)} {_fmt(actual)}")]
+            return [
+                (
+                    here,
+                    f"expected {len(expected)} entries {_fmt(expected)}, "
+                    f"real export has {len(actual)} {_fmt(actual)}",
+                )
+            ]
         out = []
-        for i, (e, a) in enumerate(zip(expected, actual)):
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
             out.extend(diff_json(e, a, f"{path}[{i}]"))
         return out
     if _is_number(expected) and _is_number(actual):
@@ -102,7 +111,12 @@ def diff_json(expected: Any, actual: Any, path: str = "") -> list[tuple[str, str
             return []
         return [(here, f"expected {_fmt(expected)}, real export has {_fmt(actual)}")]
     same_kind = isinstance(expected, bool) == isinstance(actual, bool)
-    if type(expected) in (dict, list) or type(actual) in (dict, list) or not same_kind or expected != actual:
+    if (
+        type(expected) in (dict, list)
+        or type(actual) in (dict, list)
+        or not same_kind
+        or expected != actual
+    ):
         return [(here, f"expected {_fmt(expected)}, real export has {_fmt(actual)}")]
     return []
 
@@ -112,14 +126,20 @@ def _compare(item: CheckItem, actual: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
 
     def problem(location: str, message: str) -> None:
-        problems.append(Problem(
-            file=item.file, line=None, location=location, code="deep-export",
-            message=f"version {item.label}: {message}",
-            hint="the compiler renders this differently from the engine's model",
-        ))
+        problems.append(
+            Problem(
+                file=item.file,
+                line=None,
+                location=location,
+                code="deep-export",
+                message=f"version {item.label}: {message}",
+                hint="the compiler renders this differently from the engine's model",
+            )
+        )
 
-    for path, message in diff_json(expected.get("schemaValidation"), actual.get("schemaValidation"),
-                                   "schemaValidation"):
+    for path, message in diff_json(
+        expected.get("schemaValidation"), actual.get("schemaValidation"), "schemaValidation"
+    ):
         problem("schemaValidation", f"{path}: {message}")
     extra_keys = sorted(set(actual) - {"tables", "schemaValidation"})
     for key in extra_keys:
@@ -156,14 +176,18 @@ def _tsc_problems(output: str, dirs: dict[str, CheckItem]) -> list[Problem]:
         parts = rel.split("/")
         item = dirs.get(parts[1]) if len(parts) > 2 and parts[0] == "bundles" else None
         inner = "/".join(parts[2:]) if item else rel
-        problems.append(Problem(
-            file=item.file if item else rel, line=None,
-            location=f"{inner}:{match['line']}:{match['col']}",
-            code="deep-tsc",
-            message=((f"version {item.label}: " if item else "")
-                     + f"{match['code']} {match['msg']}")[:_MAX_MESSAGE],
-            hint="the generated TypeScript does not type-check",
-        ))
+        problems.append(
+            Problem(
+                file=item.file if item else rel,
+                line=None,
+                location=f"{inner}:{match['line']}:{match['col']}",
+                code="deep-tsc",
+                message=(
+                    (f"version {item.label}: " if item else "") + f"{match['code']} {match['msg']}"
+                )[:_MAX_MESSAGE],
+                hint="the generated TypeScript does not type-check",
+            )
+        )
     return problems
 
 
@@ -188,17 +212,23 @@ def check_bundles(items: Sequence[CheckItem], toolchain: Toolchain | None = None
         (work / "tsconfig.json").write_text(json.dumps(_TSCONFIG, indent=2))
         proc = subprocess.Popen(
             [node, str(tsc), "-p", "tsconfig.json", "--pretty", "false"],
-            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         try:
             job = {
                 "toolchain": str(toolchain.root),
                 "workDir": str(work),
-                "bundles": [{"id": name, "schema": str(work / "bundles" / name / "convex" / "schema.ts")}
-                            for name in dirs],
+                "bundles": [
+                    {"id": name, "schema": str(work / "bundles" / name / "convex" / "schema.ts")}
+                    for name in dirs
+                ],
             }
-            result = toolchain.run_node(_JS_DIR / "export_schemas.mjs", input=json.dumps(job),
-                                        timeout=_TIMEOUT_S, cwd=work)
+            result = toolchain.run_node(
+                _JS_DIR / "export_schemas.mjs", input=json.dumps(job), timeout=_TIMEOUT_S, cwd=work
+            )
             tsc_out, _ = proc.communicate(timeout=_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             raise ToolchainError(f"tsc did not finish within {_TIMEOUT_S:.0f} s") from exc
@@ -207,27 +237,43 @@ def check_bundles(items: Sequence[CheckItem], toolchain: Toolchain | None = None
                 proc.kill()
                 proc.wait()
     if result.returncode != 0:
-        raise ToolchainError("loading the schemas with the convex library failed:\n"
-                             + "\n".join((result.stderr or result.stdout).splitlines()[-15:]))
+        raise ToolchainError(
+            "loading the schemas with the convex library failed:\n"
+            + "\n".join((result.stderr or result.stdout).splitlines()[-15:])
+        )
     exports = json.loads(result.stdout)
     problems = _tsc_problems(tsc_out, dirs)
     if proc.returncode not in (0, None) and not problems:
-        problems.append(Problem(file="(toolchain)", line=None, location="tsc", code="deep-tsc",
-                                message="tsc failed: " + " ".join(tsc_out.split())[-400:]))
+        problems.append(
+            Problem(
+                file="(toolchain)",
+                line=None,
+                location="tsc",
+                code="deep-tsc",
+                message="tsc failed: " + " ".join(tsc_out.split())[-400:],
+            )
+        )
     for name, item in dirs.items():
         outcome = exports.get(name, {"ok": False, "error": "no result"})
         if not outcome.get("ok"):
-            problems.append(Problem(
-                file=item.file, line=None, location="convex/schema.ts", code="deep-export",
-                message=f"version {item.label}: the convex library could not load the schema: "
-                        f"{outcome.get('error')}",
-            ))
+            problems.append(
+                Problem(
+                    file=item.file,
+                    line=None,
+                    location="convex/schema.ts",
+                    code="deep-export",
+                    message=f"version {item.label}: the convex library could not load the schema: "
+                    f"{outcome.get('error')}",
+                )
+            )
             continue
         problems.extend(_compare(item, outcome["export"]))
     return problems
 
 
-def _items(versions: Iterable[SchemaVersion], config: EngineConfig) -> tuple[list[CheckItem], list[Problem]]:
+def _items(
+    versions: Iterable[SchemaVersion], config: EngineConfig
+) -> tuple[list[CheckItem], list[Problem]]:
     items: list[CheckItem] = []
     problems: list[Problem] = []
     for version in versions:
@@ -235,15 +281,23 @@ def _items(versions: Iterable[SchemaVersion], config: EngineConfig) -> tuple[lis
         try:
             bundle = compile_version(version, config)
         except CompileError as exc:
-            problems.append(Problem(file=file, line=None, location="", code="compile",
-                                    message=f"version {version.id}: {exc}"))
+            problems.append(
+                Problem(
+                    file=file,
+                    line=None,
+                    location="",
+                    code="compile",
+                    message=f"version {version.id}: {exc}",
+                )
+            )
             continue
         items.append(CheckItem(label=version.id, file=file, schema=version.schema, bundle=bundle))
     return items, problems
 
 
-def deep_check(versions: Sequence[SchemaVersion], config: EngineConfig,
-               toolchain: Toolchain | None = None) -> list[Problem]:
+def deep_check(
+    versions: Sequence[SchemaVersion], config: EngineConfig, toolchain: Toolchain | None = None
+) -> list[Problem]:
     """Compile every version and check each bundle with the real toolchain."""
 
     items, problems = _items(versions, config)

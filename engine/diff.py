@@ -15,6 +15,7 @@ from .datasteps import DataStep, make_step
 from .diff_rules import CODES, field_changes, hint_applies, index_changes, step_for_hint
 from .errors import UnsafeChange
 from .schema.models import Consent, Location, MigrationOp, Schema, Table
+from .schema.typeops import table_key
 
 __all__ = ["CODES", "Change", "Classification", "Diff", "diff"]
 
@@ -284,6 +285,8 @@ def diff(a: Schema, b: Schema, hints: Iterable[MigrationOp] = (), consent: Conse
         if ta is None or tb is None:
             changes += _table_changes(ta, tb, name, consent)
             continue
+        if ta is tb or table_key(ta) == table_key(tb):
+            continue  # unchanged; data-only hints on it are reported below
         changes += field_changes(ta, tb, hints, hint_steps, used, consent)
         changes += index_changes(ta, tb)
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from .config import EngineConfig
 from .convex.adapter import DeploymentTarget, FunctionRunner
@@ -106,8 +107,8 @@ class _Run:
         self.page_size, self.hook, self.secrets = page_size, hook, secrets
         self.pid = progress_id(user.user_id)
         doc = store.load_rollout(self.pid)
-        self.resumed = bool(doc) and doc.get("state") == "running"
-        if not self.resumed:
+        self.resumed = doc is not None and doc.get("state") == "running"
+        if doc is None or not self.resumed:
             doc = {"kind": "disconnect", "user_id": user.user_id, "mode": mode,
                    "run": uuid.uuid4().hex[:16], "version": user.schema_version,
                    "started_at": time.time(), "tables": {}, "ids": {}, "patches": [],
@@ -303,7 +304,7 @@ def _default_client(target: DeploymentTarget, config: EngineConfig) -> FunctionR
 def disconnect(
     user_id: str, mode: str, *, confirm: bool = False, store: RegistryStore, vault: Any,
     config: EngineConfig | None = None, main_client: FunctionRunner | None = None,
-    graph: Any = (), client_factory: Callable[[DeploymentTarget], FunctionRunner] | None = None,
+    graph: Any, client_factory: Callable[[DeploymentTarget], FunctionRunner] | None = None,
     router: Any = None, page_size: int = 200, hook: Hook | None = None,
 ) -> DisconnectReport:
     """Disconnect one user (see the module docstring). Re-running after an interruption

@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
+from typing import Any, Literal
 
 from .alerts import AlertResult, build_alert, send_alert
 from .config import EngineConfig
@@ -35,23 +36,18 @@ from .errors import (
     DeploymentUnauthorized,
     DeploymentUnreachable,
     InvalidTransition,
-    UnknownVersion,
 )
 from .redact import redact
 from .registry.store import RegistryStore, UserConfig
 from .routing import VersionSource, as_version_source
 
-__all__ = ["DeploymentHealth", "HealthReport", "UNHEALTHY", "check", "check_async", "monitor"]
+__all__ = ["UNHEALTHY", "DeploymentHealth", "HealthReport", "check", "check_async", "monitor"]
 
 log = logging.getLogger(__name__)
 
 UNHEALTHY = frozenset({"drifted", "slow", "unreachable", "server_error", "unauthorized",
                        "broken"})
 _STATES = ("healthy", *sorted(UNHEALTHY), "not_checked", "skipped")
-
-
-class _AsyncVersionClient(Protocol):
-    async def read_version(self) -> VersionInfo: ...
 
 
 AsyncClientFactory = Callable[[DeploymentTarget, float], Any]
@@ -211,13 +207,14 @@ def _disconnect_in_progress(store: RegistryStore, user_id: str) -> bool:
     from .disconnect import progress_id
 
     doc = store.load_rollout(progress_id(user_id))
-    return bool(doc) and doc.get("state") == "running"
+    return doc is not None and doc.get("state") == "running"
 
 
 async def _probe(user: UserConfig, *, vault: Any, factory: AsyncClientFactory,
                  timeout: float, fps: _Fingerprints) -> DeploymentHealth:
-    base = dict(user_id=user.user_id, expected_version=user.schema_version,
-                status_before=user.connection_status, status_after=user.connection_status)
+    base: dict[str, Any] = {"user_id": user.user_id, "expected_version": user.schema_version,
+                            "status_before": user.connection_status,
+                            "status_after": user.connection_status}
     secrets: tuple[str, ...] = ()
     started = time.monotonic()
     try:
@@ -230,7 +227,7 @@ async def _probe(user: UserConfig, *, vault: Any, factory: AsyncClientFactory,
             closer = getattr(client, "aclose", None)
             if closer is not None:
                 await closer()
-    except (ByodError, asyncio.TimeoutError, TimeoutError) as exc:
+    except (ByodError, TimeoutError) as exc:
         latency = (time.monotonic() - started) * 1000
         state = classify_error(exc)
         text = str(exc) or f"no answer within {timeout:g} s"
@@ -266,7 +263,7 @@ def _apply(store: RegistryStore, result: DeploymentHealth, now: float,
     if _disconnect_in_progress(store, result.user_id):
         return result, None
     bad = result.state in UNHEALTHY and (block_on_drift or result.state != "drifted")
-    target = "error" if bad else "connected"
+    target: Literal["error", "connected"] = "error" if bad else "connected"
     try:
         updated = store.set_connection_status(
             result.user_id, target, error=result.reason if bad else None, tested_at=now)
@@ -284,7 +281,7 @@ def _apply(store: RegistryStore, result: DeploymentHealth, now: float,
 
 async def check_async(
     users: Iterable[str] | str | None = "all", *, store: RegistryStore, vault: Any,
-    config: EngineConfig | None = None, graph: Any = (), concurrency: int = 16,
+    graph: Any, config: EngineConfig | None = None, concurrency: int = 16,
     timeout: float | None = None, budget_s: float | None = None,
     client_factory: AsyncClientFactory | None = None, apply: bool = True,
     alert: bool = True, block_on_drift: bool = True,

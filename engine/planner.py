@@ -23,6 +23,7 @@ from .errors import DriftDetected, NoPath, UnknownVersion, UnsafeChange
 from .graph import VersionGraph
 from .plan_render import fleet_to_dict, plan_to_dict, render_fleet_text, render_plan_text
 from .schema.models import Location, MigrationOp, Schema
+from .schema.typeops import table_key
 from .widen import widen
 
 __all__ = [
@@ -264,11 +265,16 @@ def _fold(graph: VersionGraph, ids: list[str], cache: _Cache) -> Schema:
 
     current = _user_schema(graph, ids[-1], cache)
     key_id = cache.leaves.setdefault(ids[-1], -1 - len(cache.leaves))  # folds are >= 0
-    for vid in reversed(ids[:-1]):
+    for i in range(len(ids) - 2, -1, -1):
+        vid = ids[i]
         k = (vid, key_id)
         hit = cache.folds.get(k)
         if hit is None:
-            current = widen(_user_schema(graph, vid, cache), current)
+            here, nxt = _user_schema(graph, vid, cache), _user_schema(graph, ids[i + 1], cache)
+            # a table equal to the next version's is already covered by the fold so far
+            same = frozenset(n for n, t in here.tables.items() if n in nxt.tables
+                             and table_key(t) == table_key(nxt.tables[n]))
+            current = widen(here, current, covered=same)
             new_id = len(cache.folds)
             cache.folds[k] = (new_id, current)
             hit = (new_id, current)
@@ -306,25 +312,53 @@ def _expand(graph: VersionGraph, path: list[str], direction: Direction,
     seen: set[str] = set()
     for g in groups:
         start, end = path[g[0]], path[g[-1] + 1]
-        chain = path[g[0]: g[-1] + 2]
+        chain = tuple(path[g[0]: g[-1] + 2])
         data = [s for i in g for s in diffs[i].steps]
         if data:
             name = f"{start}__{end}__widen"
             steps.append(PlanStep(id=f"deploy_widened:{start}..{end}", kind="deploy_widened",
-                                  version=name, schema=_fold(graph, chain, cache),
-                                  data_steps=tuple(data), covers=tuple(chain)))
+                                  version=name, schema=_fold(graph, list(chain), cache),
+                                  data_steps=tuple(data), covers=chain))
             for s in data:
                 sid = s.id if s.id not in seen else f"{s.id}@{end}"
                 seen.add(sid)
                 steps.append(PlanStep(id=sid, kind="run_data_step", version=end, data_step=s,
-                                      covers=tuple(chain)))
+                                      covers=chain))
         steps.append(PlanStep(id=f"deploy_target:{end}", kind="deploy_target", version=end,
-                              covers=tuple(chain)))
+                              covers=chain))
         steps.append(PlanStep(id=f"verify:{end}", kind="verify", version=end))
         steps.append(PlanStep(id=f"record:{end}", kind="record", version=end))
     return Plan(source=source, target=target, path=tuple(path), direction=direction,
                 steps=tuple(steps),
                 groups=tuple(tuple(path[g[0]: g[-1] + 2]) for g in groups), notes=tuple(notes))
+
+
+def _chain(graph: VersionGraph, s: str, t: str) -> list[str]:
+    """The same canonical shortest chain as ``VersionGraph.path`` (children visited in
+    (number, id) order), searched only among ``t``'s ancestors: one cached ancestor set
+    per target serves every source of a fleet."""
+
+    if s == t:
+        return [s]
+    allowed = graph.ancestors(t) | {t}
+    versions = graph.versions
+    prev: dict[str, str] = {}
+    frontier, seen = [s], {s}
+    while frontier:
+        nxt: list[str] = []
+        for node in frontier:
+            kids = [c for c in graph.graph.successors(node) if c in allowed and c not in seen]
+            for child in sorted(kids, key=lambda c: (versions[c].number, c)):
+                seen.add(child)
+                prev[child] = node
+                if child == t:
+                    out = [t]
+                    while out[-1] != s:
+                        out.append(prev[out[-1]])
+                    return out[::-1]
+                nxt.append(child)
+        frontier = nxt
+    raise NoPath(s, t)
 
 
 def plan(graph: VersionGraph, source: str | int, target: str | int, *,
@@ -345,9 +379,9 @@ def plan(graph: VersionGraph, source: str | int, target: str | int, *,
     found = cache.plans.get((s, t))
     if found is None:
         if s == t or graph.is_ancestor(s, t):
-            found = _expand(graph, graph.path(s, t), "up" if s != t else "none", cache)
+            found = _expand(graph, _chain(graph, s, t), "up" if s != t else "none", cache)
         elif graph.is_ancestor(t, s):
-            found = _expand(graph, graph.down_path(s, t), "down", cache)
+            found = _expand(graph, _chain(graph, t, s)[::-1], "down", cache)
         else:
             raise NoPath(s, t, "they are on different branches; plan to a version that "
                          "descends from both (a merge version)")
@@ -377,8 +411,9 @@ def plan_fleet(graph: VersionGraph, deployments: Iterable[tuple[Any, ...]],
     unknown: dict[str, list[str]] = {}
     drifted: list[dict[str, str]] = []
     expected: dict[str, str] = {}
+    check = expected_fingerprint is not None
     for row in deployments:
-        dep, ref = row[0], row[1]
+        ref = row[1]
         vid = resolved.get(ref, "")
         if vid == "":
             try:
@@ -386,17 +421,21 @@ def plan_fleet(graph: VersionGraph, deployments: Iterable[tuple[Any, ...]],
             except UnknownVersion:
                 vid = None
             resolved[ref] = vid
+            if vid is not None:
+                members.setdefault(vid, [])
         if vid is None:
-            unknown.setdefault(str(ref), []).append(str(dep))
+            unknown.setdefault(str(ref), []).append(str(row[0]))
             continue
-        if len(row) > 2 and row[2] is not None and expected_fingerprint is not None:
-            want = expected.get(vid) or expected.setdefault(vid, expected_fingerprint(vid))
+        if check and len(row) > 2 and row[2] is not None:
+            want = expected.get(vid) or expected.setdefault(
+                vid, expected_fingerprint(vid))  # type: ignore[misc]
             if row[2] != want:
-                drifted.append({"deployment": str(dep), "version": vid,
+                drifted.append({"deployment": str(row[0]), "version": vid,
                                 "expected": want, "actual": str(row[2])})
                 continue
-        members.setdefault(vid, []).append(str(dep))
+        members[vid].append(row[0])
     plans: dict[str, Plan] = {}
+    members = {k: v for k, v in members.items() if v}
     for vid in list(members):
         try:
             plans[vid] = plan(graph, vid, t)

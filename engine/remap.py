@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import networkx as nx
 
@@ -124,7 +125,7 @@ class IdMaps:
         return {"maps": self.maps, "done": sorted(self.done)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None, tables: Iterable[str]) -> "IdMaps":
+    def from_json(cls, data: Mapping[str, Any] | None, tables: Iterable[str]) -> IdMaps:
         data = data or {}
         return cls(maps={t: dict(m) for t, m in (data.get("maps") or {}).items()},
                    done=set(data.get("done") or ()), tables=frozenset(tables))

@@ -14,12 +14,13 @@ a disconnect or an explicit ``invalidate`` drops it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .config import EngineConfig
 from .convex.adapter import DeploymentTarget, FunctionRunner
-from .errors import DeploymentBlocked, UnknownTable, UnknownVersion
+from .errors import ByodError, DeploymentBlocked, UnknownTable, UnknownVersion
 from .registry.store import RegistryStore, UserConfig
 from .schema.engine_tables import ENGINE_TABLES
 from .schema.models import Location, Schema, SchemaVersion
@@ -74,7 +75,7 @@ def as_version_source(source: Any) -> VersionSource:
         versions = dict(source.versions)
         try:
             head: str | None = source.resolve("head").id
-        except Exception:  # several heads or an empty graph: no implicit head
+        except ByodError:  # several heads or an empty graph: no implicit head
             head = None
         return VersionSource(versions, head)
     if isinstance(source, Mapping):
@@ -222,5 +223,5 @@ def _close(client: Any) -> None:
     if callable(close):
         try:
             close()
-        except Exception:  # a client that cannot close cleanly is dropped anyway
+        except Exception:  # noqa: BLE001, S110 - a client that cannot close is dropped anyway
             pass

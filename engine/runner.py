@@ -26,13 +26,10 @@ deploys are bounded by a shared semaphore sized to the CPU count.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import os
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 from .compiler import Bundle
 from .errors import (
@@ -53,19 +50,26 @@ from .events import (
     DeploymentReconciled,
     DeploymentSkipped,
     DeploymentStarted,
-    Event,
     PageDone,
-    Sink,
     StepCompleted,
     StepFailed,
     StepSkipped,
     StepStarted,
-    emit_safely,
+    Sink,
     null_sink,
 )
+from .plankit import PlanKit, plan_id_of, step_data, step_kind, step_version
 from .redact import redact
 from .registry.store import JournalEntry, RegistryStore
-from .plankit import PlanKit, plan_id_of, step_data, step_kind, step_version
+from .runcontext import (
+    AdaptiveBatch,
+    DeploymentLease,
+    DeployOps,
+    DeploymentOutcome,
+    OutcomeStatus,
+    RunContext,
+    default_deploy_slots,
+)
 
 __all__ = [
     "DeploymentOutcome",
@@ -76,162 +80,18 @@ __all__ = [
     "run_plan_async",
 ]
 
-OutcomeStatus = Literal["succeeded", "already", "failed", "skipped"]
 
 _TX_LIMIT = re.compile(
     r"too many (documents|bytes|reads|writes)|transaction.{0,40}(limit|too large)|"
     r"(read|write)s? (limit|too large)|exceeded.{0,40}limit", re.IGNORECASE)
 _BAD_CURSOR = re.compile(r"invalid cursor|cursor.{0,40}(invalid|expired|malformed)",
                          re.IGNORECASE)
-GROW_AFTER = 4  # successful pages at a reduced size before growing it back
-
-
-def default_deploy_slots() -> int:
-    """CLI deploys are CPU-bound (node start-up and bundling): one per core."""
-
-    return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class DeploymentOutcome:
-    """What happened to one deployment; the report's per-deployment row."""
-
-    user_id: str
-    status: OutcomeStatus
-    target: str
-    before: str | None = None  # the registry's version before the run
-    source: str | None = None  # where the deployment really was
-    after: str | None = None
-    plan_id: str | None = None
-    duration_s: float = 0.0
-    deploys: int = 0
-    pages: int = 0
-    processed: int = 0
-    changed: int = 0
-    error: str | None = None  # redacted
-    error_type: str | None = None
-    error_kind: str | None = None
-    step_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class RunContext:
-    """What every deployment of one rollout shares: the store, the planning kit (graph,
-    bundles, planner), the deploy-slot semaphore, and the event sink."""
-
-    store: RegistryStore
-    kit: PlanKit
-    holder: str
-    emit: Sink = null_sink
-    deploy_slots: asyncio.Semaphore | None = None
-    lease_ttl_s: float = 120.0
-    page_retries: int = 3
-
-    def event(self, event: Event) -> None:
-        emit_safely(self.emit, event)
-
-
-class _Ops:
-    """One deployment's calls as coroutines, whatever the adapter offers."""
-
-    def __init__(self, adapter: Any, functions: Any | None, slots: asyncio.Semaphore | None):
-        self.adapter = adapter
-        self.functions = functions if functions is not None else adapter
-        self.slots = slots
-
-    @staticmethod
-    async def _call(obj: Any, name: str, *args: Any) -> Any:
-        fn = getattr(obj, name)
-        if inspect.iscoroutinefunction(fn):
-            return await fn(*args)
-        return await asyncio.to_thread(fn, *args)
-
-    async def deploy(self, bundle: Bundle) -> Any:
-        if self.slots is None:
-            return await self._call(self.adapter, "deploy", bundle)
-        async with self.slots:
-            return await self._call(self.adapter, "deploy", bundle)
-
-    async def query(self, path: str, args: dict[str, Any]) -> Any:
-        return await self._call(self.functions, "query", path, args)
-
-    async def mutation(self, path: str, args: dict[str, Any]) -> Any:
-        return await self._call(self.functions, "mutation", path, args)
-
-    async def read_version(self) -> Any:
-        return await self._call(self.functions, "read_version")
-
-
-class _Lease:
-    """The deployment lease, renewed in the background; ``lost`` stops the work."""
-
-    def __init__(self, ctx: RunContext, user_id: str):
-        self.ctx, self.user_id = ctx, user_id
-        self.lost: str | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def acquire(self) -> None:
-        self.ctx.store.acquire_lease(self.user_id, self.ctx.holder, self.ctx.lease_ttl_s)
-        self._task = asyncio.create_task(self._renew())
-
-    async def _renew(self) -> None:
-        interval = max(0.05, self.ctx.lease_ttl_s / 4)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.ctx.store.renew_lease(self.user_id, self.ctx.holder, self.ctx.lease_ttl_s)
-            except LeaseHeld as exc:
-                self.lost = f"lease lost to {exc.holder}"
-                return
-            except ByodError:
-                continue  # a busy registry: try again next interval, the ttl covers it
-
-    def check(self) -> None:
-        if self.lost:
-            raise RolloutError(f"deployment {self.user_id}: {self.lost}; stopped safely")
-
-    def release(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        try:
-            self.ctx.store.release_lease(self.user_id, self.ctx.holder)
-        except ByodError:
-            pass  # it expires on its own
-
-
-class _Batch:
-    """Adaptive page size: halve on transaction-limit errors, grow back cautiously."""
-
-    def __init__(self, start: int):
-        self.ceiling = max(1, start)
-        self.size = self.ceiling
-        self._streak = 0
-
-    def shrink(self) -> bool:
-        if self.size <= 1:
-            return False
-        self.size = max(1, self.size // 2)
-        self._streak = 0
-        return True
-
-    def success(self) -> bool:
-        if self.size >= self.ceiling:
-            return False
-        self._streak += 1
-        if self._streak < GROW_AFTER:
-            return False
-        self.size = min(self.ceiling, max(self.size + 1, int(self.size * 1.5)))
-        self._streak = 0
-        return True
 
 
 class _Run:
     """The state of one deployment's run (counters feed the outcome)."""
 
-    def __init__(self, ctx: RunContext, user_id: str, ops: _Ops, secrets: Sequence[str]):
+    def __init__(self, ctx: RunContext, user_id: str, ops: DeployOps, secrets: Sequence[str]):
         self.ctx, self.user_id, self.ops = ctx, user_id, ops
         self.secrets = tuple(secrets)
         self.deploys = self.pages = self.processed = self.changed = 0
@@ -280,11 +140,11 @@ class _Run:
                 f"{info.version} with fingerprint {str(info.fingerprint)[:12]}",
                 deployment=self.user_id)
 
-    async def data_step(self, plan: Any, step: Any, entry: JournalEntry, lease: _Lease,
+    async def data_step(self, plan: Any, step: Any, entry: JournalEntry, lease: DeploymentLease,
                         plan_id: str) -> None:
         ds = step_data(step)
         store = self.ctx.store
-        batch = _Batch(self.ctx.kit.batch_size(plan, ds))
+        batch = AdaptiveBatch(self.ctx.kit.batch_size(plan, ds))
         cursor: str | None = entry.cursor
         total = entry.processed
         page = 0
@@ -333,7 +193,7 @@ class _Run:
             "stepId": ds.id, "version": step_version(plan, step), "status": "completed",
             "cursor": cursor, "processed": total})
 
-    async def _page(self, function: str, cursor: str | None, batch: _Batch) -> dict[str, Any]:
+    async def _page(self, function: str, cursor: str | None, batch: AdaptiveBatch) -> dict[str, Any]:
         """One page, halving the batch on transaction-limit errors and retrying
         transient server errors a bounded number of times."""
 
@@ -394,7 +254,7 @@ async def run_plan_async(
     store = ctx.store
     user = store.get_user(user_id)
     before = user.schema_version
-    lease = _Lease(ctx, user_id)
+    lease = DeploymentLease(ctx, user_id)
     try:
         lease.acquire()
     except LeaseHeld as exc:
@@ -402,7 +262,7 @@ async def run_plan_async(
         ctx.event(DeploymentSkipped(user_id, reason))
         return DeploymentOutcome(user_id, "skipped", target, before=before, error=reason,
                                  error_type="LeaseHeld", error_kind="lease")
-    run = _Run(ctx, user_id, _Ops(adapter, functions, ctx.deploy_slots), secrets)
+    run = _Run(ctx, user_id, DeployOps(adapter, functions, ctx.deploy_slots), secrets)
     plan_id: str | None = None
     source: str | None = None
     try:
@@ -441,7 +301,7 @@ async def run_plan_async(
         processed=run.processed, changed=run.changed)
 
 
-async def _execute(run: _Run, plan: Any, plan_id: str, lease: _Lease) -> None:
+async def _execute(run: _Run, plan: Any, plan_id: str, lease: DeploymentLease) -> None:
     ctx, user_id, store = run.ctx, run.user_id, run.ctx.store
     steps = list(plan.steps)
     if not steps:

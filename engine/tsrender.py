@@ -71,8 +71,10 @@ def ts_key(name: str) -> str:
 def _literal(lit: LiteralV, where: str) -> str:
     value = lit.value
     if lit.bigint:
-        if isinstance(value, bool) or not isinstance(value, int) or not (
-            _INT64[0] <= value <= _INT64[1]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not (_INT64[0] <= value <= _INT64[1])
         ):
             raise CompileError(f"{where}: int64 literal {value!r} is not a 64-bit integer")
         return f"v.literal({value}n)"
@@ -165,10 +167,13 @@ def _validator_doc(validator: object, where: str) -> _Doc:
     if isinstance(validator, ObjectV):
         return _Call("v.object", (_fields_doc(validator.fields, where),))
     if isinstance(validator, RecordV):
-        return _Call("v.record", (
-            _validator_doc(validator.keys, where + "<keys>"),
-            _validator_doc(validator.values, where + "<values>"),
-        ))
+        return _Call(
+            "v.record",
+            (
+                _validator_doc(validator.keys, where + "<keys>"),
+                _validator_doc(validator.values, where + "<values>"),
+            ),
+        )
     if isinstance(validator, UnionV):
         return _Call("v.union", tuple(_validator_doc(m, where) for m in validator.members))
     raise CompileError(f"{where}: unsupported validator {type(validator).__name__}")

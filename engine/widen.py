@@ -25,9 +25,9 @@ from .schema.models import (
     StringV,
     Table,
 )
-from .schema.typeops import flatten, widen_fields
+from .schema.typeops import flatten, table_key, widen_fields
 
-__all__ = ["MAX_INDEXES_PER_TABLE", "data_steps_for", "narrow", "widen", "widen_all"]
+__all__ = ["MAX_INDEXES_PER_TABLE", "data_steps_for", "narrow", "table_key", "widen", "widen_all"]
 
 MAX_INDEXES_PER_TABLE = 32  # documented limit (db + search + vector)
 MAX_SEARCH_OR_VECTOR = 4
@@ -88,17 +88,22 @@ def _widen_table(a: Table, b: Table) -> Table:
     vector = _merge_indexes(a.vector_indexes, b.vector_indexes, fields, MAX_SEARCH_OR_VECTOR)
     room = MAX_INDEXES_PER_TABLE - len(search) - len(vector)
     db = _merge_indexes(a.indexes, b.indexes, fields, max(room, 0))
-    return Table(name=b.name, location=b.location, fields=fields, indexes=tuple(db),
-                 search_indexes=tuple(search), vector_indexes=tuple(vector))
+    # Built from already-validated parts: skip re-validation (planning hot path).
+    return Table.model_construct(name=b.name, location=b.location, fields=fields,
+                                 indexes=tuple(db), search_indexes=tuple(search),
+                                 vector_indexes=tuple(vector))
 
 
-def widen(a: Schema, b: Schema) -> Schema:
+def widen(a: Schema, b: Schema, *, covered: frozenset[str] = frozenset()) -> Schema:
     """A schema every document valid under ``a`` or ``b`` satisfies, and Convex accepts.
 
     Tables of either side are kept (``b``'s order first); shared tables merge field by
     field: a field on one side only becomes optional, differing types become a flattened
     union, optional wins. Indexes of both sides are kept while they stay valid: index
     fields exist, search fields are strings, vector fields are ``float64[]``.
+
+    ``covered`` names tables whose ``b`` side already accepts ``a``'s documents (the
+    planner knows this when ``b`` is a widening that includes an equal table).
     """
 
     tables: dict[str, Table] = {}
@@ -106,11 +111,12 @@ def widen(a: Schema, b: Schema) -> Schema:
         ta, tb = a.tables.get(name), b.tables.get(name)
         if ta is None or tb is None:
             tables[name] = ta or tb  # type: ignore[assignment]
-        elif ta == tb:
+        elif name in covered or ta is tb or table_key(ta) == table_key(tb):
             tables[name] = tb
         else:
             tables[name] = _widen_table(ta, tb)
-    return Schema(tables=tables, schema_validation=a.schema_validation and b.schema_validation)
+    return Schema.model_construct(tables=tables,
+                                  schema_validation=a.schema_validation and b.schema_validation)
 
 
 def widen_all(schemas: Sequence[Schema]) -> Schema:

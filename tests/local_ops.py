@@ -25,7 +25,7 @@ def have_toolchain() -> bool:
         from engine.convex.toolchain import Toolchain
 
         root = Toolchain.find().root
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to find it means: skip
         return False
     return shutil.which("node") is not None and (root / "node_modules" / ".bin" / "convex").exists()
 
@@ -42,6 +42,7 @@ class Env:
     graph: VersionGraph
     main: DeploymentTarget
     users: dict[str, Any]  # user id -> LocalDeployment
+    key_hex: str  # the vault's key, for tests that drive the CLI through the environment
 
 
 def start(tmp: Path, users: int, *, with_main: bool = True) -> Env:
@@ -54,10 +55,11 @@ def start(tmp: Path, users: int, *, with_main: bool = True) -> Env:
     deps = list(fleet.deployments)
     main_dep = deps.pop(0) if with_main else None
     main = DeploymentTarget("main", main_dep.url, main_dep.admin_key, True) if main_dep else None
+    key_hex = generate_key()
     return Env(fleet=fleet, store=SqliteStore(config.registry_path),
-               vault=Vault.from_hex(generate_key()), config=config, graph=graph,
+               vault=Vault.from_hex(key_hex), config=config, graph=graph,
                main=main,  # type: ignore[arg-type]
-               users={f"u{i + 1}": d for i, d in enumerate(deps)})
+               users={f"u{i + 1}": d for i, d in enumerate(deps)}, key_hex=key_hex)
 
 
 def connect_all(env: Env, version: str, seed: bool = False) -> dict[str, dict[str, int]]:

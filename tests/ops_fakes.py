@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.convex.adapter import DeploymentTarget, VersionInfo
 from engine.errors import (

@@ -44,16 +44,36 @@ def _write(bundle: Bundle, out: Path, archive: str | None) -> dict[str, Any]:
 
 @click.command("build")
 @click.argument("version", required=False)
-@click.option("--all", "build_all", is_flag=True, help="Build every version (one subdirectory each).")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Bundle directory (with --all: the parent of one directory per version).")
-@click.option("--archive", type=click.Choice(["tar.gz", "zip"]),
-              help="Also write an archive beside each bundle directory (DIR.tar.gz / DIR.zip).")
-@click.option("--versions", "versions_dir", type=click.Path(path_type=Path),
-              help="Version files directory (default: the configured schema_versions/).")
+@click.option(
+    "--all", "build_all", is_flag=True, help="Build every version (one subdirectory each)."
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Bundle directory (with --all: the parent of one directory per version).",
+)
+@click.option(
+    "--archive",
+    type=click.Choice(["tar.gz", "zip"]),
+    help="Also write an archive beside each bundle directory (DIR.tar.gz / DIR.zip).",
+)
+@click.option(
+    "--versions",
+    "versions_dir",
+    type=click.Path(path_type=Path),
+    help="Version files directory (default: the configured schema_versions/).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def build(version: str | None, build_all: bool, out: Path, archive: str | None,
-          versions_dir: Path | None, as_json: bool) -> None:
+def build(
+    version: str | None,
+    build_all: bool,
+    out: Path,
+    archive: str | None,
+    versions_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Compile VERSION (an id, a number or `head`) into a deployable bundle directory."""
 
     if build_all == (version is not None):
@@ -67,10 +87,16 @@ def build(version: str | None, build_all: bool, out: Path, archive: str | None,
         bundle = compile_version(schema_version, config)
         target = out / schema_version.id if build_all else out
         results.append(_write(bundle, target, archive))
-    _emit({"bundles": results}, as_json, [
-        f"{r['version']}: {r['out']}" + (f" + {r['archive']}" if "archive" in r else "")
-        + f" (fingerprint {r['fingerprint'][:16]})" for r in results
-    ])
+    _emit(
+        {"bundles": results},
+        as_json,
+        [
+            f"{r['version']}: {r['out']}"
+            + (f" + {r['archive']}" if "archive" in r else "")
+            + f" (fingerprint {r['fingerprint'][:16]})"
+            for r in results
+        ],
+    )
 
 
 commands.append(build)
@@ -100,7 +126,11 @@ def toolchain_install(force: bool, as_json: bool) -> None:
 
     tc = Toolchain.find().ensure_installed(force=force)
     info = _describe(tc)
-    _emit(info, as_json, [f"toolchain ready: {info['node_modules']} (convex {info['convex_version']})"])
+    _emit(
+        info,
+        as_json,
+        [f"toolchain ready: {info['node_modules']} (convex {info['convex_version']})"],
+    )
 
 
 @toolchain.command("path")
@@ -109,8 +139,13 @@ def toolchain_path(as_json: bool) -> None:
     """Print where the toolchain's node_modules is (and whether it is installed)."""
 
     info = _describe(Toolchain.find())
-    _emit(info, as_json, [info["node_modules"]] if info["installed"] else [
-        f"{info['node_modules']} (not installed: run `byod toolchain install`)"])
+    _emit(
+        info,
+        as_json,
+        [info["node_modules"]]
+        if info["installed"]
+        else [f"{info['node_modules']} (not installed: run `byod toolchain install`)"],
+    )
 
 
 commands.append(toolchain)

@@ -137,7 +137,7 @@ class Toolchain:
         for key, entry in packages.items():
             if not key.startswith("node_modules/") or "/node_modules/" in key:
                 continue
-            installed = self.package_version(key[len("node_modules/"):])
+            installed = self.package_version(key[len("node_modules/") :])
             if installed is None and entry.get("optional"):
                 continue  # a platform-specific optional package for another platform
             if installed != entry.get("version"):
@@ -171,8 +171,7 @@ class Toolchain:
         npm = shutil.which("npm")
         if npm is None:
             raise ToolchainError(
-                "npm is not installed; install Node.js with npm, then run "
-                "`byod toolchain install`"
+                "npm is not installed; install Node.js with npm, then run `byod toolchain install`"
             )
         try:
             result = subprocess.run(

@@ -25,14 +25,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import httpx
 
 from ..convex.toolchain import Toolchain, node_executable
 from ..errors import LocalFleetError, ToolchainError
 
-__all__ = ["FaultMode", "LocalDeployment", "LocalFleet", "FAULT_MODES"]
+__all__ = ["FAULT_MODES", "FaultMode", "LocalDeployment", "LocalFleet"]
 
 FaultMode = Literal["none", "delay", "timeout", "error500", "revoked", "drop"]
 FAULT_MODES: tuple[str, ...] = ("none", "delay", "timeout", "error500", "revoked", "drop")
@@ -157,7 +157,7 @@ class LocalFleet:
     @classmethod
     def start(cls, count: int, data_dir: Path, *, base_port: int | None = None,
               toolchain: Path | None = None, max_writes: int | None = None,
-              max_reads: int | None = None, timeout: float = 60.0) -> "LocalFleet":
+              max_reads: int | None = None, timeout: float = 60.0) -> LocalFleet:
         """Starts the fleet in ``data_dir`` in the background and waits until it answers.
 
         A data directory that already holds deployments restarts all of them (documents
@@ -219,7 +219,7 @@ class LocalFleet:
         return fleet
 
     @classmethod
-    def attach(cls, data_dir: Path) -> "LocalFleet":
+    def attach(cls, data_dir: Path) -> LocalFleet:
         """The fleet already running in ``data_dir`` (started by ``byod local up``)."""
 
         data_dir = Path(data_dir).resolve()
@@ -394,7 +394,7 @@ class LocalFleet:
             if self._wait_exit(3.0):
                 return
 
-    def __enter__(self) -> "LocalFleet":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -71,7 +71,7 @@ def _fields_subtype(a: dict[str, FieldDef], b: dict[str, FieldDef]) -> bool:
 def is_subtype(a: Any, b: Any) -> bool:
     """True when every value valid under ``a`` is valid under ``b``."""
 
-    if a == b or isinstance(b, AnyV):
+    if a is b or isinstance(b, AnyV) or a == b:
         return True
     if isinstance(a, UnionV):
         return all(is_subtype(m, b) for m in flatten(a))
@@ -118,9 +118,11 @@ def widen_fields(a: dict[str, FieldDef], b: dict[str, FieldDef]) -> dict[str, Fi
         if fa is None or fb is None:
             only = fa or fb
             assert only is not None
-            out[name] = FieldDef(type=only.type, optional=True)
+            out[name] = FieldDef.model_construct(type=only.type, optional=True)
+        elif fa is fb or fa == fb:
+            out[name] = fb
         else:
-            out[name] = FieldDef(
+            out[name] = FieldDef.model_construct(
                 type=widen_type(fa.type, fb.type), optional=fa.optional or fb.optional
             )
     return out
@@ -170,3 +172,49 @@ def render_type(t: Any) -> str:
     if isinstance(t, RecordV):
         return f"record({render_type(t.keys)}, {render_type(t.values)})"
     return {"number": "number", "int64": "int64"}.get(t.kind, t.kind)
+
+
+# ---------------------------------------------------------------------------------------
+# Structural keys: cheap exact identity of a table definition (planning hot path)
+# ---------------------------------------------------------------------------------------
+
+_KEYS: dict[int, tuple[Any, tuple]] = {}
+
+
+def _type_key(t: Any) -> tuple:
+    kind = t.kind
+    if kind == "literal":
+        return (kind, type(t.value).__name__, t.value, t.bigint)
+    if kind == "id":
+        return (kind, t.table)
+    if kind == "array":
+        return (kind, _type_key(t.element))
+    if kind == "object":
+        return (kind, tuple((n, f.optional, _type_key(f.type)) for n, f in t.fields.items()))
+    if kind == "record":
+        return (kind, _type_key(t.keys), _type_key(t.values))
+    if kind == "union":
+        return (kind, tuple(_type_key(m) for m in t.members))
+    return (kind,)
+
+
+def table_key(table: Any) -> tuple:
+    """A hashable value equal for two tables exactly when their definitions are equal.
+    Cached per object (the cache entry dies with the object)."""
+
+    import weakref
+
+    k = id(table)
+    hit = _KEYS.get(k)
+    if hit is not None and hit[0]() is table:
+        return hit[1]
+    key = (
+        table.name, table.location.value,
+        tuple((n, f.optional, _type_key(f.type)) for n, f in table.fields.items()),
+        tuple((i.name, i.fields, i.staged) for i in table.indexes),
+        tuple((i.name, i.search_field, i.filter_fields, i.staged) for i in table.search_indexes),
+        tuple((i.name, i.vector_field, i.dimensions, i.filter_fields, i.staged)
+              for i in table.vector_indexes),
+    )
+    _KEYS[k] = (weakref.ref(table, lambda _r, k=k: _KEYS.pop(k, None)), key)
+    return key

@@ -53,27 +53,49 @@ def rich_schema(*, body_type=None, schema_validation: bool = True) -> Schema:
                     "flag": f(BooleanV()),
                     "blob": f(BytesV(), optional=True),
                     "extra": f(AnyV(), optional=True),
-                    "meta": f(ObjectV(fields={
-                        "kind": f(UnionV(members=(
-                            LiteralV(value="a"), LiteralV(value=2), LiteralV(value=2.5),
-                            LiteralV(value=True), LiteralV(value=7, bigint=True), NullV(),
-                        ))),
-                        "tags": f(RecordV(keys=StringV(), values=ArrayV(element=StringV()))),
-                        "with space": f(StringV(), optional=True),
-                        "deep": f(ObjectV(fields={"x": f(ObjectV(fields={"y": f(NullV())}))})),
-                    })),
+                    "meta": f(
+                        ObjectV(
+                            fields={
+                                "kind": f(
+                                    UnionV(
+                                        members=(
+                                            LiteralV(value="a"),
+                                            LiteralV(value=2),
+                                            LiteralV(value=2.5),
+                                            LiteralV(value=True),
+                                            LiteralV(value=7, bigint=True),
+                                            NullV(),
+                                        )
+                                    )
+                                ),
+                                "tags": f(
+                                    RecordV(keys=StringV(), values=ArrayV(element=StringV()))
+                                ),
+                                "with space": f(StringV(), optional=True),
+                                "deep": f(
+                                    ObjectV(fields={"x": f(ObjectV(fields={"y": f(NullV())}))})
+                                ),
+                            }
+                        )
+                    ),
                 },
                 indexes=(
                     DbIndex(name="by_conversation", fields=("conversationId",)),
                     DbIndex(name="by_kind", fields=("meta.kind", "conversationId"), staged=True),
                 ),
                 search_indexes=(
-                    SearchIndex(name="search_body", search_field="body",
-                                filter_fields=("conversationId",)),
+                    SearchIndex(
+                        name="search_body", search_field="body", filter_fields=("conversationId",)
+                    ),
                 ),
                 vector_indexes=(
-                    VectorIndex(name="by_embedding", vector_field="embedding", dimensions=1536,
-                                filter_fields=("conversationId",), staged=True),
+                    VectorIndex(
+                        name="by_embedding",
+                        vector_field="embedding",
+                        dimensions=1536,
+                        filter_fields=("conversationId",),
+                        staged=True,
+                    ),
                 ),
             ),
             "accounts": Table(
@@ -85,7 +107,9 @@ def rich_schema(*, body_type=None, schema_validation: bool = True) -> Schema:
     )
 
 
-def version(vid: str = "0001_test", number: int = 1, schema: Schema | None = None,
-            description: str = "") -> SchemaVersion:
-    return SchemaVersion(id=vid, number=number, description=description,
-                         schema=schema or rich_schema())
+def version(
+    vid: str = "0001_test", number: int = 1, schema: Schema | None = None, description: str = ""
+) -> SchemaVersion:
+    return SchemaVersion(
+        id=vid, number=number, description=description, schema=schema or rich_schema()
+    )

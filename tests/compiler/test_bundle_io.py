@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import tarfile
 import zipfile
 from pathlib import Path
@@ -20,8 +19,11 @@ CONFIG = EngineConfig()
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_two_builds_give_identical_trees_and_archives(tmp_path: Path) -> None:
@@ -31,9 +33,13 @@ def test_two_builds_give_identical_trees_and_archives(tmp_path: Path) -> None:
         write_bundle(bundle, tmp_path / run / "dir")
         write_archive(bundle, tmp_path / run / "b.tar.gz")
         write_archive(bundle, tmp_path / run / "b.zip")
-        outputs.append((_tree(tmp_path / run / "dir"),
-                        (tmp_path / run / "b.tar.gz").read_bytes(),
-                        (tmp_path / run / "b.zip").read_bytes()))
+        outputs.append(
+            (
+                _tree(tmp_path / run / "dir"),
+                (tmp_path / run / "b.tar.gz").read_bytes(),
+                (tmp_path / run / "b.zip").read_bytes(),
+            )
+        )
     assert outputs[0] == outputs[1]
     tree = outputs[0][0]
     assert tree == {k: v.encode() for k, v in compile_version(version(), CONFIG).files.items()}
@@ -74,8 +80,11 @@ def test_rewriting_a_bundle_directory_replaces_only_bundle_files(tmp_path: Path)
     write_bundle(with_steps, out)
     stale = out / "convex" / "stale.ts"
     # pretend an earlier bundle wrote a file the new one does not have
-    manifest = (out / "byod-manifest.json").read_text().replace(
-        '"files": {', '"files": {\n    "convex/stale.ts": "00",', 1)
+    manifest = (
+        (out / "byod-manifest.json")
+        .read_text()
+        .replace('"files": {', '"files": {\n    "convex/stale.ts": "00",', 1)
+    )
     (out / "byod-manifest.json").write_text(manifest)
     stale.write_text("old")
     (out / "convex" / "_generated").mkdir()

@@ -83,7 +83,9 @@ def test_schema_ts_renders_the_model() -> None:
 
 
 def test_package_json_pins_convex_exactly() -> None:
-    bundle = compile_bundle(rich_schema(), version_id="v", config=EngineConfig(convex_version="1.47.2"))
+    bundle = compile_bundle(
+        rich_schema(), version_id="v", config=EngineConfig(convex_version="1.47.2")
+    )
     package = json.loads(bundle.files["package.json"])
     assert package["dependencies"] == {"convex": "1.47.2"}
     with pytest.raises(CompileError, match="exact version"):
@@ -91,8 +93,12 @@ def test_package_json_pins_convex_exactly() -> None:
 
 
 def test_auth_config_uses_the_configured_provider() -> None:
-    config = EngineConfig(auth=AuthConfig(issuer_domain="https://clerk.app.test", application_id="app-1"))
-    text = compile_bundle(rich_schema(), version_id="v", config=config).files["convex/auth.config.ts"]
+    config = EngineConfig(
+        auth=AuthConfig(issuer_domain="https://clerk.app.test", application_id="app-1")
+    )
+    text = compile_bundle(rich_schema(), version_id="v", config=config).files[
+        "convex/auth.config.ts"
+    ]
     assert 'domain: "https://clerk.app.test",' in text
     assert 'applicationID: "app-1",' in text
 
@@ -104,13 +110,20 @@ def test_byod_module_uses_generic_builders_and_every_engine_function() -> None:
         assert builder in text
     for path, kind in ENGINE_FUNCTIONS.items():
         name = path.split(":")[1]
-        builder = {"query": "queryGeneric", "internalQuery": "internalQueryGeneric",
-                   "internalMutation": "internalMutationGeneric"}[kind]
+        builder = {
+            "query": "queryGeneric",
+            "internalQuery": "internalQueryGeneric",
+            "internalMutation": "internalMutationGeneric",
+        }[kind]
         assert f"export const {name} = {builder}(" in text, path
     # the tables compiled into the bundle, and only those
     allowed = text.split("const TABLES: readonly string[] = [")[1].split("];")[0]
     assert [s.strip().strip(",").strip('"') for s in allowed.strip().splitlines()] == [
-        "conversations", "messages", "byodVersions", "byodSteps"]
+        "conversations",
+        "messages",
+        "byodVersions",
+        "byodSteps",
+    ]
 
 
 def test_version_file_and_manifest_name_the_bundle() -> None:
@@ -138,11 +151,21 @@ def test_fingerprint_ignores_identity_but_follows_behaviour() -> None:
     changed_type = compile_version(version(schema=rich_schema(body_type=Float64V())), CONFIG)
     validation_off = compile_version(version(schema=rich_schema(schema_validation=False)), CONFIG)
     extra = rich_schema()
-    extra_table = Schema(tables={**extra.tables, "notes": Table(
-        name="notes", fields={"text": FieldDef(type=StringV())})})
+    extra_table = Schema(
+        tables={
+            **extra.tables,
+            "notes": Table(name="notes", fields={"text": FieldDef(type=StringV())}),
+        }
+    )
     added = compile_bundle(extra_table, version_id="0001_a", config=CONFIG)
-    main_only = Schema(tables={**extra.tables, "settings": Table(
-        name="settings", location=Location.MAIN, fields={"k": FieldDef(type=StringV())})})
+    main_only = Schema(
+        tables={
+            **extra.tables,
+            "settings": Table(
+                name="settings", location=Location.MAIN, fields={"k": FieldDef(type=StringV())}
+            ),
+        }
+    )
     with_main = compile_bundle(main_only, version_id="0001_a", config=CONFIG)
     other_auth = compile_version(version(), EngineConfig(auth=AuthConfig(application_id="x")))
     prints = {b.fingerprint for b in (changed_type, validation_off, added, other_auth)}
@@ -176,7 +199,9 @@ class _Step:
         self.id = step_id
 
 
-def test_data_steps_join_the_bundle_manifest_and_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_steps_join_the_bundle_manifest_and_fingerprint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import engine.datasteps as datasteps
 
     seen: list[tuple] = []
@@ -187,12 +212,34 @@ def test_data_steps_join_the_bundle_manifest_and_fingerprint(monkeypatch: pytest
 
     monkeypatch.setattr(datasteps, "render_data_steps_module", fake_render)
     plain = compile_version(version(), CONFIG)
-    one = compile_bundle(rich_schema(), version_id="0001_test", data_steps=[_Step("s1")], config=CONFIG)
-    two = compile_bundle(rich_schema(), version_id="0001_test",
-                         data_steps=[_Step("s1"), _Step("s2"), _Step("s1")], config=CONFIG)
+    one = compile_bundle(
+        rich_schema(), version_id="0001_test", data_steps=[_Step("s1")], config=CONFIG
+    )
+    two = compile_bundle(
+        rich_schema(),
+        version_id="0001_test",
+        data_steps=[_Step("s1"), _Step("s2"), _Step("s1")],
+        config=CONFIG,
+    )
     assert one.files["convex/byodMigrations.ts"] == "// steps: s1\n"
     assert one.manifest["dataSteps"] == ["s1"] and two.manifest["dataSteps"] == ["s1", "s2"]
     assert len({plain.fingerprint, one.fingerprint, two.fingerprint}) == 3
     assert "convex/byodMigrations.ts" in one.manifest["files"]
     assert "`s1`, `s2`" in two.files["README.md"]
     assert seen[0] == ("s1",)
+
+
+def test_real_data_steps_render_into_the_bundle() -> None:
+    from engine.datasteps import make_step
+
+    step = make_step("conversations", "backfill", {"field": "title", "value": "untitled"})
+    plain = compile_version(version(), CONFIG)
+    bundle = compile_bundle(rich_schema(), version_id="0001_test", data_steps=[step], config=CONFIG)
+    assert bundle.manifest["dataSteps"] == [step.id]
+    assert step.id in bundle.files["convex/byodMigrations.ts"]
+    assert bundle.fingerprint != plain.fingerprint
+    again = compile_bundle(rich_schema(), version_id="other", data_steps=[step], config=CONFIG)
+    assert (
+        again.fingerprint == bundle.fingerprint
+        and again.files["convex/byodMigrations.ts"] == bundle.files["convex/byodMigrations.ts"]
+    )

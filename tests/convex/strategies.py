@@ -44,8 +44,12 @@ _MAX_SAFE = 2**53
 literals = st.one_of(
     st.builds(LiteralV, value=st.text(max_size=12)),
     st.builds(LiteralV, value=st.integers(-_MAX_SAFE, _MAX_SAFE)),
-    st.builds(LiteralV, value=st.floats(allow_nan=False, allow_infinity=False).filter(
-        lambda x: not (x == 0.0 and str(x).startswith("-")))),
+    st.builds(
+        LiteralV,
+        value=st.floats(allow_nan=False, allow_infinity=False).filter(
+            lambda x: not (x == 0.0 and str(x).startswith("-"))
+        ),
+    ),
     st.builds(LiteralV, value=st.booleans()),
     st.builds(LiteralV, value=st.integers(-(2**63), 2**63 - 1), bigint=st.just(True)),
 )
@@ -59,17 +63,24 @@ def validators(tables: list[str]) -> st.SearchStrategy:
         literals,
     )
     record_keys = st.one_of(
-        st.just(StringV()), ids,
+        st.just(StringV()),
+        ids,
         st.lists(st.one_of(st.just(StringV()), ids), min_size=1, max_size=2).map(
-            lambda ms: UnionV(members=tuple(ms))),
+            lambda ms: UnionV(members=tuple(ms))
+        ),
     )
 
     def extend(children: st.SearchStrategy) -> st.SearchStrategy:
         return st.one_of(
             st.builds(ArrayV, element=children),
-            st.builds(ObjectV, fields=st.dictionaries(
-                identifiers, st.builds(FieldDef, type=children, optional=st.booleans()),
-                max_size=3)),
+            st.builds(
+                ObjectV,
+                fields=st.dictionaries(
+                    identifiers,
+                    st.builds(FieldDef, type=children, optional=st.booleans()),
+                    max_size=3,
+                ),
+            ),
             st.builds(RecordV, keys=record_keys, values=children),
             st.lists(children, min_size=1, max_size=3).map(lambda ms: UnionV(members=tuple(ms))),
         )
@@ -79,8 +90,9 @@ def validators(tables: list[str]) -> st.SearchStrategy:
 
 @st.composite
 def tables_of(draw, name: str, location: Location, refs: list[str]) -> Table:
-    field_names = draw(st.lists(
-        st.from_regex(r"[a-z][A-Za-z0-9_]{0,12}", fullmatch=True), max_size=5, unique=True))
+    field_names = draw(
+        st.lists(st.from_regex(r"[a-z][A-Za-z0-9_]{0,12}", fullmatch=True), max_size=5, unique=True)
+    )
     fields: dict[str, FieldDef] = {}
     for field in field_names:
         kind = draw(st.sampled_from(["any", "string", "vector"]))
@@ -95,30 +107,59 @@ def tables_of(draw, name: str, location: Location, refs: list[str]) -> Table:
     used: set[tuple[str, ...]] = set()
     if field_names:
         for i in range(draw(st.integers(0, 3))):
-            chosen = tuple(draw(st.lists(st.sampled_from(field_names), min_size=1,
-                                         max_size=min(3, len(field_names)), unique=True)))
+            chosen = tuple(
+                draw(
+                    st.lists(
+                        st.sampled_from(field_names),
+                        min_size=1,
+                        max_size=min(3, len(field_names)),
+                        unique=True,
+                    )
+                )
+            )
             if chosen in used:
                 continue
             used.add(chosen)
             indexes.append(DbIndex(name=f"idx_{i}", fields=chosen, staged=draw(st.booleans())))
     strings = [n for n, f in fields.items() if isinstance(f.type, StringV)]
-    vectors = [n for n, f in fields.items() if isinstance(f.type, ArrayV)
-               and isinstance(f.type.element, Float64V)]
+    vectors = [
+        n
+        for n, f in fields.items()
+        if isinstance(f.type, ArrayV) and isinstance(f.type.element, Float64V)
+    ]
     search = []
     if strings and draw(st.booleans()):
-        search.append(SearchIndex(
-            name="search_0", search_field=draw(st.sampled_from(strings)),
-            filter_fields=tuple(draw(st.lists(st.sampled_from(field_names), max_size=2, unique=True))),
-            staged=draw(st.booleans())))
+        search.append(
+            SearchIndex(
+                name="search_0",
+                search_field=draw(st.sampled_from(strings)),
+                filter_fields=tuple(
+                    draw(st.lists(st.sampled_from(field_names), max_size=2, unique=True))
+                ),
+                staged=draw(st.booleans()),
+            )
+        )
     vector = []
     if vectors and draw(st.booleans()):
-        vector.append(VectorIndex(
-            name="vector_0", vector_field=draw(st.sampled_from(vectors)),
-            dimensions=draw(st.integers(2, 4096)),
-            filter_fields=tuple(draw(st.lists(st.sampled_from(field_names), max_size=2, unique=True))),
-            staged=draw(st.booleans())))
-    return Table(name=name, location=location, fields=fields, indexes=tuple(indexes),
-                 search_indexes=tuple(search), vector_indexes=tuple(vector))
+        vector.append(
+            VectorIndex(
+                name="vector_0",
+                vector_field=draw(st.sampled_from(vectors)),
+                dimensions=draw(st.integers(2, 4096)),
+                filter_fields=tuple(
+                    draw(st.lists(st.sampled_from(field_names), max_size=2, unique=True))
+                ),
+                staged=draw(st.booleans()),
+            )
+        )
+    return Table(
+        name=name,
+        location=location,
+        fields=fields,
+        indexes=tuple(indexes),
+        search_indexes=tuple(search),
+        vector_indexes=tuple(vector),
+    )
 
 
 @st.composite
@@ -126,8 +167,9 @@ def schemas(draw) -> Schema:
     """1–3 tables; user-located tables reference only user-located ones (project rule)."""
 
     names = draw(st.lists(table_names, min_size=1, max_size=3, unique=True))
-    locations = {n: draw(st.sampled_from([Location.USER, Location.USER, Location.MAIN]))
-                 for n in names}
+    locations = {
+        n: draw(st.sampled_from([Location.USER, Location.USER, Location.MAIN])) for n in names
+    }
     user = [n for n in names if locations[n] == Location.USER]
     tables = {
         n: draw(tables_of(n, locations[n], user if locations[n] == Location.USER else names))

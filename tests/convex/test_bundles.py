@@ -42,11 +42,16 @@ def test_export_differences_name_version_table_and_path(toolchain) -> None:
     bundle = compile_version(version("0009_tampered", 9), CONFIG)
     files = dict(bundle.files)
     files["convex/schema.ts"] = files["convex/schema.ts"].replace(
-        "body: v.string(),", "body: v.number(),", 1)
+        "body: v.string(),", "body: v.number(),", 1
+    )
     assert files["convex/schema.ts"] != bundle.files["convex/schema.ts"]
     tampered = dataclasses.replace(bundle, files=files)
-    item = CheckItem(label="0009_tampered", file="schema_versions/0009_tampered.yaml",
-                     schema=rich_schema(), bundle=tampered)
+    item = CheckItem(
+        label="0009_tampered",
+        file="schema_versions/0009_tampered.yaml",
+        schema=rich_schema(),
+        bundle=tampered,
+    )
     problems = check_bundles([item], toolchain)
     assert [p.code for p in problems] == ["deep-export"]
     problem = problems[0]
@@ -58,9 +63,15 @@ def test_export_differences_name_version_table_and_path(toolchain) -> None:
 
 
 def test_type_errors_are_reported_per_version(toolchain) -> None:
-    broken = Schema(tables={"notes": Table(
-        name="notes", fields={"text": FieldDef(type=StringV())},
-        indexes=(DbIndex(name="by_missing", fields=("missing",)),))})
+    broken = Schema(
+        tables={
+            "notes": Table(
+                name="notes",
+                fields={"text": FieldDef(type=StringV())},
+                indexes=(DbIndex(name="by_missing", fields=("missing",)),),
+            )
+        }
+    )
     good = version("0001_good", 1)
     bad = SchemaVersion(id="0002_bad", number=2, schema=broken)
     problems = deep_check([good, bad], CONFIG, toolchain)
@@ -98,7 +109,9 @@ def _ok(result: dict):
 
 
 def test_engine_functions_behave(toolchain, tmp_path: Path) -> None:
-    schema = Schema(tables={"notes": Table(name="notes", fields={"text": FieldDef(type=StringV())})})
+    schema = Schema(
+        tables={"notes": Table(name="notes", fields={"text": FieldDef(type=StringV())})}
+    )
     bundle = compile_bundle(schema, version_id="0004_notes", config=CONFIG)
     out = write_bundle(bundle, tmp_path / "bundle")
     toolchain.link_node_modules(out)
@@ -106,44 +119,118 @@ def test_engine_functions_behave(toolchain, tmp_path: Path) -> None:
     calls = [
         {"kind": "query", "path": "byod:version"},
         {"kind": "query", "path": "byod:ping"},
-        {"kind": "mutation", "path": "byod:recordVersion",
-         "args": {"version": "0004_notes", "fingerprint": bundle.fingerprint, "kind": "version",
-                  "planId": "p1"}},
+        {
+            "kind": "mutation",
+            "path": "byod:recordVersion",
+            "args": {
+                "version": "0004_notes",
+                "fingerprint": bundle.fingerprint,
+                "kind": "version",
+                "planId": "p1",
+            },
+        },
         {"kind": "query", "path": "byod:version"},
-        {"kind": "mutation", "path": "byod:importPage", "args": {"table": "notes", "documents": docs}},
-        {"kind": "query", "path": "byod:exportPage",
-         "args": {"table": "notes", "cursor": None, "numItems": 2}},
-        {"kind": "query", "path": "byod:countPage",
-         "args": {"table": "notes", "cursor": None, "numItems": 2}},
+        {
+            "kind": "mutation",
+            "path": "byod:importPage",
+            "args": {"table": "notes", "documents": docs},
+        },
+        {
+            "kind": "query",
+            "path": "byod:exportPage",
+            "args": {"table": "notes", "cursor": None, "numItems": 2},
+        },
+        {
+            "kind": "query",
+            "path": "byod:countPage",
+            "args": {"table": "notes", "cursor": None, "numItems": 2},
+        },
         {"kind": "mutation", "path": "byod:deletePage", "args": {"table": "notes", "numItems": 2}},
         {"kind": "mutation", "path": "byod:deletePage", "args": {"table": "notes", "numItems": 2}},
-        {"kind": "query", "path": "byod:countPage",
-         "args": {"table": "notes", "cursor": None, "numItems": 10}},
-        {"kind": "query", "path": "byod:exportPage",
-         "args": {"table": "accounts", "cursor": None, "numItems": 1}},
-        {"kind": "query", "path": "byod:exportPage",
-         "args": {"table": "notes", "cursor": None, "numItems": 0}},
-        {"kind": "mutation", "path": "byod:importPage",
-         "args": {"table": "notes", "documents": [{"text": 5, "_id": "src9"}]}},
-        {"kind": "mutation", "path": "byod:recordStep",
-         "args": {"stepId": "s1", "version": "0004_notes", "status": "running",
-                  "cursor": "c1", "processed": 10}},
-        {"kind": "mutation", "path": "byod:recordStep",
-         "args": {"stepId": "s1", "version": "0004_notes", "status": "completed", "processed": 20}},
-        {"kind": "mutation", "path": "byod:recordStep",
-         "args": {"stepId": "s2", "version": "0004_notes", "status": "running", "processed": 0}},
+        {
+            "kind": "query",
+            "path": "byod:countPage",
+            "args": {"table": "notes", "cursor": None, "numItems": 10},
+        },
+        {
+            "kind": "query",
+            "path": "byod:exportPage",
+            "args": {"table": "accounts", "cursor": None, "numItems": 1},
+        },
+        {
+            "kind": "query",
+            "path": "byod:exportPage",
+            "args": {"table": "notes", "cursor": None, "numItems": 0},
+        },
+        {
+            "kind": "mutation",
+            "path": "byod:importPage",
+            "args": {"table": "notes", "documents": [{"text": 5, "_id": "src9"}]},
+        },
+        {
+            "kind": "mutation",
+            "path": "byod:recordStep",
+            "args": {
+                "stepId": "s1",
+                "version": "0004_notes",
+                "status": "running",
+                "cursor": "c1",
+                "processed": 10,
+            },
+        },
+        {
+            "kind": "mutation",
+            "path": "byod:recordStep",
+            "args": {
+                "stepId": "s1",
+                "version": "0004_notes",
+                "status": "completed",
+                "processed": 20,
+            },
+        },
+        {
+            "kind": "mutation",
+            "path": "byod:recordStep",
+            "args": {"stepId": "s2", "version": "0004_notes", "status": "running", "processed": 0},
+        },
         {"kind": "query", "path": "byod:appliedSteps"},
     ]
-    (v0, ping, recorded_id, v1, imported, page, count, del1, del2, count2, unknown, bad_size,
-     rejected, step1, step1b, step2, steps) = _run(toolchain, out, calls)
+    (
+        v0,
+        ping,
+        recorded_id,
+        v1,
+        imported,
+        page,
+        count,
+        del1,
+        del2,
+        count2,
+        unknown,
+        bad_size,
+        rejected,
+        step1,
+        step1b,
+        step2,
+        steps,
+    ) = _run(toolchain, out, calls)
 
-    assert _ok(v0) == {"version": "0004_notes", "fingerprint": bundle.fingerprint,
-                       "kind": "version", "convexVersion": CONFIG.convex_version, "recorded": None}
+    assert _ok(v0) == {
+        "version": "0004_notes",
+        "fingerprint": bundle.fingerprint,
+        "kind": "version",
+        "convexVersion": CONFIG.convex_version,
+        "recorded": None,
+    }
     assert _ok(ping) == {"ok": True, "version": "0004_notes"}
     recorded = _ok(v1)["recorded"]
     assert recorded["_id"] == _ok(recorded_id)
     assert {k: recorded[k] for k in ("version", "fingerprint", "kind", "planId")} == {
-        "version": "0004_notes", "fingerprint": bundle.fingerprint, "kind": "version", "planId": "p1"}
+        "version": "0004_notes",
+        "fingerprint": bundle.fingerprint,
+        "kind": "version",
+        "planId": "p1",
+    }
 
     ids = _ok(imported)
     assert len(ids) == 3 and "old1" not in ids
@@ -154,7 +241,11 @@ def test_engine_functions_behave(toolchain, tmp_path: Path) -> None:
     assert _ok(count)["count"] == 2 and _ok(count)["isDone"] is False
     assert _ok(del1) == {"deleted": 2, "isDone": False}
     assert _ok(del2) == {"deleted": 1, "isDone": True}
-    assert _ok(count2) == {"count": 0, "continueCursor": _ok(count2)["continueCursor"], "isDone": True}
+    assert _ok(count2) == {
+        "count": 0,
+        "continueCursor": _ok(count2)["continueCursor"],
+        "isDone": True,
+    }
 
     assert not unknown["ok"] and 'unknown table "accounts"' in unknown["error"]
     assert "notes, byodVersions, byodSteps" in unknown["error"]
@@ -167,3 +258,17 @@ def test_engine_functions_behave(toolchain, tmp_path: Path) -> None:
     assert rows["s1"]["status"] == "completed" and rows["s1"]["processed"] == 20
     assert rows["s1"]["cursor"] == "c1"  # kept when not given
     assert "cursor" not in rows["s2"]
+
+
+def test_a_bundle_with_real_data_steps_passes(toolchain) -> None:
+    from engine.datasteps import make_step
+
+    steps = [
+        make_step("conversations", "backfill", {"field": "title", "value": "untitled"}),
+        make_step("messages", "custom", {"code": "return doc.flag ? null : { flag: true };"}),
+    ]
+    schema = rich_schema()
+    bundle = compile_bundle(schema, version_id="0001_steps", data_steps=steps, config=CONFIG)
+    assert "convex/byodMigrations.ts" in bundle.files
+    problems = check_bundles([CheckItem("0001_steps", "0001_steps", schema, bundle)], toolchain)
+    assert problems == [], "\n".join(p.render() for p in problems)

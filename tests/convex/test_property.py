@@ -22,15 +22,26 @@ BATCH = 5
 
 
 # no shrinking: each example runs tsc and Node; the failing batch is printed as drawn
-@settings(max_examples=3, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=3,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 @given(batch=st.lists(schemas(), min_size=BATCH, max_size=BATCH))
 def test_random_schemas_round_trip_through_the_real_export(toolchain, batch) -> None:
     config = EngineConfig()
     items = [
-        CheckItem(label=f"random_{i}", file=f"random_{i}", schema=schema,
-                  bundle=compile_bundle(schema, version_id=f"random_{i}", config=config))
+        CheckItem(
+            label=f"random_{i}",
+            file=f"random_{i}",
+            schema=schema,
+            bundle=compile_bundle(schema, version_id=f"random_{i}", config=config),
+        )
         for i, schema in enumerate(batch)
     ]
     problems = check_bundles(items, toolchain)

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ops_fakes import FakeDeployment, Fleet, table, version
 
-from engine.errors import DeploymentBlocked, DisconnectError
 from engine.disconnect import disconnect, progress_id
+from engine.errors import DeploymentBlocked, DisconnectError
 from engine.remap import copy_order
 from engine.routing import Router
-from ops_fakes import FakeDeployment, Fleet, table, version
 
 TABLES = [
     table("messages", conversationId="id(conversations)", content="string",

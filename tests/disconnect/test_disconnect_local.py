@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from local_ops import connect_all, needs_toolchain, start
 
 from engine.convex.http import ConvexHttpClient
 from engine.demo import deploy_main
 from engine.disconnect import disconnect
 from engine.errors import DeploymentBlocked
 from engine.routing import Router
-from local_ops import connect_all, needs_toolchain, start
 
 pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow, needs_toolchain]
 
@@ -63,7 +63,7 @@ def test_migrate_resumes_and_delete_empties(tmp_path: Path) -> None:
         for table, count in seeded["u1"].items():
             assert len(main_docs.get(table, [])) == count == len(user_docs[table]), table
         # content identical up to ids: compare id-free, reference-free projections
-        plain = lambda d: {k: v for k, v in _strip(d).items()  # noqa: E731
+        plain = lambda d: {k: v for k, v in _strip(d).items()
                            if not k.endswith("Id") or k == "userId"}
         assert sorted(map(repr, map(plain, main_docs["notes"]))) == \
             sorted(map(repr, map(plain, user_docs["notes"])))

@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
+from ops_fakes import ADMIN_KEY_SECRET, Fleet, table, version
 
 from engine.compiler import compile_version
 from engine.config import EngineConfig
 from engine.graph import VersionGraph
 from engine.health import check, monitor
-from ops_fakes import ADMIN_KEY_SECRET, Fleet, table, version
 
 from .webhook import Receiver
 

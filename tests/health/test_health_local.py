@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from local_ops import connect_all, needs_toolchain, start
 
 from engine.config import EngineConfig
 from engine.health import check
-from local_ops import connect_all, needs_toolchain, start
 
 from .webhook import Receiver
 

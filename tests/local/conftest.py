@@ -6,14 +6,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from engine.convex.toolchain import Toolchain
+from engine.errors import ToolchainError
 from engine.local import LocalDeployment, LocalFleet
 
 CLI_TIMEOUT_S = 120
@@ -22,7 +24,7 @@ CLI_TIMEOUT_S = 120
 def _toolchain_root() -> Path | None:
     try:
         root = Toolchain.find().root
-    except Exception:
+    except ToolchainError:
         return None
     if shutil.which("node") is None or not (root / "node_modules" / ".bin" / "convex").exists():
         return None
@@ -122,7 +124,7 @@ class Project:
         })
         return subprocess.run(
             [str(TOOLCHAIN / "node_modules" / ".bin" / "convex"), "deploy", "--typecheck=disable", *extra],
-            cwd=self.root, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+            cwd=self.root, env=env, check=False, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
         )
 
 

@@ -3,6 +3,7 @@ creation times, and refusals when existing documents violate the new schema."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from engine.local import LocalFleet
@@ -33,6 +34,13 @@ def test_cli_deploy_then_functions_run(project: Project, fleet: LocalFleet) -> N
     assert ok(call(dep, "mutation", "messages:bulk", {"n": 3})) == 3
     assert ok(call(dep, "query", "messages:count")) == 5
     assert ok(call(dep, "action", "messages:sendViaAction", {"body": "act"})) == 6
+    # Other entry points: /api/run/<module>/<name> and /api/function pick the kind.
+    headers = {"Authorization": f"Convex {dep.admin_key}"}
+    run = httpx.post(f"{dep.url}/api/run/messages/count", json={"args": {}}, headers=headers)
+    assert run.json() == {"status": "success", "value": 6}
+    fn = httpx.post(f"{dep.url}/api/function", headers=headers,
+                    json={"path": "messages:list", "args": {}, "format": "convex_encoded_json"})
+    assert len(fn.json()["value"]) == 6
     # The wrong kind and unknown functions are function errors, not crashes.
     wrong = call(dep, "query", "messages:send", {"body": "x"}).json()
     assert wrong["status"] == "error" and "defined as Mutation" in wrong["errorMessage"]

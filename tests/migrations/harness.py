@@ -175,3 +175,42 @@ def write_case(root: Path, case: Case, config: EngineConfig) -> None:
         "targetTables": list(dst.tables),
     }
     (out / "case.json").write_text(json.dumps(payload, indent=1, sort_keys=True))
+
+
+class _AnyId:
+    """Stands for a seeded reference: any id string matches."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (str, _AnyId))
+
+    def __repr__(self) -> str:
+        return "<id>"
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "$ref" in value:
+            return _AnyId()
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def expected_docs(docs: dict[str, list[dict]], steps: tuple[DataStep, ...]
+                  ) -> tuple[dict[str, list[dict]], set[str]]:
+    """The documents the Python reference semantics predict, and the ``table.field`` (or
+    ``table.*``) values that only TypeScript code decides (not compared)."""
+
+    out = {t: [_comparable(d) for d in rows] for t, rows in docs.items()}
+    opaque: set[str] = set()
+    for step in steps:
+        if step.op == "custom":
+            opaque.add(f"{step.table}.*")
+            continue
+        if step.params.get("code"):
+            opaque.add(f"{step.table}.{step.params['field']}")
+            continue
+        out[step.table] = [n for n in (apply_step(d, step) for d in out.get(step.table, []))
+                           if n is not None]
+    return out, opaque

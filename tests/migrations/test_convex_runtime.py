@@ -20,7 +20,7 @@ from engine.schema.models import (
 )
 from engine.diff import diff
 from engine.schema.validate_doc import validate_document
-from tests.migrations.harness import Case, _pythonic, write_case
+from tests.migrations.harness import Case, _pythonic, expected_docs, write_case
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.slow]
 
@@ -105,9 +105,22 @@ def test_generated_migrations_on_every_edge(tmp_path: Path, versions_dir: Path) 
     assert not failed, json.dumps(failed, indent=1)[:6000]
     assert set(outcomes) == {c.name for c in cases}, proc.stderr[-2000:]
 
-    # The Python oracle also checks what convex-test does not (record values).
+    # The Python oracle also checks what convex-test does not (record values), and the
+    # values themselves against the reference semantics of each declarative step.
     for case in cases:
         report = json.loads((tmp_path / "out" / f"{case.name}.json").read_text())
+        seeds = json.loads((tmp_path / "edges" / case.name / "case.json").read_text())["seeds"]
+        want, opaque = expected_docs(seeds, case.steps)
+        for table, rows in want.items():
+            if f"{table}.*" in opaque:
+                continue
+            got = report["docs"][table]
+            assert len(got) == len(rows), (case.name, table)
+            for doc, exp in zip(got, rows):
+                body = {k: v for k, v in doc.items() if not k.startswith("_")}
+                keys = {k for k in set(body) | set(exp) if f"{table}.{k}" not in opaque}
+                assert {k: body.get(k) for k in keys} == {k: exp.get(k) for k in keys}, (
+                    case.name, table, doc["_id"])
         for table, docs in report["docs"].items():
             if table not in case.target.tables:
                 continue

@@ -246,7 +246,7 @@ def test_faults_are_classified_budget_halts_and_nothing_leaks(env: Env):
     names = {u: env.names[u] for u in users}
     env.fleet.set_fault(names["f0"], "error500")
     env.fleet.set_fault(names["f1"], "revoked")
-    # f2 holds a priority no mapping covers: the narrow deploy must refuse it
+    # f2 holds a priority no mapping covers (schema-violating data for the target)
     env.fleet.set_fault(names["f4"], "delay", delay_ms=300)  # slow but healthy
     before = {u: env.notes(u) for u in ("f3", "f4")}
     log = EventLog()
@@ -257,8 +257,11 @@ def test_faults_are_classified_budget_halts_and_nothing_leaks(env: Env):
     assert report.status == "halted"
     assert (rows["f0"]["error_type"], rows["f0"]["error_kind"]) == ("DeploymentServerError", "server")
     assert (rows["f1"]["error_type"], rows["f1"]["error_kind"]) == ("DeploymentUnauthorized", "auth")
-    assert rows["f2"]["error_type"] == "SchemaValidationFailed"
-    assert rows["f2"]["step_id"].startswith("deploy_target")
+    # data the target schema cannot hold: the data step refuses, naming the document,
+    # before any narrow deploy is attempted (the deployment keeps the widened schema)
+    assert (rows["f2"]["error_type"], rows["f2"]["error_kind"]) == ("FunctionError", "function")
+    assert rows["f2"]["step_id"].startswith("map_values_notes_priority")
+    assert '"urgent"' in rows["f2"]["error"] and "document " in rows["f2"]["error"]
     assert rows["f3"]["status"] == rows["f4"]["status"] == "pending"  # untouched
     assert {u: env.notes(u) for u in ("f3", "f4")} == before
     assert env.store.get_user("f2").deployment_status == "failed"

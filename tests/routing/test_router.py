@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ops_fakes import FakeDeployment, Fleet, table, version
 
 from engine.errors import DeploymentBlocked, UnknownTable
 from engine.graph import VersionGraph
 from engine.routing import Router
-from ops_fakes import FakeDeployment, Fleet, table, version
 
 V1 = version("v1", 1, table("notes", title="string"), table("users", "main", name="string"))
 V2 = version("v2", 2, table("notes", title="string"), table("tags", name="string"),

@@ -1,0 +1,325 @@
+"""Rollout benchmark: this engine against the reference design, side by side, one run.
+
+    python benchmarks/rollout.py --count 200 --reference-sample 3 --concurrency 8
+
+Setup (not timed): ``count + sample`` local deployments, each connected at version 1 and
+seeded with realistic content (``engine.seed``). Then:
+
+(a) **Reference design**, on ``sample`` of them, sequentially: per deployment a fresh
+    project directory with its own ``npm install --prefer-offline`` of the pinned convex
+    package, then one redeploy per migration edge (the widened bundle of that edge when it
+    has data steps, then the edge's version), with data migrated by a naive loop (one
+    document per mutation call). Its per-deployment cost is measured and extrapolated.
+(b) **This engine**: ``rollout`` to the target over the other ``count`` deployments with
+    the given concurrency (fused plans: at most two deploys per deployment; CLI deploys
+    bounded by CPU; data steps in adaptive pages over async HTTP).
+
+Then the data-step throughput on one deployment: the engine's generated mutation, paged the
+way the runner pages it, against a hand-written mutation doing the same change in batches,
+called in a loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.compiler import compile_bundle  # noqa: E402
+from engine.config import EngineConfig  # noqa: E402
+from engine.connect import connect  # noqa: E402
+from engine.convex.adapter import DeploymentTarget  # noqa: E402
+from engine.convex.cli import CliDeployAdapter  # noqa: E402
+from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient  # noqa: E402
+from engine.convex.toolchain import Toolchain  # noqa: E402
+from engine.local import LocalFleet  # noqa: E402
+from engine.planner import plan  # noqa: E402
+from engine.plankit import PlanKit, step_version  # noqa: E402
+from engine.registry.sqlite import SqliteStore  # noqa: E402
+from engine.rollout import rollout  # noqa: E402
+from engine.schema.loader import load_versions  # noqa: E402
+from engine.seed import seed_user  # noqa: E402
+from engine.vault import Vault, generate_key  # noqa: E402
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def setup_fleet(work: Path, n: int, config: EngineConfig, v1: Any, store: SqliteStore,
+                vault: Vault, workers: int) -> tuple[LocalFleet, list[str]]:
+    fleet = LocalFleet.start(n, work / "fleet", timeout=120)
+    users = [f"user{i:04d}" for i in range(n)]
+
+    def one(args: tuple[str, Any]) -> None:
+        uid, dep = args
+        connect(uid, dep.url, dep.admin_key, store=store, vault=vault, config=config,
+                versions=[v1], allow_insecure_local=True)
+        with ConvexHttpClient(vault.target_for(store.get_user(uid))) as client:
+            seed_user(client, uid)
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for k, _ in enumerate(pool.map(one, zip(users, fleet.deployments)), start=1):
+            if k % 10 == 0 or k == n:
+                _log(f"  setup: {k}/{n} connected and seeded ({time.monotonic() - t0:.0f}s)")
+    return fleet, users
+
+
+def reference_one(uid: str, store: SqliteStore, vault: Vault, config: EngineConfig,
+                  kit: PlanKit, target: str, work: Path) -> dict[str, Any]:
+    """The reference design for one deployment (sequential, fresh install, per edge)."""
+
+    t0 = time.monotonic()
+    project = work / f"ref-{uid}"
+    project.mkdir(parents=True)
+    bundle = kit.version_bundle(target)
+    (project / "package.json").write_text(bundle.files["package.json"])
+    npm = subprocess.run(["npm", "install", "--prefer-offline", "--no-audit", "--no-fund",
+                          "--loglevel=error"], cwd=project, capture_output=True, text=True,
+                         timeout=900)
+    installed = npm.returncode == 0 and (project / "node_modules" / "convex").is_dir()
+    install_s = time.monotonic() - t0
+    if not installed:
+        shutil.rmtree(project / "node_modules", ignore_errors=True)
+        (project / "node_modules").symlink_to(Toolchain.find().node_modules)
+    toolchain = replace(Toolchain.find(), root=project) if installed else Toolchain.find()
+    target_dep = vault.target_for(store.get_user(uid))
+    adapter = CliDeployAdapter(target_dep, toolchain=toolchain, timeout=config.deploy_timeout_s)
+    deploys = documents = 0
+    source = store.get_user(uid).schema_version
+    path = kit.graph.path(source, target)
+    try:
+        for a, b in zip(path, path[1:]):
+            edge = plan(kit.graph, a, b)
+            for step in edge.steps:
+                if step.kind in ("deploy_widened", "deploy_target"):
+                    adapter.deploy(kit.step_bundle(edge, step))
+                    deploys += 1
+                elif step.kind == "run_data_step":
+                    cursor = None
+                    while True:  # the naive loop: one document per call
+                        page = adapter.mutation(step.data_step.function_path,
+                                                {"cursor": cursor, "batchSize": 1})
+                        documents += int(page["processed"])
+                        if page["isDone"]:
+                            break
+                        cursor = page["continueCursor"]
+                elif step.kind == "record":
+                    reached = kit.version_bundle(step_version(edge, step))
+                    adapter.mutation("byod:recordVersion", {
+                        "version": reached.version_id, "fingerprint": reached.fingerprint,
+                        "kind": "version"})
+                    store.set_deployment(uid, status="deployed", version=reached.version_id,
+                                         fingerprint=reached.fingerprint)
+    finally:
+        adapter.close()
+    return {"user": uid, "seconds": time.monotonic() - t0, "install_s": install_s,
+            "npm_offline_ok": installed, "deploys": deploys, "edges": len(path) - 1,
+            "documents": documents,
+            "npm_error": "" if installed else (npm.stderr or npm.stdout)[-300:]}
+
+
+HANDWRITTEN = """\
+import { internalMutationGeneric } from "convex/server";
+import { v } from "convex/values";
+
+// What a developer writes by hand: page through the table, patch what needs it.
+export const backfill = internalMutationGeneric({
+  args: { cursor: v.union(v.string(), v.null()), batchSize: v.number(),
+          table: v.string(), field: v.string(), value: v.any() },
+  handler: async (ctx, args) => {
+    const page = await ctx.db.query(args.table as any)
+      .paginate({ cursor: args.cursor, numItems: args.batchSize });
+    let changed = 0;
+    for (const doc of page.page) {
+      if ((doc as any)[args.field] === undefined) {
+        await ctx.db.patch(doc._id, { [args.field]: args.value } as any);
+        changed++;
+      }
+    }
+    return { continueCursor: page.continueCursor, isDone: page.isDone,
+             processed: page.page.length, changed };
+  },
+});
+"""
+
+
+async def _loop(client: AsyncConvexHttpClient, fn: str, batch: int,
+                extra: dict[str, Any]) -> tuple[float, int]:
+    t0, cursor, total = time.monotonic(), None, 0
+    while True:
+        page = await client.mutation(fn, {"cursor": cursor, "batchSize": batch, **extra})
+        total += int(page["processed"])
+        if page["isDone"]:
+            return time.monotonic() - t0, total
+        cursor = page["continueCursor"]
+
+
+def throughput(work: Path, config: EngineConfig, docs: int, rounds: int = 3) -> dict[str, Any]:
+    """Engine data step vs a hand-written batched loop, same deployment, same documents."""
+
+    from engine.datasteps import make_step
+    from engine.schema.models import FieldDef, Schema, StringV, Table
+
+    fleet = LocalFleet.start(1, work / "tp-fleet", timeout=120)
+    try:
+        dep = fleet.deployments[0]
+        target = DeploymentTarget(label="throughput", url=dep.url, admin_key=dep.admin_key,
+                                  allow_insecure_local=True)
+        fields = {"userId": FieldDef(type=StringV()), "title": FieldDef(type=StringV()),
+                  "body": FieldDef(type=StringV(), optional=True)}
+        schema = Schema(tables={"notes": Table(name="notes", fields=fields)})
+        step = make_step("notes", "backfill", {"field": "body", "value": ""})
+        bundle = compile_bundle(schema, version_id="throughput", kind="widen",
+                                data_steps=[step], config=config)
+        files = dict(bundle.files)
+        files["convex/handwritten.ts"] = HANDWRITTEN
+        bundle = replace(bundle, files=files)
+        from engine.datasteps import suggest_batch_size
+        batch = suggest_batch_size(schema.tables["notes"])
+        with CliDeployAdapter(target, timeout=config.deploy_timeout_s) as adapter:
+            adapter.deploy(bundle)
+            results: dict[str, Any] = {"documents": docs, "batch_size": batch,
+                                       "rounds": rounds}
+            variants = (("engine", step.function_path, {}),
+                        ("handwritten", "handwritten:backfill",
+                         {"table": "notes", "field": "body", "value": ""}))
+            best: dict[str, tuple[float, int]] = {}
+            for _ in range(rounds):  # alternate, keep the best: no warm-up or order bias
+                for name, fn, extra in variants:
+                    _reset(adapter, docs)
+                    seconds, n = asyncio.run(_timed(target, fn, batch, extra, config))
+                    if name not in best or seconds < best[name][0]:
+                        best[name] = (seconds, n)
+            for name, (seconds, n) in best.items():
+                results[name] = {"seconds": round(seconds, 3), "documents": n,
+                                 "docs_per_s": round(n / seconds, 1) if seconds else None}
+        results["ratio"] = round(results["engine"]["seconds"]
+                                 / results["handwritten"]["seconds"], 2)
+        return results
+    finally:
+        fleet.stop()
+
+
+def _reset(adapter: CliDeployAdapter, docs: int) -> None:
+    """Empty the table, then insert ``docs`` notes without a body."""
+
+    while not adapter.mutation("byod:deletePage", {"table": "notes", "numItems": 500})["isDone"]:
+        pass
+    for start in range(0, docs, 200):
+        adapter.mutation("byod:importPage", {"table": "notes", "documents": [
+            {"userId": "u", "title": f"note {k}"} for k in range(start, min(docs, start + 200))]})
+
+
+async def _timed(target: DeploymentTarget, fn: str, batch: int, extra: dict[str, Any],
+                 config: EngineConfig) -> tuple[float, int]:
+    async with AsyncConvexHttpClient(target, timeout=config.http_timeout_s) as client:
+        return await _loop(client, fn, batch, extra)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--count", type=int, default=200, help="deployments for the engine run")
+    p.add_argument("--reference-sample", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--to", default="head")
+    p.add_argument("--versions", type=Path, default=ROOT / "schema_versions")
+    p.add_argument("--setup-workers", type=int, default=2)
+    p.add_argument("--throughput-docs", type=int, default=3000)
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--only-throughput", action="store_true")
+    a = p.parse_args()
+    if a.only_throughput:
+        work = Path(tempfile.mkdtemp(prefix="byod-bench-"))
+        tp = throughput(work, EngineConfig(registry_path=work / "r.sqlite3"), a.throughput_docs)
+        print(json.dumps(tp, indent=2))
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="byod-bench-"))
+    config = EngineConfig(registry_path=work / "registry.sqlite3", versions_dir=a.versions)
+    versions = load_versions(a.versions, config)
+    kit = PlanKit(versions, config)
+    target = kit.resolve(a.to)
+    v1 = kit.graph.resolve(1)
+    store = SqliteStore(config.registry_path)
+    vault = Vault.from_hex(generate_key())
+    total = a.count + a.reference_sample
+    _log(f"setup: {total} local deployments at {v1.id}, target {target} (work dir {work})")
+    fleet, users = setup_fleet(work, total, config, v1, store, vault, a.setup_workers)
+    results: dict[str, Any] = {"count": a.count, "sample": a.reference_sample,
+                               "target": target, "concurrency": a.concurrency}
+    try:
+        sample, engine_users = users[:a.reference_sample], users[a.reference_sample:]
+        _log(f"(a) reference design on {len(sample)} deployment(s), sequentially")
+        ref = []
+        for uid in sample:
+            row = reference_one(uid, store, vault, config, kit, target, work)
+            _log(f"  {uid}: {row['seconds']:.1f}s ({row['deploys']} deploys, npm install "
+                 f"{row['install_s']:.1f}s{'' if row['npm_offline_ok'] else ' FAILED offline'})")
+            ref.append(row)
+        for uid in sample:  # keep them out of the engine's rollout
+            store.set_connection_status(uid, "disconnected")
+        _log(f"(b) engine rollout over {len(engine_users)} deployment(s), "
+             f"concurrency {a.concurrency}")
+        t0 = time.monotonic()
+        report = rollout(target, store=store, vault=vault, config=config, versions=kit,
+                         canary=1, waves=("100%",), concurrency=a.concurrency,
+                         max_failures="100%")
+        engine_s = time.monotonic() - t0
+        ref_per = sum(r["seconds"] for r in ref) / max(1, len(ref))
+        eng_per = engine_s / max(1, len(engine_users))
+        results["reference"] = {"per_deployment_s": round(ref_per, 2),
+                                "deploys_per_deployment": sum(r["deploys"] for r in ref) / max(1, len(ref)),
+                                "extrapolated_wall_s": round(ref_per * len(engine_users), 1),
+                                "rows": ref}
+        results["engine"] = {"wall_s": round(engine_s, 1), "per_deployment_s": round(eng_per, 2),
+                             "deploys": sum(int(r.get("deploys") or 0) for r in report.rows),
+                             "counts": report.counts, "status": report.status}
+        results["ratio"] = round(ref_per / eng_per, 1) if eng_per else None
+    finally:
+        fleet.stop()
+    if not a.skip_throughput:
+        _log("data-step throughput on one deployment")
+        results["throughput"] = throughput(work, config, a.throughput_docs)
+    _print(results)
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=2, default=str))
+    store.close()
+    return 0
+
+
+def _print(r: dict[str, Any]) -> None:
+    ref, eng = r["reference"], r["engine"]
+    n = r["count"]
+    print(f"\nrollout to {r['target']}: {n} deployments (reference measured on {r['sample']})")
+    print(f"{'design':<22}{'wall time (s)':>16}{'deploys':>10}{'s / deployment':>16}")
+    print(f"{'reference (extrap.)':<22}{ref['extrapolated_wall_s']:>16.1f}"
+          f"{ref['deploys_per_deployment'] * n:>10.0f}{ref['per_deployment_s']:>16.2f}")
+    print(f"{'engine':<22}{eng['wall_s']:>16.1f}{eng['deploys']:>10}"
+          f"{eng['per_deployment_s']:>16.2f}")
+    print(f"ratio (reference / engine per deployment): {r['ratio']}x  (target >= 20x); "
+          f"engine outcomes {eng['counts']}")
+    tp = r.get("throughput")
+    if tp:
+        print(f"\ndata step, {tp['documents']} documents, batch {tp['batch_size']}:")
+        for name in ("engine", "handwritten"):
+            print(f"  {name:<12}{tp[name]['seconds']:>8.2f}s {tp[name]['docs_per_s']:>10} docs/s")
+        print(f"  engine / hand-written time: {tp['ratio']}x  (target <= 2x)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The main deployment's bundle (every table + the migrate-back functions) type-checks and
+its schema, loaded by the real convex library, equals the engine's model of it."""
+
+from __future__ import annotations
+
+import pytest
+from local_ops import ROOT, needs_toolchain
+
+from engine import deepcheck
+from engine.compiler import (
+    MAIN_FUNCTIONS,
+    compile_bundle,
+    compile_version,
+    deployed_schema,
+)
+from engine.config import EngineConfig
+from engine.graph import VersionGraph
+from engine.schema.loader import load_versions
+
+CONFIG = EngineConfig()
+
+
+def _head():  # type: ignore[no-untyped-def]
+    return VersionGraph(load_versions(ROOT / "schema_versions", CONFIG)).resolve("head")
+
+
+def test_main_bundle_holds_every_table_and_the_main_functions() -> None:
+    head = _head()
+    bundle = compile_bundle(head.schema, version_id=head.id, config=CONFIG, target="main")
+    assert set(head.schema.tables) | {"byodVersions", "byodSteps", "byodImports"} == \
+        set(bundle.tables)
+    assert "convex/byodMain.ts" in bundle.files
+    for name in MAIN_FUNCTIONS:
+        assert f"export const {name.split(':')[1]} =" in bundle.files["convex/byodMain.ts"]
+    user = compile_version(head, CONFIG)
+    assert "convex/byodMain.ts" not in user.files and "byodImports" not in user.tables
+    assert user.fingerprint != bundle.fingerprint
+    again = compile_bundle(head.schema, version_id=head.id, config=CONFIG, target="main")
+    assert again.files == bundle.files  # deterministic
+
+
+@pytest.mark.toolchain
+@needs_toolchain
+def test_main_bundle_type_checks_and_exports_its_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    head = _head()
+    bundle = compile_bundle(head.schema, version_id=head.id, config=CONFIG, target="main")
+    monkeypatch.setattr(deepcheck, "deployed_schema", lambda s: deployed_schema(s, "main"))
+    problems = deepcheck.check_bundles([deepcheck.CheckItem(
+        label=f"{head.id} (main)", file="main bundle", schema=head.schema, bundle=bundle)])
+    assert problems == []
