@@ -78,7 +78,7 @@ class _Builder:
         if kind == 1:
             self.extra[table] = {**self.extra[table], f"f{k}": FieldDef(type=Float64V())}
             return (MigrationOp(op="backfill", table=table, field=f"f{k}", value=0),)
-        if self.extra[table]:
+        if self.extra[table] and len(self.indexes[table]) < 10:
             field = sorted(self.extra[table])[-1]
             self.indexes[table] = self.indexes[table] + (
                 DbIndex(name=f"by_{field}_{k}", fields=(field,)),)

@@ -478,7 +478,10 @@ def test_connection(user_id: str, *, store: RegistryStore, vault: Vault,
             _close(adapter)
     latency = (time.monotonic() - started) * 1000
     now = time.time()
-    moving = user.connection_status in ("connected", "error")
+    from .disconnect import disconnect_in_progress  # disconnect imports routing; keep lazy
+
+    moving = (user.connection_status in ("connected", "error")
+              and not disconnect_in_progress(store, user_id))
     if error is None and info is not None:
         status = "connected" if moving else user.connection_status
         after = store.set_connection_status(user_id, status, tested_at=now)  # type: ignore[arg-type]

@@ -60,6 +60,14 @@ def progress_id(user_id: str) -> str:
     return f"disconnect:{user_id}"
 
 
+def disconnect_in_progress(store: RegistryStore, user_id: str) -> bool:
+    """True while a migrate/delete holds the user blocked: health checks and connection
+    tests must not move such a user back to connected mid-copy."""
+
+    doc = store.load_rollout(progress_id(user_id))
+    return doc is not None and doc.get("state") == "running"
+
+
 def main_target_from_env(env: Mapping[str, str] | None = None) -> DeploymentTarget:
     """The main deployment from ``BYOD_MAIN_URL`` + ``BYOD_MAIN_ADMIN_KEY``."""
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from .alerts import AlertResult, build_alert, send_alert
 from .config import EngineConfig
 from .convex.adapter import DeploymentTarget, VersionInfo
+from .disconnect import disconnect_in_progress
 from .errors import (
     ByodError,
     DeploymentServerError,
@@ -203,13 +204,6 @@ def _default_async_factory(target: DeploymentTarget, timeout: float) -> Any:
     return AsyncConvexHttpClient(target, timeout=timeout, retries=0)
 
 
-def _disconnect_in_progress(store: RegistryStore, user_id: str) -> bool:
-    from .disconnect import progress_id
-
-    doc = store.load_rollout(progress_id(user_id))
-    return doc is not None and doc.get("state") == "running"
-
-
 async def _probe(user: UserConfig, *, vault: Any, factory: AsyncClientFactory,
                  timeout: float, fps: _Fingerprints) -> DeploymentHealth:
     base: dict[str, Any] = {"user_id": user.user_id, "expected_version": user.schema_version,
@@ -260,7 +254,7 @@ def _apply(store: RegistryStore, result: DeploymentHealth, now: float,
     fresh = store.find_user(result.user_id)
     if fresh is None or fresh.connection_status not in ("connected", "error"):
         return result, None  # pending / disconnected (maybe changed meanwhile): hands off
-    if _disconnect_in_progress(store, result.user_id):
+    if disconnect_in_progress(store, result.user_id):
         return result, None
     bad = result.state in UNHEALTHY and (block_on_drift or result.state != "drifted")
     target: Literal["error", "connected"] = "error" if bad else "connected"

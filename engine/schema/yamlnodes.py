@@ -77,7 +77,7 @@ class NodeReader:
             return []
         if not isinstance(node, SequenceNode):
             self.problem(node, location, f"{what} must be a list, found {kind(node)}",
-                         f"write it as [a, b] or one '- item' per line", code="BYOD-E004")
+                         "write it as [a, b] or one '- item' per line", code="BYOD-E004")
             return None
         return list(node.value)
 

@@ -228,15 +228,17 @@ export async function createInstance(lib, loadedSet, transactionLimits) {
     modules: loadedSet.testModules,
     transactionLimits,
   });
-  captureSlot = {};
+  // `run` enters the runtime's store synchronously, so the capture sees it before returning.
+  const slot = {};
+  captureSlot = slot;
   let pending;
   try {
     pending = t.run(async () => null);
   } finally {
-    var captured = captureSlot.value;
     captureSlot = null;
   }
   await pending;
+  const captured = slot.value;
   if (!captured) throw new Error("could not reach the test runtime's database");
   const db = captured.components[""]?.db;
   if (!db || typeof db._documents !== "object") {
