@@ -37,6 +37,7 @@ class Case:
     target: Schema
     steps: tuple[DataStep, ...]
     overrides: dict[str, Override]
+    expect_error_at: int | None = None  # index of the seed document the first step rejects
 
 
 def _value(t: Any, k: int, ids: dict[str, int]) -> Any:
@@ -174,6 +175,8 @@ def write_case(root: Path, case: Case, config: EngineConfig) -> None:
         "expectedCounts": expected_counts(docs, case.steps),
         "targetTables": list(dst.tables),
     }
+    if case.expect_error_at is not None:
+        payload["expectError"] = str(case.expect_error_at)
     (out / "case.json").write_text(json.dumps(payload, indent=1, sort_keys=True))
 
 

@@ -67,6 +67,17 @@ def fixture_case() -> Case:
     return Case("fixture_all_ops", src, dst, d.steps, OVERRIDES)
 
 
+def failing_case() -> Case:
+    """An unmapped value: the step must fail, name the document, and write nothing."""
+
+    src = Schema(tables={"items": Table(name="items", fields={"state": _lits("a", "b", "z")})})
+    dst = Schema(tables={"items": Table(name="items", fields={"state": _lits("a", "b")})})
+    step = diff(src, dst, [MigrationOp(op="map_values", table="items", field="state",
+                                       mapping={"z": "zz"})]).changes[0].steps[0]
+    # seeds cycle a, b, z: document 2 is the first "z", mapped to a value the target rejects
+    return Case("fixture_failing_document", src, dst, (step,), {}, expect_error_at=2)
+
+
 def shipped_cases(versions_dir: Path) -> list[Case]:
     g = VersionGraph(load_versions(versions_dir))
     cases = []
@@ -85,8 +96,8 @@ def test_generated_migrations_on_every_edge(tmp_path: Path, versions_dir: Path) 
         shutil.copy(PROJECT / name, tmp_path / name)
     (tmp_path / "package.json").write_text('{"type": "module", "private": true}\n')
     toolchain.link_node_modules(tmp_path)
-    cases = shipped_cases(versions_dir) + [fixture_case()]
-    assert len(cases) >= 7
+    cases = shipped_cases(versions_dir) + [fixture_case(), failing_case()]
+    assert len(cases) >= 8
     assert {op for c in cases for op in (s.op for s in c.steps)} == {
         "backfill", "rename", "copy", "map_values", "convert", "drop_field", "delete_rows", "custom"}
     for case in cases:
@@ -108,6 +119,8 @@ def test_generated_migrations_on_every_edge(tmp_path: Path, versions_dir: Path) 
     # The Python oracle also checks what convex-test does not (record values), and the
     # values themselves against the reference semantics of each declarative step.
     for case in cases:
+        if case.expect_error_at is not None:
+            continue
         report = json.loads((tmp_path / "out" / f"{case.name}.json").read_text())
         seeds = json.loads((tmp_path / "edges" / case.name / "case.json").read_text())["seeds"]
         want, opaque = expected_docs(seeds, case.steps)
@@ -129,3 +142,28 @@ def test_generated_migrations_on_every_edge(tmp_path: Path, versions_dir: Path) 
                 assert errors == [], (case.name, table, doc["_id"], errors)
         for step in case.steps:
             assert report["steps"][step.function_name]["again"]["changed"] == 0
+
+
+def test_custom_code_is_type_checked_in_the_bundle() -> None:
+    """tsc over a widened bundle accepts well-typed custom code and rejects a transform
+    that returns a value the schema does not allow."""
+
+    from engine.compiler import compile_bundle
+    from engine.deepcheck import CheckItem, check_bundles
+
+    toolchain = Toolchain.find()
+    if not (toolchain.node_modules / "typescript").exists():
+        pytest.skip("the npm toolchain is not installed (byod toolchain install)")
+    src = Schema(tables={"items": Table(name="items", fields={
+        "title": FieldDef(type=StringV()), "size": FieldDef(type=Float64V(), optional=True)})})
+    items = []
+    for label, code in (("good", "return doc.size === undefined ? { size: doc.title.length } : null;"),
+                        ("bad", "return { size: doc.title };")):
+        d = diff(src, src, [MigrationOp(op="custom", table="items", code=code)])
+        bundle = compile_bundle(src, version_id=f"custom_{label}", kind="widen",
+                                data_steps=d.steps, config=EngineConfig())
+        items.append(CheckItem(label=label, file=label, schema=src, bundle=bundle))
+    problems = check_bundles(items, toolchain)
+    tsc = [p for p in problems if p.code.startswith("TS") or "byodMigrations" in p.render()]
+    assert tsc, [p.render() for p in problems]
+    assert all("bad" in p.render() or p.file == "bad" for p in tsc), [p.render() for p in tsc]

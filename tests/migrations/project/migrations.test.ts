@@ -16,6 +16,7 @@ type Case = {
   steps: { fn: string; table: string }[];
   expectedCounts: Record<string, number>;
   targetTables: string[];
+  expectError?: string;
 };
 type Page = { continueCursor: string; isDone: boolean; processed: number; changed: number };
 
@@ -58,6 +59,18 @@ for (const [path, c] of Object.entries(cases)) {
         for (const doc of c.seeds[table]) out.push(await ctx.db.insert(table, decode(doc, ids)));
         return out;
       });
+    }
+    if (c.expectError) {
+      // a bad document fails the step, the error names it, and nothing is written
+      const s = c.steps[0];
+      const ref = makeFunctionReference<"mutation">(`byodMigrations:${s.fn}`);
+      const before = await t.run(async (ctx: any) => ctx.db.query(s.table).collect());
+      await expect(t.mutation(ref, { cursor: null, batchSize: 1000 })).rejects.toThrow(
+        new RegExp(`byod data step ${s.fn} failed on document ${ids[s.table][Number(c.expectError)]} of table ${s.table}`),
+      );
+      const after = await t.run(async (ctx: any) => ctx.db.query(s.table).collect());
+      expect(after).toEqual(before);
+      return;
     }
     const report: Record<string, Json> = { steps: {} };
     const runAll = async (fn: string): Promise<{ pages: number; processed: number; changed: number }> => {
