@@ -364,7 +364,8 @@ def apply_step(doc: dict[str, Any], step: DataStep) -> dict[str, Any] | None:
         out.pop(p["field"], None)
     elif step.op == "delete_rows":
         where = p.get("where") or {}
-        if all(k in out and out[k] == v and type(out[k]) is type(v) for k, v in where.items()):
+        if all(k in out and out[k] == v and isinstance(out[k], bool) == isinstance(v, bool)
+               for k, v in where.items()):
             return None
     else:
         raise NotImplementedError("custom transforms run only in TypeScript")

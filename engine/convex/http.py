@@ -118,7 +118,10 @@ class _HttpCore:
             raise ValueError(f"function kind must be one of {', '.join(_KINDS)}, not {kind!r}")
         if not path or not isinstance(path, str):
             raise ValueError("function path must be a non-empty string like 'module:function'")
-        body = {"path": path, "args": to_convex_json(args or {}), "format": "json"}
+        # Convex-encoded results keep int64 and bytes exact (plain "json" renders them as
+        # strings), so documents survive export/import round trips unchanged.
+        body = {"path": path, "args": to_convex_json(args or {}),
+                "format": "convex_encoded_json"}
         return f"/api/{kind}", json.dumps(body, allow_nan=False).encode()
 
     def _clean(self, text: Any) -> str:

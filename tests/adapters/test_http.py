@@ -98,7 +98,7 @@ def test_request_shape_and_decoding(mode: str, target: DeploymentTarget) -> None
     assert body == {
         "path": "messages:send",
         "args": {"count": {"$integer": "BwAAAAAAAAA="}, "raw": {"$bytes": "AA=="}, "x": 1.5},
-        "format": "json",
+        "format": "convex_encoded_json",
     }
 
 
