@@ -35,6 +35,7 @@ key): build messages from sanitized values only (see ``engine.redact``).
     │   ├── SchemaValidationFailed       existing documents violate the new schema
     │   │                                (.table, .documents)
     │   ├── DeployFailed                 other CLI deploy failure (.kind)
+    │   │   └── PushCaptureFailed        the CLI could not build a bundle's push request
     │   ├── DeploymentRequestRejected    other 4xx: the deployment refused the request
     │   │                                (.status, .code)
     │   └── AdapterUnsupported           this adapter cannot do that (an archive cannot
@@ -333,3 +334,10 @@ class DisconnectError(ByodError):
 class LocalFleetError(ByodError):
     """Local Convex-compatible deployments (``engine.local``) could not be started, found,
     controlled or stopped."""
+
+
+class PushCaptureFailed(DeployFailed):
+    """``convex deploy`` could not produce the push request of a bundle (bundling, type
+    checking, a broken toolchain): no deployment was touched."""
+
+    kind = "capture"

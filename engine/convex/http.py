@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -174,6 +174,24 @@ class _HttpCore:
             return _Outcome(error=DeploymentServerError(
                 f"{path}: answered HTTP {status} with a body that is not a Convex function "
                 "response (is this a Convex deployment URL?)", deployment=label))
+        return self._status_outcome(response, path)
+
+    def _interpret_admin(self, response: httpx.Response, path: str) -> _Outcome:
+        """An admin API answer (the push protocol): any JSON on 2xx, else the status."""
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                return _Outcome(value=response.json() if response.content else {})
+            except ValueError:
+                return _Outcome(error=DeploymentServerError(
+                    f"{path}: answered HTTP {status} with a body that is not JSON",
+                    deployment=self.label))
+        return self._status_outcome(response, path)
+
+    def _status_outcome(self, response: httpx.Response, path: str) -> _Outcome:
+        """A request-level failure (any status that is not an answer) as a typed error."""
+        status = response.status_code
+        label = self.label
         code, message = self._error_detail(response)
         detail = ": " + " ".join(p for p in (code, message) if p) if (code or message) else ""
         if status in (401, 403):
@@ -197,13 +215,15 @@ class _HttpCore:
             f"{path}: the deployment refused the request (HTTP {status}{detail})",
             deployment=label, status=status, code=code))
 
-    def _map_exception(self, exc: httpx.HTTPError, path: str) -> _Outcome:
+    def _map_exception(self, exc: httpx.HTTPError, path: str,
+                       timeout: float | None = None) -> _Outcome:
         """Translate an httpx failure; ``retry_any`` only when nothing reached the server."""
         label = self.label
         reason = self._clean(str(exc) or type(exc).__name__)
         if isinstance(exc, httpx.TimeoutException):
+            waited = self.timeout if timeout is None else timeout
             return _Outcome(error=DeploymentTimeout(
-                f"{path}: no answer within {self.timeout:g} s ({type(exc).__name__})",
+                f"{path}: no answer within {waited:g} s ({type(exc).__name__})",
                 deployment=label))
         if isinstance(exc, httpx.ConnectError):
             return _Outcome(error=DeploymentUnreachable(
@@ -279,16 +299,23 @@ class ConvexHttpClient(_HttpCore):
     def _call(self, kind: FunctionKind, path: str, args: dict[str, Any] | None, *,
               idempotent: bool) -> Any:
         endpoint, body = self._request(kind, path, args)
+        return self._send(kind, endpoint, body, path, self._interpret, idempotent=idempotent)
+
+    def _send(self, kind: str, endpoint: str, body: bytes, path: str,
+              interpret: Callable[[httpx.Response, str], _Outcome], *, idempotent: bool,
+              headers: dict[str, str] | None = None, timeout: float | None = None) -> Any:
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                response = self._client.post(endpoint, content=body)
+                response = self._client.post(
+                    endpoint, content=body, headers=headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
             except httpx.HTTPError as exc:
-                outcome = self._map_exception(exc, path)
+                outcome = self._map_exception(exc, path, timeout)
                 cause: BaseException | None = exc
             else:
-                outcome = self._interpret(response, path)
+                outcome = interpret(response, path)
                 cause = None
             self._log_attempt(kind, path, outcome, started)
             if outcome.error is None:
@@ -299,6 +326,13 @@ class ConvexHttpClient(_HttpCore):
             self._log_retry(kind, path, outcome.error, attempt, delay)
             time.sleep(delay)
             attempt += 1
+
+    def admin_call(self, endpoint: str, body: bytes, *, headers: dict[str, str] | None = None,
+                   timeout: float | None = None, idempotent: bool = False) -> Any:
+        """POST an admin API request (e.g. the push protocol's ``/api/deploy2/...``) and
+        return its decoded JSON; failures map to the same typed errors as functions."""
+        return self._send("admin", endpoint, body, endpoint, self._interpret_admin,
+                          idempotent=idempotent, headers=headers, timeout=timeout)
 
     def run(self, kind: FunctionKind, path: str, args: dict[str, Any] | None = None) -> Any:
         return self._call(kind, path, args, idempotent=kind == "query")
@@ -348,16 +382,32 @@ class AsyncConvexHttpClient(_HttpCore):
     async def _call(self, kind: FunctionKind, path: str, args: dict[str, Any] | None, *,
                     idempotent: bool) -> Any:
         endpoint, body = self._request(kind, path, args)
+        return await self._send(kind, endpoint, body, path, self._interpret,
+                                idempotent=idempotent)
+
+    async def admin_call(self, endpoint: str, body: bytes, *,
+                         headers: dict[str, str] | None = None, timeout: float | None = None,
+                         idempotent: bool = False) -> Any:
+        """The awaitable twin of ``ConvexHttpClient.admin_call``."""
+        return await self._send("admin", endpoint, body, endpoint, self._interpret_admin,
+                                idempotent=idempotent, headers=headers, timeout=timeout)
+
+    async def _send(self, kind: str, endpoint: str, body: bytes, path: str,
+                    interpret: Callable[[httpx.Response, str], _Outcome], *, idempotent: bool,
+                    headers: dict[str, str] | None = None,
+                    timeout: float | None = None) -> Any:
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                response = await self._client.post(endpoint, content=body)
+                response = await self._client.post(
+                    endpoint, content=body, headers=headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
             except httpx.HTTPError as exc:
-                outcome = self._map_exception(exc, path)
+                outcome = self._map_exception(exc, path, timeout)
                 cause: BaseException | None = exc
             else:
-                outcome = self._interpret(response, path)
+                outcome = interpret(response, path)
                 cause = None
             self._log_attempt(kind, path, outcome, started)
             if outcome.error is None:
