@@ -124,7 +124,11 @@ class PlanKit:
                 raise PlanError(f"plan step {step.id!r} names no widened schema")
             version_id = str(getattr(step, "version", None) or getattr(step, "version_id", None)
                              or f"{plan.source}-to-{plan.target}-widen")
-            carried = getattr(step, "data_steps", None) or self.data_steps(plan)
+            # Each widened deploy carries its own group's steps (custom code is typed
+            # against that group's schema); only plans without per-step data fall back.
+            carried = getattr(step, "data_steps", None)
+            if carried is None:
+                carried = self.data_steps(plan)
             cached = compile_bundle(schema, version_id=version_id, kind="widen",
                                     data_steps=list(carried), config=self.config)
             with self._lock:
