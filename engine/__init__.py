@@ -3,7 +3,10 @@ own Convex deployment.
 
 The public Python API, for the app's backend and for release pipelines. Names resolve
 lazily so ``import engine`` stays cheap (the CLI and the pure core import only what they
-use).
+use). Flows whose module shares their name (``engine.connect.connect``,
+``engine.rollout.rollout``, ``engine.disconnect.disconnect``, ``engine.diff.diff``,
+``engine.widen.widen``) are reached through their module, so ``engine.connect`` is always
+the module.
 """
 
 from __future__ import annotations
@@ -32,9 +35,6 @@ _EXPORTS: dict[str, str] = {
     "check_versions": "engine.schema.rules",
     "compile_bundle": "engine.compiler",
     "compile_version": "engine.compiler",
-    "connect": "engine.connect",
-    "diff": "engine.diff",
-    "disconnect": "engine.disconnect",
     "load_config": "engine.config",
     "load_versions": "engine.schema.loader",
     "monitor": "engine.health",
@@ -42,9 +42,7 @@ _EXPORTS: dict[str, str] = {
     "plan": "engine.planner",
     "plan_fleet": "engine.planner",
     "retry_connect": "engine.connect",
-    "rollout": "engine.rollout",
     "test_connection": "engine.connect",
-    "widen": "engine.widen",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -40,7 +40,7 @@ from .events import (
     emit_safely,
     null_sink,
 )
-from .plankit import PlanKit
+from .plankit import PlanKit, step_kind
 from .registry.store import RegistryStore, UserConfig
 from .redact import redact
 from .runner import DeploymentOutcome, RunContext, default_deploy_slots, run_plan_async
@@ -192,6 +192,45 @@ def _default_adapters(target: Any, config: EngineConfig) -> tuple[Any, Any | Non
     return adapter, AsyncConvexHttpClient(target, timeout=config.http_timeout_s)
 
 
+def _push_adapters(cache: Any) -> AdapterFactory:
+    """Deploys replay captured push requests over the deployment's async HTTP client,
+    which also runs its functions (one connection pool per deployment)."""
+
+    from .convex.http import AsyncConvexHttpClient
+    from .convex.push import AsyncPushDeployAdapter
+
+    def make(target: Any, config: EngineConfig) -> tuple[Any, Any | None]:
+        functions = AsyncConvexHttpClient(target, timeout=config.http_timeout_s)
+        adapter = AsyncPushDeployAdapter(target, payloads=cache, http_client=functions,
+                                         timeout=config.deploy_timeout_s)
+        return adapter, functions
+
+    return make
+
+
+def _deploy_bundles(kit: PlanKit, plans: Iterable[Any]) -> list[Any]:
+    bundles = []
+    for plan in plans:
+        for step in plan.steps:
+            if step_kind(step) in ("deploy_widened", "deploy_target"):
+                bundles.append(kit.step_bundle(plan, step))
+    return bundles
+
+
+async def _capture_all(kit: PlanKit, plans: Iterable[Any], config: EngineConfig,
+                       payloads: Any | None) -> Any:
+    """Capture each distinct bundle of the plans once, here in the parent, with the CPU
+    bounded by the cache's capture slots; the deployments then only push over HTTP."""
+
+    from .convex.capture import PayloadCache
+    from .convex.factory import payload_dir
+
+    cache = payloads if payloads is not None else PayloadCache(
+        payload_dir(config), timeout=config.deploy_timeout_s)
+    await asyncio.to_thread(cache.prepare, _deploy_bundles(kit, plans), strict=False)
+    return cache
+
+
 def _graph_summary(kit: PlanKit, before: dict[str, str | None],
                    after: dict[str, str | None]) -> dict[str, Any]:
     graph = kit.graph
@@ -337,13 +376,20 @@ async def rollout_async(
     lease_ttl_s: float = 120.0,
     deploy_slots: int | None = None,
     max_batch: int | None = None,
+    deployer: str = "push",
+    payloads: Any | None = None,
 ) -> RolloutReport:
     """Run (or resume, or dry-run) a rollout; see the module docstring. ``max_batch``
     caps documents per data-step page; ``deploy_slots`` bounds concurrent CLI deploys
-    (default: one per CPU)."""
+    (default: one per CPU). ``deployer`` (without an ``adapter_factory``): ``push``
+    captures each distinct bundle once with the real CLI and pushes it to every
+    deployment over HTTP (``payloads``: a ``PayloadCache`` to use); ``cli`` runs the CLI
+    per deploy."""
 
     from .planner import plan_fleet
 
+    if deployer not in ("push", "cli"):
+        raise RolloutError(f"the deployer must be 'push' or 'cli', not {deployer!r}")
     kit = versions if isinstance(versions, PlanKit) else PlanKit(list(versions), config,
                                                                  max_batch=max_batch)
     started = time.time()
@@ -380,7 +426,8 @@ async def rollout_async(
             "rollout_id": rollout_id, "target": target, "status": "running",
             "created_at": started, "max_failures": budget,
             "options": {"canary": canary, "waves": list(parse_waves(waves)),
-                        "concurrency": concurrency, "max_failures": str(max_failures)},
+                        "concurrency": concurrency, "max_failures": str(max_failures),
+                        "deployer": deployer if adapter_factory is None else "custom"},
             "waves": [{"name": n, "deployments": us} for n, us in wave_plan],
             "deployments": {u: {"user_id": u, "status": "pending", "before": before[u],
                                 "wave": n} for n, us in wave_plan for u in us},
@@ -407,6 +454,9 @@ async def rollout_async(
             })
         report.graph = _graph_summary(kit, before, before)
     else:
+        if adapter_factory is None and deployer == "push":
+            cache = await _capture_all(kit, fleet.plans.values(), config, payloads)
+            adapter_factory = _push_adapters(cache)
         state = _Rollout(store=store, vault=vault, config=config, kit=kit, emit=emit,
                          adapter_factory=adapter_factory or _default_adapters,
                          concurrency=concurrency, rollout_id=rollout_id, doc=doc,

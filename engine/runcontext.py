@@ -94,7 +94,9 @@ class DeployOps:
         return await asyncio.to_thread(fn, *args)
 
     async def deploy(self, bundle: Bundle) -> Any:
-        if self.slots is None:
+        # only CPU-bound deploys (a CLI per deploy) take a slot; an adapter that pushes a
+        # prepared request over HTTP says so with ``cpu_bound = False``
+        if self.slots is None or not getattr(self.adapter, "cpu_bound", True):
             return await self._call(self.adapter, "deploy", bundle)
         async with self.slots:
             return await self._call(self.adapter, "deploy", bundle)

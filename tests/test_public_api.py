@@ -19,3 +19,10 @@ def test_import_is_lazy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout
     assert out.strip() == "[]"
+
+
+def test_no_export_shadows_a_submodule() -> None:
+    import pkgutil
+
+    submodules = {m.name for m in pkgutil.iter_modules(engine.__path__)}
+    assert not submodules & set(engine.__all__)

@@ -154,10 +154,15 @@ def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
               help="Schema versions directory (default from the config).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Cap on documents per data-step page (default: sized from the schema).")
+@click.option("--deployer", type=click.Choice(["push", "cli"]), default="push",
+              show_default=True,
+              help="push: build each bundle's push request once with the Convex CLI and "
+              "send it to every deployment over HTTP; cli: run the Convex CLI per deploy.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, concurrency: int,
                 max_failures: str, resume: str | None, report_dir: Path | None,
-                versions_dir: Path | None, batch_size: int | None, as_json: bool) -> None:
+                versions_dir: Path | None, batch_size: int | None, deployer: str,
+                as_json: bool) -> None:
     """Roll every connected deployment out to a version: canary, waves, failure budget."""
 
     from ..registry.sqlite import open_store
@@ -187,7 +192,7 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
         kwargs: dict[str, Any] = dict(
             store=store, vault=vault, config=config, versions=versions, canary=canary,
             waves=waves, concurrency=concurrency, max_failures=max_failures,
-            dry_run=dry_run, resume=resume, max_batch=batch_size)
+            dry_run=dry_run, resume=resume, max_batch=batch_size, deployer=deployer)
         if isinstance(renderer, _RichRenderer):
             with renderer:
                 report = rollout(target, emit=renderer, **kwargs)
