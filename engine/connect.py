@@ -36,11 +36,11 @@ from .errors import (
     ByodError,
     DeployFailed,
     DeploymentError,
-    FunctionError,
     InvalidCredentials,
     RegistryError,
 )
 from .gate import Entitlement, check_entitled, grandfathered
+from .healthstate import nothing_deployed as _nothing_deployed
 from .redact import redact
 from .registry.store import RegistryStore, UserConfig
 from .schema.models import SchemaVersion
@@ -202,18 +202,6 @@ def head_version(versions: Any, config: EngineConfig) -> SchemaVersion:
 
 
 # -- the flow ----------------------------------------------------------------------------------
-
-_NOT_DEPLOYED = re.compile(r"(?i)could not find|not found|no such function|FunctionNotFound")
-
-
-def _nothing_deployed(exc: DeploymentError) -> bool:
-    """A fresh deployment answers 'function not found' for byod:version: that still proves
-    it is reachable and accepted the key."""
-
-    code = getattr(exc, "code", "") or ""
-    return (isinstance(exc, FunctionError) or getattr(exc, "kind", "") == "request") and bool(
-        _NOT_DEPLOYED.search(f"{code} {exc}"))
-
 
 def _close(adapter: Any) -> None:
     closer = getattr(adapter, "close", None)
@@ -440,7 +428,9 @@ def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: E
 
 @dataclass(frozen=True)
 class ConnectionTest:
-    """The outcome of ``test_connection`` (sanitized)."""
+    """The outcome of ``test_connection`` (sanitized). ``state`` is the health state
+    (``engine.healthstate``); ``ok`` means the user's app works with this deployment
+    (healthy, migrating or stale), and ``note`` explains a migrating or stale one."""
 
     user_id: str
     ok: bool
@@ -449,52 +439,46 @@ class ConnectionTest:
     deployed_version: str | None = None
     error: str | None = None
     error_kind: str | None = None
+    state: str | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def test_connection(user_id: str, *, store: RegistryStore, vault: Vault,
-                    config: EngineConfig,
-                    adapter_factory: AdapterFactory | None = None) -> ConnectionTest:
-    """Ask the deployment for its version with the saved credentials; record the time and
-    move ``connected`` ↔ ``error``. Pending and disconnected users keep their status (only
-    the time and reason are recorded). Never consults the premium gate."""
+                    config: EngineConfig, adapter_factory: AdapterFactory | None = None,
+                    versions: Any = None) -> ConnectionTest:
+    """Ask the deployment for its version with the saved credentials and classify the
+    answer exactly as a health check does (``versions``: a ``VersionGraph`` or versions;
+    None loads ``config.versions_dir``); record the time and move ``connected`` ↔
+    ``error``. Pending and disconnected users keep their status (only the time and reason
+    are recorded); credentials that do not decrypt change nothing. Never consults the
+    premium gate."""
 
-    user = store.get_user(user_id)
-    target = vault.target_for(user)
+    from .health import check_one  # health imports disconnect → routing; keep lazy
+
+    if versions is None:
+        from .schema.loader import load_versions
+
+        versions = load_versions(config.versions_dir, config)
     factory = adapter_factory or default_adapter_factory(config)
-    started = time.monotonic()
-    adapter: DeployAdapter | None = None
-    error: BaseException | None = None
-    info: VersionInfo | None = None
-    try:
-        adapter = factory(target)
-        info = adapter.read_version()
-    except Exception as exc:  # classified below; nothing here may leak a secret
-        error = exc
-    finally:
-        if adapter is not None:
-            _close(adapter)
-    latency = (time.monotonic() - started) * 1000
-    now = time.time()
-    from .disconnect import disconnect_in_progress  # disconnect imports routing; keep lazy
 
-    moving = (user.connection_status in ("connected", "error")
-              and not disconnect_in_progress(store, user_id))
-    if error is None and info is not None:
-        status = "connected" if moving else user.connection_status
-        after = store.set_connection_status(user_id, status, tested_at=now)  # type: ignore[arg-type]
-        return ConnectionTest(user_id, True, after.connection_status, latency,
-                              deployed_version=info.version)
-    assert error is not None
-    reason = redact(str(error) or type(error).__name__, target.secrets)
-    if isinstance(error, DeploymentError) and _nothing_deployed(error):
-        reason = f"reachable, but no byod bundle is deployed ({reason})"
-    status = "error" if moving else user.connection_status
-    after = store.set_connection_status(user_id, status, error=reason, tested_at=now)  # type: ignore[arg-type]
-    return ConnectionTest(user_id, False, after.connection_status, latency, error=reason,
-                          error_kind=getattr(error, "kind", type(error).__name__))
+    def read(target: DeploymentTarget) -> VersionInfo:
+        adapter = factory(target)
+        try:
+            return adapter.read_version()
+        finally:
+            _close(adapter)
+
+    res = check_one(user_id, store=store, vault=vault, config=config, graph=versions,
+                    read_version=read)
+    ok = res.routable
+    return ConnectionTest(user_id, ok, res.status_after, res.latency_ms or 0.0,
+                          deployed_version=res.version,
+                          error=None if ok else res.reason,
+                          error_kind=None if ok else res.error_kind,
+                          state=res.state, note=res.reason if ok else None)
 
 
 test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

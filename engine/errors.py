@@ -15,11 +15,15 @@ key): build messages from sanitized values only (see ``engine.redact``).
     │   └── NoPath                       .source, .target
     ├── PlanError                        the planner refuses (.code, details)
     │   ├── UnsafeChange                 .changes needing consent / hints
+    │   │   └── DestructivePath          a down path deletes data (.deletes); allow it
+    │   │                                explicitly (allow_destructive / --allow-destructive)
     │   └── DriftDetected                .deployment, .expected, .actual
     ├── ToolchainError                   npm toolchain missing or failed
     ├── CompileError                     a bundle cannot be rendered
     ├── VaultError                       encryption key or ciphertext problems
     │   ├── KeyConfigError               missing / weak / malformed BYOD_ENCRYPTION_KEY
+    │   │   └── VaultKeyMismatch         a health check where no stored credentials decrypt
+    │   │                                (.user_ids, .key_ids, .report)
     │   └── DecryptError                 wrong key, tampered, or moved ciphertext
     ├── RegistryError                    the registry store
     │   ├── InvalidTransition            .current, .requested
@@ -147,6 +151,15 @@ class UnsafeChange(PlanError):
         super().__init__(message)
 
 
+class DestructivePath(UnsafeChange):
+    """A down path whose steps drop tables or fields: refused unless explicitly allowed,
+    because a rollback must never delete data silently. ``deletes`` names what would go."""
+
+    def __init__(self, message: str, deletes: Sequence[str] = (), changes: Sequence[Any] = ()):
+        self.deletes = list(deletes)
+        super().__init__(message, changes=changes)
+
+
 class DriftDetected(PlanError):
     def __init__(self, deployment: str, expected: str, actual: str):
         self.deployment = deployment
@@ -171,6 +184,19 @@ class VaultError(ByodError):
 
 class KeyConfigError(VaultError):
     pass
+
+
+class VaultKeyMismatch(KeyConfigError):
+    """Every checked deployment's credentials fail to decrypt: the configured key is wrong
+    (an operator problem), so nobody's status was changed. ``key_ids`` are the public key
+    ids the stored credentials name; ``report`` the health report of the run."""
+
+    def __init__(self, message: str, *, user_ids: Sequence[str] = (),
+                 key_ids: Sequence[str] = ()):
+        super().__init__(message)
+        self.user_ids = list(user_ids)
+        self.key_ids = list(key_ids)
+        self.report: Any = None
 
 
 class DecryptError(VaultError):

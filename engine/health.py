@@ -1,20 +1,29 @@
 """Health checks and the monitor loop.
 
 Each check asks every deployment, concurrently and with a timeout, for its version
-(``byod:version``) and classifies the answer:
+(``byod:version``) and classifies the answer with ``engine.healthstate`` (the same rules
+``byod test-connection`` uses for one user):
 
 * ``healthy``      — answered, and it runs what the registry says it runs;
-* ``drifted``      — answered, but the version or fingerprint differs from the registry or
-                     from what that version compiles to (``drift`` names what differs);
+* ``migrating``    — on a widened bundle this engine built (a rollout deployed it and has
+                     not finished): the app keeps working, a rollout has to finish it;
+* ``stale``        — runs exactly what the registry recorded, but that version now compiles
+                     to another fingerprint (a byod.toml change): redeploy with a rollout;
+* ``drifted``      — answered, but the version or fingerprint differs from the registry, or
+                     the version or widened bundle is unknown (``drift`` names what differs);
 * ``slow``         — no answer within the timeout;
 * ``unreachable``  — connection refused, dropped, or a 5xx (``server_error``);
 * ``unauthorized`` — the key was rejected (revoked);
-* ``broken``       — anything else (credentials that do not decrypt, no byod bundle).
+* ``broken``       — anything else (no byod bundle deployed, a malformed answer);
+* ``vault_error``  — the stored credentials do not decrypt with the configured keys.
 
 Then it moves connection status ``connected`` → ``error`` (with a sanitized reason and the
-time) for unhealthy deployments and ``error`` → ``connected`` for recovered ones. It never
-touches ``pending`` or ``disconnected`` users, nor a user whose disconnect is in progress.
-An alert goes to ``config.webhook_url`` on transitions only.
+time) for blocking states and ``error`` → ``connected`` for routable ones (healthy,
+migrating, stale). A ``vault_error`` is the operator's problem, not the user's: it never
+changes a status, it is logged and alerted, and when no checked deployment decrypts the run
+fails with ``VaultKeyMismatch``. It never touches ``pending`` or ``disconnected`` users, nor
+a user whose disconnect is in progress. An alert goes to ``config.webhook_url`` on
+transitions (and on new vault errors) only.
 """
 
 from __future__ import annotations
@@ -22,36 +31,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .alerts import AlertResult, build_alert, send_alert
 from .config import EngineConfig
 from .convex.adapter import DeploymentTarget, VersionInfo
 from .disconnect import disconnect_in_progress
-from .errors import (
-    ByodError,
-    DeploymentServerError,
-    DeploymentTimeout,
-    DeploymentUnauthorized,
-    DeploymentUnreachable,
-    InvalidTransition,
+from .errors import ByodError, InvalidTransition, VaultKeyMismatch
+from .healthstate import (
+    BLOCKING,
+    ROUTABLE,
+    STATES,
+    UNHEALTHY,
+    Expectations,
+    Verdict,
+    classify_answer,
+    classify_failure,
+    target_status,
 )
 from .redact import redact
 from .registry.store import RegistryStore, UserConfig
-from .routing import VersionSource, as_version_source
+from .vault import ENV_KEY, ENV_OLD_KEYS, envelope_key_id
 
-__all__ = ["UNHEALTHY", "DeploymentHealth", "HealthReport", "check", "check_async", "monitor"]
+__all__ = ["BLOCKING", "ROUTABLE", "UNHEALTHY", "DeploymentHealth", "HealthReport", "check",
+           "check_async", "check_one", "monitor", "probe_sync"]
 
 log = logging.getLogger(__name__)
 
-UNHEALTHY = frozenset({"drifted", "slow", "unreachable", "server_error", "unauthorized",
-                       "broken"})
-_STATES = ("healthy", *sorted(UNHEALTHY), "not_checked", "skipped")
-
-
 AsyncClientFactory = Callable[[DeploymentTarget, float], Any]
+ReadVersion = Callable[[DeploymentTarget], VersionInfo]
 
 
 @dataclass(frozen=True)
@@ -69,10 +79,17 @@ class DeploymentHealth:
     drift: tuple[str, ...] = ()
     status_before: str = ""
     status_after: str = ""
+    error_kind: str | None = None
 
     @property
     def healthy(self) -> bool:
         return self.state == "healthy"
+
+    @property
+    def routable(self) -> bool:
+        """The user's app works (healthy, migrating or stale)."""
+
+        return self.state in ROUTABLE
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +98,7 @@ class DeploymentHealth:
             "version": self.version, "fingerprint": self.fingerprint,
             "expected_version": self.expected_version, "drift": list(self.drift),
             "status_before": self.status_before, "status_after": self.status_after,
+            "error_kind": self.error_kind,
         }
 
 
@@ -94,7 +112,7 @@ class HealthReport:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in _STATES}
+        out = {s: 0 for s in STATES}
         for r in self.results:
             out[r.state] = out.get(r.state, 0) + 1
         return {k: v for k, v in out.items() if v}
@@ -102,6 +120,10 @@ class HealthReport:
     @property
     def unhealthy(self) -> list[DeploymentHealth]:
         return [r for r in self.results if r.state in UNHEALTHY]
+
+    @property
+    def vault_errors(self) -> list[DeploymentHealth]:
+        return [r for r in self.results if r.state == "vault_error"]
 
     @property
     def ok(self) -> bool:
@@ -124,78 +146,22 @@ class HealthReport:
         }
 
 
-# -- classification (pure) -------------------------------------------------------------------
+# -- one deployment --------------------------------------------------------------------------
 
 
-def _short(fp: str | None) -> str:
-    return (fp or "none")[:12]
+def _base(user: UserConfig) -> dict[str, Any]:
+    return {"user_id": user.user_id, "expected_version": user.schema_version,
+            "status_before": user.connection_status, "status_after": user.connection_status}
 
 
-def drift_of(user: UserConfig, info: VersionInfo, expected_fp: str | None,
-             known: bool) -> list[str]:
-    """What differs between the deployment's answer, the registry and the compiled
-    version; empty when nothing does."""
-
-    out: list[str] = []
-    if info.kind == "widen":
-        if user.deployment_status != "deploying":
-            out.append(f"deployment is on the widened schema of {info.version} "
-                       "(an unfinished rollout); resume the rollout")
-        return out
-    if user.schema_version and info.version != user.schema_version:
-        out.append(f"version: registry says {user.schema_version}, "
-                   f"deployment has {info.version}")
-    if not known:
-        out.append(f"version {info.version} is not in the version graph")
-    if user.schema_fingerprint and info.fingerprint != user.schema_fingerprint:
-        out.append(f"fingerprint: registry says {_short(user.schema_fingerprint)}, "
-                   f"deployment has {_short(info.fingerprint)}")
-    if expected_fp and info.fingerprint != expected_fp:
-        out.append(f"fingerprint: version {info.version} compiles to {_short(expected_fp)}, "
-                   f"deployment has {_short(info.fingerprint)}")
-    return out
-
-
-def classify_error(exc: BaseException) -> str:
-    if isinstance(exc, (DeploymentTimeout, asyncio.TimeoutError, TimeoutError)):
-        return "slow"
-    if isinstance(exc, DeploymentUnauthorized):
-        return "unauthorized"
-    if isinstance(exc, DeploymentServerError):
-        return "server_error"
-    if isinstance(exc, DeploymentUnreachable):
-        return "unreachable"
-    return "broken"
-
-
-# -- the check ---------------------------------------------------------------------------------
-
-
-class _Fingerprints:
-    """Compiled fingerprints per version id, computed once per check."""
-
-    def __init__(self, versions: VersionSource, config: EngineConfig):
-        self.versions = versions
-        self.config = config
-        self._cache: dict[str, str | None] = {}
-
-    def known(self, vid: str) -> bool:
-        return self.versions.version(vid) is not None
-
-    def expected(self, vid: str) -> str | None:
-        if vid not in self._cache:
-            version = self.versions.version(vid)
-            fp: str | None = None
-            if version is not None:
-                try:
-                    from .compiler import compile_version
-
-                    fp = compile_version(version, self.config).fingerprint
-                except ByodError as exc:
-                    log.warning("cannot compile version %s for a fingerprint check: %s",
-                                vid, exc)
-            self._cache[vid] = fp
-        return self._cache[vid]
+def _result(user: UserConfig, verdict: Verdict, secrets: Sequence[str], latency: float,
+            info: VersionInfo | None = None) -> DeploymentHealth:
+    clean = redact(verdict.reason, list(secrets)) if verdict.reason else None
+    return DeploymentHealth(
+        state=verdict.state, reason=clean, latency_ms=latency,
+        version=info.version if info else None, fingerprint=info.fingerprint if info else None,
+        drift=tuple(redact(d, list(secrets)) for d in verdict.drift),
+        error_kind=verdict.error_kind, **_base(user))
 
 
 def _default_async_factory(target: DeploymentTarget, timeout: float) -> Any:
@@ -205,10 +171,7 @@ def _default_async_factory(target: DeploymentTarget, timeout: float) -> Any:
 
 
 async def _probe(user: UserConfig, *, vault: Any, factory: AsyncClientFactory,
-                 timeout: float, fps: _Fingerprints) -> DeploymentHealth:
-    base: dict[str, Any] = {"user_id": user.user_id, "expected_version": user.schema_version,
-                            "status_before": user.connection_status,
-                            "status_after": user.connection_status}
+                 timeout: float, expect: Expectations) -> DeploymentHealth:
     secrets: tuple[str, ...] = ()
     started = time.monotonic()
     try:
@@ -223,18 +186,27 @@ async def _probe(user: UserConfig, *, vault: Any, factory: AsyncClientFactory,
                 await closer()
     except (ByodError, TimeoutError) as exc:
         latency = (time.monotonic() - started) * 1000
-        state = classify_error(exc)
-        text = str(exc) or f"no answer within {timeout:g} s"
-        return DeploymentHealth(state=state, reason=redact(text, secrets), latency_ms=latency,
-                                **base)
+        return _result(user, classify_failure(exc, timeout=timeout), secrets, latency)
     latency = (time.monotonic() - started) * 1000
-    drift = drift_of(user, info, fps.expected(info.version) if info.kind != "widen" else None,
-                     fps.known(info.version) or info.kind == "widen")
-    state = "drifted" if drift else "healthy"
-    reason = ("drift: " + "; ".join(drift)) if drift else None
-    return DeploymentHealth(state=state, reason=redact(reason, secrets) if reason else None,
-                            latency_ms=latency, version=info.version,
-                            fingerprint=info.fingerprint, drift=tuple(drift), **base)
+    return _result(user, classify_answer(user, info, expect), secrets, latency, info)
+
+
+def probe_sync(user: UserConfig, *, vault: Any, read_version: ReadVersion,
+               expect: Expectations) -> DeploymentHealth:
+    """The same probe as the fleet check, for one user over a synchronous adapter
+    (``read_version`` gets the decrypted target). Never raises for a deployment problem."""
+
+    secrets: tuple[str, ...] = ()
+    started = time.monotonic()
+    try:
+        target = vault.target_for(user)
+        secrets = target.secrets
+        info = read_version(target)
+    except Exception as exc:  # noqa: BLE001 - classified; nothing may leak a secret
+        latency = (time.monotonic() - started) * 1000
+        return _result(user, classify_failure(exc), secrets, latency)
+    latency = (time.monotonic() - started) * 1000
+    return _result(user, classify_answer(user, info, expect), secrets, latency, info)
 
 
 def _select(store: RegistryStore, users: Iterable[str] | str | None) -> list[UserConfig]:
@@ -246,24 +218,32 @@ def _select(store: RegistryStore, users: Iterable[str] | str | None) -> list[Use
 
 
 def _apply(store: RegistryStore, result: DeploymentHealth, now: float,
-           block_on_drift: bool) -> tuple[DeploymentHealth, dict[str, Any] | None]:
-    """Move connected ↔ error for one result; returns the result and the transition."""
+           block_on_drift: bool, *, record_untouched: bool = False,
+           ) -> tuple[DeploymentHealth, dict[str, Any] | None]:
+    """Move connected ↔ error for one result; returns the result and the transition.
+    ``record_untouched`` (a connection test of one user): users whose status is not ours
+    to move (pending, disconnected) still get the time and a failure's reason."""
 
-    if result.state in ("not_checked", "skipped"):
+    target = target_status(result.state, block_on_drift=block_on_drift)
+    if target is None:  # vault_error, not_checked, skipped: the status is not the user's
         return result, None
     fresh = store.find_user(result.user_id)
-    if fresh is None or fresh.connection_status not in ("connected", "error"):
-        return result, None  # pending / disconnected (maybe changed meanwhile): hands off
-    if disconnect_in_progress(store, result.user_id):
+    if fresh is None or disconnect_in_progress(store, result.user_id):
         return result, None
-    bad = result.state in UNHEALTHY and (block_on_drift or result.state != "drifted")
-    target: Literal["error", "connected"] = "error" if bad else "connected"
+    bad = target == "error"
+    if fresh.connection_status not in ("connected", "error"):
+        if record_untouched:
+            updated = store.set_connection_status(
+                result.user_id, fresh.connection_status,
+                error=result.reason if result.state in BLOCKING else None, tested_at=now)
+            return replace(result, status_after=updated.connection_status), None
+        return result, None  # pending / disconnected (maybe changed meanwhile): hands off
     try:
         updated = store.set_connection_status(
             result.user_id, target, error=result.reason if bad else None, tested_at=now)
     except InvalidTransition:
         return result, None
-    after = DeploymentHealth(**{**result.__dict__, "status_after": updated.connection_status})
+    after = replace(result, status_after=updated.connection_status)
     if fresh.connection_status == target:
         return after, None
     event = "unhealthy" if bad else "recovered"
@@ -273,6 +253,45 @@ def _apply(store: RegistryStore, result: DeploymentHealth, now: float,
                    "event": event, "state": result.state, "reason": result.reason, "at": now}
 
 
+def check_one(user_id: str, *, store: RegistryStore, vault: Any, config: EngineConfig,
+              graph: Any, read_version: ReadVersion, block_on_drift: bool = True,
+              clock: Callable[[], float] = time.time) -> DeploymentHealth:
+    """Check one user over a synchronous adapter and apply the result (what
+    ``byod test-connection`` does). A ``vault_error`` changes nothing."""
+
+    user = store.get_user(user_id)
+    expect = Expectations(graph, config, store)
+    result = probe_sync(user, vault=vault, read_version=read_version, expect=expect)
+    if result.state == "vault_error":
+        log.error("user %s: %s", user_id, result.reason)
+        return result
+    result, _ = _apply(store, result, clock(), block_on_drift, record_untouched=True)
+    return result
+
+
+def _key_mismatch(vault: Any, store: RegistryStore, failed: list[DeploymentHealth],
+                  report: HealthReport) -> VaultKeyMismatch:
+    named: set[str] = set()
+    for r in failed:
+        user = store.find_user(r.user_id)
+        for envelope in (user.url_ct, user.key_ct) if user is not None else ():
+            kid = envelope_key_id(envelope or "")
+            if kid:
+                named.add(kid)
+    current = getattr(vault, "key_id", None)
+    olds = tuple(getattr(vault, "old_key_ids", ()) or ())
+    configured = ", ".join(k for k in (current, *olds) if k) or "unknown"
+    found = ", ".join(sorted(named)) or "none readable"
+    err = VaultKeyMismatch(
+        f"none of the {len(failed)} checked deployment(s) have credentials that decrypt with "
+        f"the configured keys (configured key id(s) {configured}; the stored credentials "
+        f"name key id(s) {found}): check {ENV_KEY} and {ENV_OLD_KEYS}. No connection status "
+        "was changed.",
+        user_ids=[r.user_id for r in failed], key_ids=sorted(named))
+    err.report = report
+    return err
+
+
 async def check_async(
     users: Iterable[str] | str | None = "all", *, store: RegistryStore, vault: Any,
     graph: Any, config: EngineConfig | None = None, concurrency: int = 16,
@@ -280,16 +299,20 @@ async def check_async(
     client_factory: AsyncClientFactory | None = None, apply: bool = True,
     alert: bool = True, block_on_drift: bool = True,
     alert_transport: Any = None, clock: Callable[[], float] = time.time,
+    alerted_vault_errors: Collection[str] = (),
 ) -> HealthReport:
     """Check deployments concurrently; see the module docstring. ``budget_s`` bounds the
     whole call (checks get 80% of it, alerts the rest); deployments not answered in time
-    are ``not_checked`` and keep their status."""
+    are ``not_checked`` and keep their status. ``alerted_vault_errors``: users whose vault
+    error an earlier run already alerted (the monitor passes them). Raises
+    ``VaultKeyMismatch`` (with ``.report``) when no checked deployment's credentials
+    decrypt."""
 
     config = config or EngineConfig()
     timeout = float(timeout or min(config.http_timeout_s, 10.0))
     if budget_s is not None:
         timeout = min(timeout, max(0.1, budget_s * 0.8 - 0.2))
-    fps = _Fingerprints(as_version_source(graph), config)
+    expect = Expectations(graph, config, store)
     factory = client_factory or _default_async_factory
     report = HealthReport(started_at=clock())
     began = time.monotonic()
@@ -303,7 +326,8 @@ async def check_async(
                                     status_before=user.connection_status,
                                     status_after=user.connection_status)
         async with sem:
-            return await _probe(user, vault=vault, factory=factory, timeout=timeout, fps=fps)
+            return await _probe(user, vault=vault, factory=factory, timeout=timeout,
+                                expect=expect)
 
     tasks = [asyncio.ensure_future(one(u)) for u in selected]
     wait_for = None if budget_s is None else max(0.1, budget_s * 0.8)
@@ -330,28 +354,43 @@ async def check_async(
             if transition:
                 report.transitions.append(transition)
         report.results.append(res)
-    if alert and apply and config.webhook_url and report.transitions:
+    failed = report.vault_errors
+    for r in failed:
+        log.error("health %s: %s (connection status left as %s)", r.user_id, r.reason,
+                  r.status_after)
+    new_vault = [r for r in failed if r.user_id not in set(alerted_vault_errors)]
+    if alert and config.webhook_url and (report.transitions or new_vault):
         remaining = None if budget_s is None else budget_s - (time.monotonic() - began)
-        report.alerts = await _send_alerts(config.webhook_url, report, now,
-                                           remaining, alert_transport)
+        report.alerts = await _send_alerts(config.webhook_url, report, now, remaining,
+                                           alert_transport, new_vault, send_moves=apply)
     report.finished_at = clock()
+    checked = [r for r in report.results if r.state not in ("skipped", "not_checked")]
+    if checked and len(failed) == len(checked):
+        raise _key_mismatch(vault, store, failed, report)
     return report
 
 
-async def _send_alerts(url: str, report: HealthReport, now: float,
-                       budget: float | None, transport: Any) -> list[AlertResult]:
+async def _send_alerts(url: str, report: HealthReport, now: float, budget: float | None,
+                       transport: Any, vault_errors: list[DeploymentHealth],
+                       send_moves: bool = True) -> list[AlertResult]:
     out: list[AlertResult] = []
-    for event in ("unhealthy", "recovered"):
+    batches: list[tuple[str, list[dict[str, Any]]]] = []
+    if vault_errors:  # first: it explains every other symptom of a wrong key
+        batches.append(("vault_error", [
+            {"user_id": r.user_id, "state": r.state, "reason": r.reason,
+             "status": r.status_after} for r in vault_errors]))
+    for event in ("unhealthy", "recovered") if send_moves else ():
         items = [t for t in report.transitions if t["event"] == event]
-        if not items:
-            continue
-        deployments = [{"user_id": t["user_id"], "state": t["state"],
-                        "reason": t["reason"], "status": t["to"]} for t in items]
+        if items:
+            batches.append((event, [{"user_id": t["user_id"], "state": t["state"],
+                                     "reason": t["reason"], "status": t["to"]}
+                                    for t in items]))
+    deadline = None if budget is None else time.monotonic() + budget
+    for event, deployments in batches:
+        remaining = None if deadline is None else deadline - time.monotonic()
         payload = build_alert(event, deployments, report.counts, now)
-        out.append(await send_alert(url, payload, budget_s=budget, transport=transport))
+        out.append(await send_alert(url, payload, budget_s=remaining, transport=transport))
     return out
-
-
 def check(users: Iterable[str] | str | None = "all", **kwargs: Any) -> HealthReport:
     """Synchronous ``check_async`` (for the CLI and scripts)."""
 
@@ -363,17 +402,21 @@ def monitor(interval: float, *, max_runs: int | None = None,
             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
             **kwargs: Any) -> list[HealthReport]:
     """Run ``check`` every ``interval`` seconds (each run bounded by the interval) until
-    ``max_runs`` runs are done (forever when None). Returns the last 100 reports."""
+    ``max_runs`` runs are done (forever when None). Returns the last 100 reports. A run
+    where no credentials decrypt raises ``VaultKeyMismatch`` and ends the monitor."""
 
     if interval <= 0:
         raise ValueError("the monitor interval must be positive")
 
     async def loop() -> list[HealthReport]:
         reports: list[HealthReport] = []
+        alerted: frozenset[str] = frozenset()  # vault errors alert once, not every run
         run = 0
         while max_runs is None or run < max_runs:
             started = time.monotonic()
-            report = await check_async(budget_s=interval, **kwargs)
+            report = await check_async(budget_s=interval, alerted_vault_errors=alerted,
+                                       **kwargs)
+            alerted = frozenset(r.user_id for r in report.vault_errors)
             run += 1
             reports = (reports + [report])[-100:]
             if on_report is not None:

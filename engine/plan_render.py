@@ -19,6 +19,8 @@ def _step_dict(step: Any) -> dict[str, Any]:
         out["schema"] = step.schema.to_convex_json()
     if step.data_step is not None:
         out["data_step"] = step.data_step.to_dict()
+    if step.destructive:
+        out["destructive"] = True
     return out
 
 
@@ -33,6 +35,7 @@ def plan_to_dict(plan: Any) -> dict[str, Any]:
         "deploys": plan.deploys,
         "groups": [list(g) for g in plan.groups],
         "notes": list(plan.notes),
+        "destructive": [s.id for s in plan.destructive_steps],
         "steps": [_step_dict(s) for s in plan.steps],
     }
 
@@ -64,8 +67,14 @@ def render_plan_text(plan: Any) -> str:
         "path: " + " -> ".join(plan.path),
         "",
     ]
+    gone = plan.destructive_steps
+    if gone:
+        why = ("on the way down, allowed explicitly" if plan.direction == "down"
+               else "as the version files consent")
+        lines[-1:-1] = [f"destructive: {len(gone)} step(s) delete data, {why} (marked below)"]
     for i, step in enumerate(plan.steps, 1):
-        lines.append(f"{i:>3}. {_describe(step)}")
+        mark = "  [destructive: deletes data]" if step.destructive else ""
+        lines.append(f"{i:>3}. {_describe(step)}{mark}")
         if step.kind == "run_data_step":
             lines.append(f"       function byodMigrations:{step.data_step.function_name}")
     if len(plan.groups) > 1:

@@ -7,6 +7,11 @@ without data steps is a single ``deploy_target``. Consecutive edges fuse into on
 unless a later edge's step reads a field an earlier edge's step writes: then the plan is
 split there, so the intermediate version is deployed (and every document checked against
 it by Convex) before the dependent step runs; the split is named in ``Plan.notes``.
+
+A data step that deletes data (rows or field values) is marked ``destructive``. Going up,
+the version file's consent allowed it; a down path that deletes data is refused
+(``DestructivePath``) unless the caller passes ``allow_destructive=True``: rolling back
+the version that added a table deletes that table's rows, and nobody consented to that.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, Callable, Iterable, Literal
 
 from .datasteps import DataStep
 from .diff import Diff, diff
-from .errors import DriftDetected, NoPath, UnknownVersion, UnsafeChange
+from .errors import DestructivePath, DriftDetected, NoPath, UnknownVersion, UnsafeChange
 from .graph import VersionGraph
 from .plan_render import fleet_to_dict, plan_to_dict, render_fleet_text, render_plan_text
 from .schema.models import Location, MigrationOp, Schema
@@ -48,7 +53,7 @@ class PlanStep:
     """One step. ``version`` is the version a deploy/verify/record step puts in place
     (for ``deploy_widened`` the name of its bundle); ``schema`` the widened schema;
     ``data_steps`` the mutations a widened bundle carries; ``data_step`` the one a
-    ``run_data_step`` runs."""
+    ``run_data_step`` runs; ``destructive`` whether that step deletes data."""
 
     id: str
     kind: StepKind
@@ -57,6 +62,7 @@ class PlanStep:
     data_step: DataStep | None = None
     data_steps: tuple[DataStep, ...] = ()
     covers: tuple[str, ...] = ()
+    destructive: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,27 @@ class Plan:
     def data_steps(self) -> tuple[DataStep, ...]:
         return tuple(s.data_step for s in self.steps if s.data_step is not None)
 
+    @property
+    def destructive_steps(self) -> tuple[PlanStep, ...]:
+        """The steps that delete rows or field values."""
+
+        return tuple(s for s in self.steps if s.destructive)
+
+    def refuse_destruction(self) -> None:
+        """``DestructivePath`` when this is a down path that deletes data."""
+
+        gone = [_deletes(s.data_step) for s in self.destructive_steps
+                if s.data_step is not None]
+        if self.direction != "down" or not gone:
+            return
+        lines = [f"down path {self.source} -> {self.target} deletes data:"]
+        lines += [f"  - {g}" for g in gone]
+        lines.append("the version files give no consent for deletions on the way down; "
+                     "back the data up, then pass --allow-destructive (byod plan) or "
+                     "allow_destructive=True to plan it anyway")
+        raise DestructivePath("\n".join(lines), deletes=gone,
+                              changes=self.destructive_steps)
+
     def for_deployment(self, deployment: str) -> "Plan":
         return replace(self, deployment=deployment)
 
@@ -97,6 +124,16 @@ class Plan:
 
     def render_text(self) -> str:
         return render_plan_text(self)
+
+
+def _deletes(step: DataStep) -> str:
+    """What a destructive data step deletes, in words."""
+
+    if step.op == "drop_field":
+        return f"the values of {step.table}.{step.params['field']} in every document"
+    if step.op == "delete_rows" and not step.params.get("where"):
+        return f"every row of {step.table}"
+    return step.summary()
 
 
 @dataclass(frozen=True)
@@ -288,6 +325,7 @@ def _expand(graph: VersionGraph, path: list[str], direction: Direction,
     if len(path) == 1:
         return Plan(source=source, target=target, path=tuple(path), direction="none", steps=())
     diffs: list[Diff] = []
+    destroys: set[str] = set()
     blocked: list[str] = []
     irreversible: list[Any] = []
     for a, b in zip(path, path[1:]):
@@ -301,6 +339,8 @@ def _expand(graph: VersionGraph, path: list[str], direction: Direction,
                 d.raise_if_blocked(f"{a} -> {b}")
             except UnsafeChange as exc:
                 blocked.append(str(exc))
+        destroys |= {s.id for c in d.changes if c.classification == "destructive"
+                     for s in c.steps}
         diffs.append(d)
     if irreversible:
         raise UnsafeChange(f"no down path from {source} to {target}:\n" + "\n".join(irreversible))
@@ -323,7 +363,7 @@ def _expand(graph: VersionGraph, path: list[str], direction: Direction,
                 sid = s.id if s.id not in seen else f"{s.id}@{end}"
                 seen.add(sid)
                 steps.append(PlanStep(id=sid, kind="run_data_step", version=end, data_step=s,
-                                      covers=chain))
+                                      covers=chain, destructive=s.id in destroys))
         steps.append(PlanStep(id=f"deploy_target:{end}", kind="deploy_target", version=end,
                               covers=chain))
         steps.append(PlanStep(id=f"verify:{end}", kind="verify", version=end))
@@ -363,10 +403,12 @@ def _chain(graph: VersionGraph, s: str, t: str) -> list[str]:
 
 def plan(graph: VersionGraph, source: str | int, target: str | int, *,
          deployment: str | None = None, fingerprint: str | None = None,
-         expected_fingerprint: Callable[[str], str] | None = None) -> Plan:
+         expected_fingerprint: Callable[[str], str] | None = None,
+         allow_destructive: bool = False) -> Plan:
     """The plan that brings a deployment on ``source`` to ``target`` (ids, numbers or
     ``head``). Raises ``UnknownVersion``, ``MultipleHeads``, ``NoPath``, ``UnsafeChange``
-    (missing hints / consent, or a down path through irreversible changes), and
+    (missing hints / consent, or a down path through irreversible changes),
+    ``DestructivePath`` (a down path that deletes data, unless ``allow_destructive``), and
     ``DriftDetected`` when the deployment's recorded ``fingerprint`` differs from what
     ``expected_fingerprint(source)`` says the version compiles to."""
 
@@ -386,21 +428,28 @@ def plan(graph: VersionGraph, source: str | int, target: str | int, *,
             raise NoPath(s, t, "they are on different branches; plan to a version that "
                          "descends from both (a merge version)")
         cache.plans[(s, t)] = found
+    if not allow_destructive:
+        found.refuse_destruction()
     return found.for_deployment(deployment) if deployment else found
 
 
-def plan_deployment(graph: VersionGraph, source: str, target: str) -> Plan:
-    """``plan`` with the ``(graph, source, target)`` signature the runner's kit expects."""
+def plan_deployment(graph: VersionGraph, source: str, target: str, *,
+                    allow_destructive: bool = False) -> Plan:
+    """``plan`` with the ``(graph, source, target)`` signature the runner's kit expects;
+    destructive down paths stay refused unless bound with ``allow_destructive=True``
+    (e.g. ``functools.partial``)."""
 
-    return plan(graph, source, target)
+    return plan(graph, source, target, allow_destructive=allow_destructive)
 
 
 def plan_fleet(graph: VersionGraph, deployments: Iterable[tuple[Any, ...]],
                target: str | int, *,
-               expected_fingerprint: Callable[[str], str] | None = None) -> FleetPlan:
+               expected_fingerprint: Callable[[str], str] | None = None,
+               allow_destructive: bool = False) -> FleetPlan:
     """Plan every ``(deployment, version[, fingerprint])`` once per source version.
 
-    Errors are per group (an unknown version or a blocked path does not stop the rest);
+    Errors are per group (an unknown version, a blocked path or a down path that deletes
+    data without ``allow_destructive`` does not stop the rest);
     deployments whose fingerprint differs from their version's are listed as drifted and
     not planned."""
 
@@ -438,7 +487,7 @@ def plan_fleet(graph: VersionGraph, deployments: Iterable[tuple[Any, ...]],
     members = {k: v for k, v in members.items() if v}
     for vid in list(members):
         try:
-            plans[vid] = plan(graph, vid, t)
+            plans[vid] = plan(graph, vid, t, allow_destructive=allow_destructive)
         except (NoPath, UnsafeChange) as exc:
             errors[vid] = {"error": type(exc).__name__, "message": str(exc),
                            "deployments": len(members[vid])}

@@ -20,7 +20,8 @@ Order of business for one deployment:
 
 The core is async (many deployments run concurrently in one rollout): function calls go
 through an async client when one is given, sync adapters run in worker threads, and CLI
-deploys are bounded by a shared semaphore sized to the CPU count.
+deploys are bounded by a shared semaphore sized to the CPU count (pushes of captured
+requests, ``cpu_bound = False``, are not: they wait on the network, not the CPU).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``byod check``: load every version file, run the validation rules, report.
 
 One line per problem (``Problem.render()``), then a summary line. Exit 1 when any error
-was found (or any warning with ``--strict``); warnings alone pass.
+was found (or any warning with ``--strict``, and the summary then says so); warnings alone
+pass. The rules include planning every edge of the graph (BYOD-E164).
 """
 
 from __future__ import annotations
@@ -48,12 +49,18 @@ def _deep(versions: list[SchemaVersion], config: EngineConfig) -> list[Problem]:
     return list(result or [])
 
 
-def _summary(problems: list[Problem], versions: int) -> str:
+def _summary(problems: list[Problem], versions: int, strict: bool = False) -> str:
+    """The last line; it says ``failed`` whenever the exit code is 1, and why when only
+    ``--strict`` warnings caused it."""
+
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
-    state = "failed" if errors else "ok"
-    return (f"check {state}: {versions} version(s), {errors} error(s), "
+    state = "failed" if errors or (strict and warnings) else "ok"
+    line = (f"check {state}: {versions} version(s), {errors} error(s), "
             f"{warnings} warning(s)")
+    if strict and warnings and not errors:
+        line += " (--strict: warnings fail the check)"
+    return line
 
 
 @click.command("check")
@@ -88,7 +95,7 @@ def check(versions_dir: Path | None, as_json: bool, deep: bool, strict: bool) ->
     else:
         for p in problems:
             click.echo(p.render())
-        click.echo(_summary(problems, len(versions)))
+        click.echo(_summary(problems, len(versions), strict))
     if failed:
         click.get_current_context().exit(1)
 

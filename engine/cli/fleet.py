@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -121,6 +122,29 @@ def _describe(user: UserConfig) -> str:
     return line
 
 
+def _version(config: EngineConfig, ref: str) -> Any:
+    """The version ``ref`` names (``head`` by default), from the configured directory."""
+
+    from ..graph import VersionGraph
+    from ..schema.loader import load_versions
+
+    return VersionGraph(load_versions(config.versions_dir, config)).resolve(ref)
+
+
+def _local_credentials(data_dir: Path, name: str) -> tuple[str, str]:
+    """URL and admin key of one deployment of a running local fleet (never printed)."""
+
+    from ..local.launcher import LocalFleet
+
+    fleet = LocalFleet.attach(data_dir)
+    names = [d.name for d in fleet.deployments]
+    if name not in names:
+        raise click.BadParameter(f"no local deployment {name!r}; running: {', '.join(names)}",
+                                 param_hint="--local")
+    deployment = fleet.deployment(name)
+    return deployment.url, deployment.admin_key
+
+
 @click.command("connect")
 @click.option("--user", "user_id", required=True, help="The app's user id.")
 @click.option("--url", default=None, help="The deployment URL (https://…).")
@@ -128,17 +152,30 @@ def _describe(user: UserConfig) -> str:
 @click.option("--allow-insecure-local", is_flag=True,
               help="Allow plain http to a loopback deployment (local testing only).")
 @click.option("--retry", is_flag=True, help="Retry from the credentials saved earlier.")
+@click.option("--local", "local_name", default=None, metavar="NAME",
+              help="Connect to the local deployment NAME of `byod local up` (its URL and key "
+                   "are read from the fleet's files; implies --allow-insecure-local).")
+@click.option("--local-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".byod/local"), show_default=True,
+              help="Data directory of the local fleet, with --local.")
+@click.option("--version", "version_ref", default="head", show_default=True,
+              help="The version to deploy when connecting (an id, a number or `head`).")
 @_json_option
 def connect(user_id: str, url: str | None, key_stdin: bool, allow_insecure_local: bool,
-            retry: bool, as_json: bool) -> None:
+            retry: bool, local_name: str | None, local_dir: Path, version_ref: str,
+            as_json: bool) -> None:
     """Connect a user's own Convex deployment: validate, test, save, deploy head, record."""
 
     if retry:
-        if url or key_stdin:
+        if url or key_stdin or local_name:
             raise click.UsageError("--retry uses the saved credentials; drop --url/--key-stdin")
+    elif local_name:
+        if url or key_stdin:
+            raise click.UsageError("--local takes the URL and key from the local fleet; "
+                                   "drop --url/--key-stdin")
     elif not url or not key_stdin:
         raise click.UsageError("give --url and --key-stdin (the key is read from stdin, "
-                               "never from the command line), or --retry")
+                               "never from the command line), --local NAME, or --retry")
     config, store = _context()
     vault = Vault.from_env()
     with store:
@@ -146,9 +183,14 @@ def connect(user_id: str, url: str | None, key_stdin: bool, allow_insecure_local
             user = connect_mod.retry_connect(user_id, store=store, vault=vault, config=config,
                                              on_stage=_progress(as_json))
         else:
-            key = _read_key()
+            if local_name:
+                url, key = _local_credentials(local_dir, local_name)
+                allow_insecure_local = True
+            else:
+                key = _read_key()
             user = connect_mod.connect(user_id, url or "", key, store=store, vault=vault,
-                                       config=config, allow_insecure_local=allow_insecure_local,
+                                       config=config, versions=_version(config, version_ref),
+                                       allow_insecure_local=allow_insecure_local,
                                        on_stage=_progress(as_json))
     if as_json:
         _dump(user.public_dict())

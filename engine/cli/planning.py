@@ -56,16 +56,23 @@ def diff_versions(graph: VersionGraph, a: str, b: str) -> tuple[str, str, Diff, 
 @_VERSIONS
 @_JSON
 def diff_cmd(a: str, b: str, versions_dir: Path | None, as_json: bool) -> None:
-    """Classified changes from version A to version B (user-deployed tables)."""
+    """Classified changes from version A to version B (user-deployed tables). Exits 1 when
+    a change blocks planning (a missing hint or consent, or an impossible change)."""
 
     src, dst, d, how = diff_versions(_graph(versions_dir), a, b)
+    blocked = len(d.blocking)
     if as_json:
         click.echo(json.dumps({"source": src, "target": dst, "hints": how, **d.to_dict()},
                               indent=2, default=str))
-        return
-    click.echo(f"diff {src} -> {dst} ({how})")
-    click.echo("")
-    click.echo(d.render_text())
+    else:
+        click.echo(f"diff {src} -> {dst} ({how})")
+        click.echo("")
+        click.echo(d.render_text())
+        if blocked:
+            click.echo(f"diff blocked: {blocked} change(s) need a hint or consent (or are "
+                       f"impossible); `byod plan` refuses {src} -> {dst} as it stands")
+    if blocked:
+        click.get_current_context().exit(1)
 
 
 def _read_fleet(path: Path) -> list[tuple[Any, ...]]:
@@ -88,15 +95,18 @@ def _read_fleet(path: Path) -> list[tuple[Any, ...]]:
 @click.option("--to", "target", default="head", show_default=True, help="Target version.")
 @click.option("--fleet", "fleet_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="JSON list of {deployment, version}: plan each source once.")
+@click.option("--allow-destructive", is_flag=True,
+              help="Plan a down path even though its steps delete data (rows, fields).")
 @_VERSIONS
 @_JSON
-def plan_cmd(source: str | None, target: str, fleet_file: Path | None,
+def plan_cmd(source: str | None, target: str, fleet_file: Path | None, allow_destructive: bool,
              versions_dir: Path | None, as_json: bool) -> None:
     """The steps that bring a deployment (or a fleet) from one version to another."""
 
     graph = _graph(versions_dir)
     if fleet_file is not None:
-        fleet = plan_fleet(graph, _read_fleet(fleet_file), target)
+        fleet = plan_fleet(graph, _read_fleet(fleet_file), target,
+                           allow_destructive=allow_destructive)
         click.echo(json.dumps(fleet.to_dict(), indent=2, default=str) if as_json
                    else fleet.render_text())
         if fleet.errors or fleet.drifted:
@@ -104,7 +114,7 @@ def plan_cmd(source: str | None, target: str, fleet_file: Path | None,
         return
     if source is None:
         raise click.UsageError("give --from VERSION (or --fleet FILE)")
-    p = plan(graph, source, target)
+    p = plan(graph, source, target, allow_destructive=allow_destructive)
     click.echo(json.dumps(p.to_dict(), indent=2, default=str) if as_json else p.render_text())
 
 
@@ -173,14 +183,25 @@ def _registry_counts(path: Path) -> dict[str, int]:
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
               show_default=True)
 @click.option("--registry", "registry", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="Show how many deployments sit on each version.")
+              default=None, help="Show how many deployments sit on each version "
+              "(default: the configured registry, when that file exists).")
+@click.option("--no-registry", is_flag=True, help="Do not read any registry.")
 @_VERSIONS
 @_JSON
-def graph_cmd(fmt: str, registry: Path | None, versions_dir: Path | None, as_json: bool) -> None:
+def graph_cmd(fmt: str, registry: Path | None, no_registry: bool, versions_dir: Path | None,
+              as_json: bool) -> None:
     """The version graph (Mermaid or DOT), heads marked."""
 
+    if registry is not None and no_registry:
+        raise click.UsageError("--registry and --no-registry exclude each other")
     graph = _graph(versions_dir)
-    counts = _registry_counts(registry) if registry is not None else None
+    counts = None
+    if registry is not None:
+        counts = _registry_counts(registry)
+    elif not no_registry:
+        configured = Path(load_config().registry_path)
+        if configured.is_file():
+            counts = _registry_counts(configured)
     if as_json:
         click.echo(json.dumps({
             "versions": [{"id": v, "parents": graph.parents(v), "head": v in graph.heads(),

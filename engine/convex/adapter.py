@@ -2,6 +2,7 @@
 
 A ``DeployAdapter`` deploys a compiled bundle, runs a function, and reads the deployed
 version. Implementations: ``cli.CliDeployAdapter`` (the real ``npx convex deploy``),
+``push.PushDeployAdapter`` (replays the push request the CLI built once per bundle),
 ``http.ConvexHttpClient`` (functions over the HTTP API), ``archive.ArchiveAdapter`` (writes
 the bundle for a person to deploy by hand). The runner, health checks, routing and the
 disconnect flow depend only on this protocol, so tests can substitute any of them.

@@ -29,10 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterable
 
-import brotli
+import brotli  # type: ignore[import-untyped]
 
 from ..errors import DeploymentError, PushCaptureFailed
 from .adapter import DeploymentTarget
+from .cli import CliDeployAdapter
 from .toolchain import Toolchain
 
 __all__ = ["CAPTURE_FORMAT", "PayloadCache", "PushPayload", "capture_push"]
@@ -249,8 +250,6 @@ def capture_push(bundle: Any, *, toolchain: Toolchain | None = None,
                  timeout: float = 300.0) -> PushPayload:
     """Run the real ``convex deploy`` for ``bundle`` against a capture server and return
     the ``start_push`` request it sent, without its key. Raises ``PushCaptureFailed``."""
-
-    from .cli import CliDeployAdapter  # cli imports nothing from here; kept lazy anyway
 
     toolchain = toolchain or Toolchain.find()
     convex_version = _convex_version(toolchain)

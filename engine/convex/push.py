@@ -27,7 +27,7 @@ import time
 from typing import Any, Mapping, Union
 from urllib.parse import urlsplit
 
-import brotli
+import brotli  # type: ignore[import-untyped]
 
 from ..errors import (
     DeployFailed,

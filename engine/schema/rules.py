@@ -1,7 +1,8 @@
 """Validation rules: every Convex deploy-time rule that can be checked offline, plus the
 project's own rules (user tables never reference main tables, reference fields are
 indexed, the version graph is sound). Pure: versions in, ``Problem`` list out. Rules that
-span versions (graph, hints, consent) live in ``history_rules``.
+span versions (graph, hints, consent) live in ``history_rules``; planning every edge lives
+in ``edge_rules``.
 
 Codes are stable and documented in ``docs/lint-codes.md`` ("Validation codes"); limits
 come from Convex's source and docs (see the reference notes on Convex facts).
@@ -17,6 +18,7 @@ from typing import Any, Iterable, Sequence
 from ..config import EngineConfig
 from ..errors import Problem
 from .engine_tables import ENGINE_TABLE_NAMES
+from .edge_rules import check_edges
 from .history_rules import VersionContext, check_graph, check_hints
 from .models import (
     AnyV,
@@ -389,6 +391,7 @@ def check_versions(versions: Iterable[SchemaVersion],
         for t in v.schema.tables.values():
             _check_table(ctx, t)
         check_hints(ctx, [by_id[p] for p in v.parents if p in by_id and p != v.id])
+    check_edges(versions, config, out)  # after the hint rules: it skips malformed hints
     return sorted(out, key=lambda p: (p.file, p.line or 0, p.location, p.code))
 
 

@@ -72,14 +72,15 @@ def test_fingerprint_mismatch_names_what_differs(fleet: Fleet) -> None:
     assert any(d.startswith("fingerprint: version v1 compiles to") for d in res.drift)
 
 
-def test_widened_schema_mid_rollout_is_not_drift(fleet: Fleet) -> None:
+def test_widened_bundle_of_unknown_origin_is_drift(fleet: Fleet) -> None:
+    # A bundle calling itself widened that no plan of this engine builds: real drift,
+    # whatever the registry's deployment status says (see test_health_states for the rest).
     dep = add(fleet, "u")
     dep.kind, dep.version, dep.fingerprint = "widen", "v2", "w" * 64
     fleet.store.set_deployment("u", status="deploying")
-    assert run(fleet).result("u").state == "healthy"
-    fleet.store.set_deployment("u", status="failed")
     res = run(fleet).result("u")
-    assert res.state == "drifted" and "unfinished rollout" in res.reason
+    assert res.state == "drifted" and "widened bundle v2" in res.reason
+    assert fleet.store.get_user("u").connection_status == "error"
 
 
 def test_pending_and_disconnected_are_never_touched(fleet: Fleet) -> None:

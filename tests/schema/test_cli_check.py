@@ -69,7 +69,34 @@ def test_warnings_pass_unless_strict(write, tmp_path: Path) -> None:
     result = invoke(tmp_path, "--versions", str(tmp_path))
     assert result.exit_code == 0
     assert "warning [BYOD-W140]" in result.output
-    assert invoke(tmp_path, "--versions", str(tmp_path), "--strict").exit_code == 1
+    assert result.output.splitlines()[-1] == "check ok: 1 version(s), 0 error(s), 1 warning(s)"
+    strict = invoke(tmp_path, "--versions", str(tmp_path), "--strict")
+    assert strict.exit_code == 1
+    # the summary agrees with the exit code and says why
+    assert strict.output.splitlines()[-1] == ("check failed: 1 version(s), 0 error(s), "
+                                              "1 warning(s) (--strict: warnings fail the check)")
+    assert json.loads(invoke(tmp_path, "--versions", str(tmp_path), "--strict",
+                             "--json").output)["ok"] is False
+
+
+def test_strict_without_warnings_passes(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", GOOD)
+    result = invoke(tmp_path, "--versions", str(tmp_path), "--strict")
+    assert result.exit_code == 0
+    assert result.output.strip() == "check ok: 1 version(s), 0 error(s), 0 warning(s)"
+
+
+def test_an_edge_that_cannot_be_planned_fails_the_check(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", GOOD.replace("{userId: string, parent: id(notes)}",
+                                      "{userId: string, parent: id(notes), 'color?': string}"))
+    child = write("0002_b.yaml", GOOD.replace("parents: []", "parents: [0001_a]"))
+    result = invoke(tmp_path, "--versions", str(tmp_path))
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == "check failed: 2 version(s), 1 error(s), 0 warning(s)"
+    assert lines[0].startswith(f"{child}:3: error [BYOD-E164]: tables.notes: edge 0001_a -> "
+                               "0002_b cannot be planned: [BYOD-D203] notes.color")
+    assert "(hint: add 'notes.color' to consent.drop_fields)" in lines[0]
 
 
 def test_broken_files_one_line_each(write, tmp_path: Path) -> None:

@@ -276,17 +276,19 @@ def test_reference_draft_of_messages_is_rejected(write, problems_of, tmp_path: P
 # ---------------------------------------------------------------------------------------
 
 V1 = version(table("fields: {a: string, old: string}"))
+DROP_OLD = "consent: {drop_fields: [t.old]}\n"
 
 
 @pytest.mark.parametrize(
     ("hints", "code"),
     [
         ("migrations:\n  - {op: rename, table: t, from: old, to: a}\n", None),
-        ("migrations:\n  - {op: backfill, table: t, field: a, value: x}\n", None),
-        ("migrations:\n  - {op: convert, table: t, field: a, code: 'return String(value)'}\n",
-         None),
+        # (version 2 drops `old`: every edge must plan, so those hints come with its consent)
+        ("migrations:\n  - {op: backfill, table: t, field: a, value: x}\n" + DROP_OLD, None),
+        ("migrations:\n  - {op: convert, table: t, field: a, code: 'return String(value)'}\n"
+         + DROP_OLD, None),
         ("migrations:\n  - {op: delete_rows, table: t, where: {a: x}}\n"
-         "consent: {delete_rows: [t]}\n", None),
+         "consent: {delete_rows: [t], drop_fields: [t.old]}\n", None),
         ("consent: {drop_fields: [t.old], drop_tables: [t]}\n", None),
         ("migrations:\n  - {op: backfill, table: nope, field: a, value: 1}\n", "BYOD-E160"),
         ("migrations:\n  - {op: backfill, table: t, field: nope, value: 1}\n", "BYOD-E161"),
