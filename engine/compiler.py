@@ -106,6 +106,18 @@ class Bundle:
     def tables(self) -> list[str]:
         return list(self.manifest["tables"])
 
+    @property
+    def content_key(self) -> str:
+        """sha256 over every file, the version marker included. Two bundles can share a
+        fingerprint (same behaviour) yet answer different versions (e.g. the widened
+        bundles of 0001→0006 and 0002→0006), so anything that caches what is *pushed*
+        keys on this, not on the fingerprint."""
+
+        digest = hashlib.sha256()
+        for path, text in sorted(self.files.items()):
+            digest.update(path.encode() + b"\0" + text.encode() + b"\0")
+        return digest.hexdigest()
+
 
 def templates_dir() -> Path:
     """``templates/`` at the repository root, beside the ``engine`` package."""

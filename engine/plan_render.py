@@ -116,8 +116,9 @@ def render_fleet_text(fleet: Any) -> str:
             lines.append(f"  {vid}: {len(deps)} deployment(s) -> {what}")
         else:
             err = fleet.errors.get(vid, {})
-            lines.append(f"  {vid}: {len(deps)} deployment(s) -> cannot plan: "
-                         f"{err.get('message', 'unknown error').splitlines()[0]}")
+            first, *rest = err.get("message", "unknown error").splitlines() or ["?"]
+            lines.append(f"  {vid}: {len(deps)} deployment(s) -> cannot plan: {first}")
+            lines += [f"      {line.rstrip()}" for line in rest]
     if fleet.drifted:
         lines.append("")
         lines.append(f"{len(fleet.drifted)} drifted deployment(s) (not planned):")

@@ -294,7 +294,7 @@ def capture_push(bundle: Any, *, toolchain: Toolchain | None = None,
 # -- the cache ------------------------------------------------------------------------------
 
 class PayloadCache:
-    """Push payloads by bundle fingerprint + Convex version: memory, then ``directory``
+    """Push payloads by bundle content (``Bundle.content_key``) + Convex version: memory, then ``directory``
     (optional), then one real capture. Thread-safe; a bundle is captured at most once at a
     time, and captures are bounded by ``capture_slots`` (they are CPU-bound)."""
 
@@ -324,7 +324,7 @@ class PayloadCache:
         return self._convex_version
 
     def key(self, bundle: Any) -> str:
-        text = f"{bundle.fingerprint}\0{self.convex_version}"
+        text = f"{bundle.content_key}\0{self.convex_version}"
         return hashlib.sha256(text.encode()).hexdigest()[:40]
 
     def peek(self, bundle: Any) -> PushPayload | None:
@@ -364,11 +364,11 @@ class PayloadCache:
     def prepare(self, bundles: Iterable[Any], *, workers: int | None = None,
                 strict: bool = True) -> list[PushPayload]:
         """Capture every distinct bundle not yet known, concurrently up to the capture
-        slots; returns the payloads in the order of the distinct fingerprints. With
+        slots; returns the payloads in the order of the distinct bundles. With
         ``strict=False`` a bundle that cannot be captured is logged and left out (its
         deployments then fail on their own, with the typed error)."""
 
-        distinct = list({b.fingerprint: b for b in bundles}.values())
+        distinct = list({b.content_key: b for b in bundles}.values())
         if not distinct:
             return []
 
@@ -397,8 +397,8 @@ class PayloadCache:
             log.warning("ignoring the unreadable cached push payload %s (%s)", path.name,
                         type(exc).__name__)
             return None
-        if (payload.fingerprint, payload.convex_version) != (bundle.fingerprint,
-                                                             self.convex_version):
+        if (payload.fingerprint, payload.version_id, payload.kind, payload.convex_version) != (
+                bundle.fingerprint, bundle.version_id, str(bundle.kind), self.convex_version):
             log.warning("ignoring the cached push payload %s: it belongs to another bundle",
                         path.name)
             return None

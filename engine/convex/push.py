@@ -127,7 +127,8 @@ class _PushCore:
         return found
 
     def check_payload(self, payload: PushPayload, bundle: Any) -> None:
-        if payload.fingerprint != bundle.fingerprint:
+        if (payload.fingerprint, payload.version_id, payload.kind) != (
+                bundle.fingerprint, bundle.version_id, str(bundle.kind)):
             raise DeployFailed(
                 f"the captured push request is for {payload.version_id} "
                 f"({payload.fingerprint[:12]}), not {bundle.version_id} "

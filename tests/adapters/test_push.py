@@ -196,6 +196,37 @@ def test_missing_or_mismatched_payload_is_refused_before_any_request() -> None:
     assert script.calls == []
 
 
+def test_same_fingerprint_other_version_is_refused() -> None:
+    """Widened bundles of different paths can share a fingerprint yet answer different
+    versions; a payload captured for one must never be pushed for the other."""
+
+    script = Scripted({})
+    http = ConvexHttpClient(_target(), transport=httpx.MockTransport(script))
+    adapter = PushDeployAdapter(_target(), payloads={"f" * 64: _payload()}, http_client=http)
+
+    class Other(_Bundle):
+        version_id = "0002_y"
+
+    with pytest.raises(DeployFailed, match="is for 0001_x"):
+        adapter.deploy(Other())
+    assert script.calls == []
+
+
+def test_cache_keys_on_the_whole_content(tmp_path: Path) -> None:
+    from engine.compiler import compile_bundle
+    from engine.schema.models import FieldDef, Schema, StringV, Table
+
+    schema = Schema(tables={"t": Table(name="t", fields={"a": FieldDef(type=StringV())})})
+    one = compile_bundle(schema, version_id="0001_a__0003_c__widen", kind="widen",
+                         config=EngineConfig())
+    two = compile_bundle(schema, version_id="0002_b__0003_c__widen", kind="widen",
+                         config=EngineConfig())
+    assert one.fingerprint == two.fingerprint
+    cache = PayloadCache(tmp_path)
+    cache._convex_version = "1.48.0"
+    assert cache.key(one) != cache.key(two)
+
+
 def test_payload_never_holds_a_key() -> None:
     with pytest.raises(ValueError):
         PushPayload(version_id="v", kind="version", fingerprint="f", convex_version="1",

@@ -51,3 +51,34 @@ def test_faults_transitions_and_alerts_on_real_deployments(tmp_path: Path) -> No
                 assert "127.0.0.1" not in text
     finally:
         env.fleet.stop()
+
+
+def test_a_deployment_left_on_a_widened_bundle_is_migrating(tmp_path: Path) -> None:
+    from engine.connect import default_adapter_factory, test_connection
+    from engine.plankit import PlanKit
+
+    env = start(tmp_path, 1, with_main=False)
+    try:
+        connect_all(env, "0001_initial")
+        kit = PlanKit(env.graph, env.config)
+        plan = kit.plan("0001_initial", "0004_task_priorities")
+        step = next(s for s in plan.steps if s.kind == "deploy_widened")
+        bundle = kit.step_bundle(plan, step)
+        adapter = default_adapter_factory(env.config)(env.vault.target_for(env.store.get_user("u1")))
+        try:
+            adapter.deploy(bundle)  # a rollout's first step, then it stopped
+            assert adapter.read_version().kind == "widen"
+        finally:
+            adapter.close()
+        report = check("all", store=env.store, vault=env.vault, config=env.config,
+                       graph=env.graph, timeout=5.0)
+        res = report.result("u1")
+        assert res.state == "migrating" and report.ok, res.reason
+        assert "bridging 0001_initial -> 0004_task_priorities" in res.reason
+        assert env.store.get_user("u1").connection_status == "connected"
+        result = test_connection("u1", store=env.store, vault=env.vault, config=env.config,
+                                 versions=env.graph)
+        assert result.ok and result.state == "migrating"
+        assert env.store.get_user("u1").connection_status == "connected"
+    finally:
+        env.fleet.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from ops_fakes import ADMIN_KEY_SECRET, Fleet, table, version
+from ops_fakes import ADMIN_KEY_SECRET, FakeDeployment, Fleet, table, version
 
 from engine import connect as conn
 from engine.cli.main import cli
@@ -220,11 +220,14 @@ def test_real_drift_stays_drift_after_a_config_change(fleet: Fleet) -> None:
 def test_stale_needs_the_registry_record(fleet: Fleet) -> None:
     # Nothing recorded to compare with: a fingerprint the version does not compile to is
     # drift, as before.
-    add(fleet, "u")
-    fleet.store.set_deployment("u", status="deployed")
-    with fleet.store._write() as db:  # noqa: SLF001 - simulate a row without a fingerprint
-        db.execute("UPDATE users SET schema_fingerprint = NULL WHERE user_id = 'u'")
-    assert run(fleet, config=CHANGED).result("u").state == "drifted"
+    dep = FakeDeployment("dep-u", version="w1", fingerprint=FP1)
+    fleet.deployments[dep.url] = dep
+    url_ct, key_ct = fleet.vault.encrypt_credentials("u", dep.url, dep.key)
+    fleet.store.upsert_credentials("u", url_ct=url_ct, key_ct=key_ct)
+    fleet.store.set_deployment("u", status="deployed", version="w1")  # no fingerprint
+    fleet.store.set_connection_status("u", "connected")
+    res = run(fleet, config=CHANGED).result("u")
+    assert res.state == "drifted" and "compiles to" in res.reason
 
 
 # -- 4. test-connection classifies like health --------------------------------------------------

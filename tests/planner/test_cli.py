@@ -57,3 +57,84 @@ def test_graph_formats(versions_dir: Path) -> None:
 
     text = render_graph(VersionGraph(load_versions(versions_dir)), counts={"0003_content_package": 7})
     assert "7 deployment(s)" in text
+
+
+def test_plan_refuses_a_destructive_down_path_unless_allowed(versions_dir: Path) -> None:
+    result = CliRunner().invoke(cli, ["plan", "--from", "2", "--to", "1",
+                                      "--versions", str(versions_dir)])
+    assert result.exit_code == 1
+    assert "down path 0002_tags -> 0001_initial deletes data" in result.output
+    assert "every row of conversationTags" in result.output
+    assert "--allow-destructive" in result.output and "Traceback" not in result.output
+    code, out = run("plan", "--from", "2", "--to", "1", "--allow-destructive",
+                    "--versions", str(versions_dir))
+    assert code == 0 and out.count("[destructive: deletes data]") == 4
+    code, out = run("plan", "--from", "2", "--to", "1", "--allow-destructive", "--json",
+                    "--versions", str(versions_dir))
+    data = json.loads(out)
+    assert len(data["destructive"]) == 4
+    assert all(s["data_step"]["op"] == "delete_rows" for s in data["steps"]
+               if s.get("destructive"))
+
+
+def _without_backfill(versions_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    work = tmp_path / "versions"
+    shutil.copytree(versions_dir, work)
+    v4 = work / "0004_task_priorities.yaml"
+    text = v4.read_text()
+    start = text.index("  - op: backfill\n    table: tasks\n    field: priority\n")
+    v4.write_text(text[:start] + text[text.index("  - op:", start + 1):])
+    return work
+
+
+def test_diff_exits_1_when_a_change_blocks(versions_dir: Path, tmp_path: Path) -> None:
+    work = _without_backfill(versions_dir, tmp_path)
+    code, out = run("diff", "3", "4", "--versions", str(work))
+    assert code == 1
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("diff blocked: 1 change(s) need a hint or consent")
+    assert "0003_content_package -> 0004_task_priorities" in last
+    code, out = run("diff", "3", "4", "--json", "--versions", str(work))
+    assert code == 1 and json.loads(out)["blocking"] == 1
+    code, out = run("diff", "3", "4", "--versions", str(versions_dir))
+    assert code == 0 and "diff blocked" not in out
+
+
+def _registry(path: Path, versions: dict[str, str]) -> None:
+    from engine.registry.sqlite import open_store
+
+    store = open_store(path)
+    try:
+        for user, version in versions.items():
+            store.upsert_credentials(user, url_ct="ct", key_ct="ct")
+            store.set_deployment(user, version=version)
+    finally:
+        store.close()
+
+
+def test_graph_reads_the_configured_registry_by_default(
+        versions_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    configured = tmp_path / "registry.sqlite3"
+    monkeypatch.setenv("BYOD_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("BYOD_REGISTRY", str(configured))
+    code, out = run("graph", "--versions", str(versions_dir))
+    assert code == 0 and "deployment(s)" not in out  # no registry file yet: plain graph
+    _registry(configured, {"u1": "0003_content_package", "u2": "0003_content_package",
+                           "u3": "0006_merge"})
+    code, out = run("graph", "--versions", str(versions_dir))
+    assert code == 0 and "2 deployment(s)" in out and "1 deployment(s)" in out
+    code, out = run("graph", "--json", "--versions", str(versions_dir))
+    counts = {v["id"]: v["deployments"] for v in json.loads(out)["versions"]}
+    assert counts["0003_content_package"] == 2 and counts["0001_initial"] == 0
+    code, out = run("graph", "--no-registry", "--versions", str(versions_dir))
+    assert code == 0 and "deployment(s)" not in out
+    other = tmp_path / "other.sqlite3"
+    _registry(other, {"u9": "0001_initial"})
+    code, out = run("graph", "--registry", str(other), "--json", "--versions", str(versions_dir))
+    counts = {v["id"]: v["deployments"] for v in json.loads(out)["versions"]}
+    assert counts["0001_initial"] == 1 and counts["0003_content_package"] == 0
+    result = CliRunner().invoke(cli, ["graph", "--registry", str(other), "--no-registry",
+                                      "--versions", str(versions_dir)])
+    assert result.exit_code == 2 and "exclude each other" in result.output

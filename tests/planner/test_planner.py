@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import DriftDetected, MultipleHeads, NoPath, UnknownVersion, UnsafeChange
+from engine.errors import (
+    DestructivePath, DriftDetected, MultipleHeads, NoPath, UnknownVersion, UnsafeChange,
+)
 from engine.graph import VersionGraph
-from engine.planner import plan, plan_fleet
+from engine.planner import plan, plan_deployment, plan_fleet
 from engine.schema.loader import load_versions
 from engine.schema.models import (
     Consent, FieldDef, Float64V, MigrationOp, Schema, SchemaVersion, StringV, Table,
@@ -152,3 +154,79 @@ def test_fleet_groups_by_source(shipped: VersionGraph) -> None:
     assert fleet.plan_for("u2", "0004_task_priorities").deployment == "u2"
     assert "5 source version(s)" in fleet.render_text()
     json.dumps(fleet.to_dict())
+
+
+# ---------------------------------------------------------------------------------------
+# Down paths that delete data
+# ---------------------------------------------------------------------------------------
+
+TAG_TABLES = ("taskTags", "noteTags", "conversationTags", "tags")
+
+
+def test_down_path_that_deletes_data_is_refused(shipped: VersionGraph) -> None:
+    with pytest.raises(DestructivePath) as exc:
+        plan(shipped, 2, 1)
+    err = exc.value
+    assert isinstance(err, UnsafeChange)  # callers that catch refusals catch this one too
+    assert sorted(err.deletes) == sorted(f"every row of {t}" for t in TAG_TABLES)
+    text = str(err)
+    assert text.startswith("down path 0002_tags -> 0001_initial deletes data:")
+    assert all(f"  - every row of {t}" in text for t in TAG_TABLES)
+    assert "--allow-destructive" in text and "allow_destructive=True" in text
+    # the default of the runner's entry point stays safe; it can be opted into
+    with pytest.raises(DestructivePath):
+        plan_deployment(shipped, "0002_tags", "0001_initial")
+    assert plan_deployment(shipped, "0002_tags", "0001_initial",
+                           allow_destructive=True).direction == "down"
+
+
+def test_allowed_down_path_marks_its_destructive_steps(shipped: VersionGraph) -> None:
+    p = plan(shipped, 2, 1, allow_destructive=True)
+    marked = p.destructive_steps
+    assert {s.data_step.table for s in marked} == set(TAG_TABLES)
+    assert all(s.kind == "run_data_step" and s.data_step.op == "delete_rows" for s in marked)
+    assert not any(s.destructive for s in p.steps if s.kind != "run_data_step")
+    data = p.to_dict()
+    assert data["destructive"] == [s.id for s in marked]
+    assert [s["id"] for s in data["steps"] if s.get("destructive")] == data["destructive"]
+    text = p.render_text()
+    assert "destructive: 4 step(s) delete data, on the way down" in text
+    assert text.count("[destructive: deletes data]") == 4
+    # the refusal does not depend on what was planned (and cached) before
+    with pytest.raises(DestructivePath):
+        plan(shipped, 2, 1)
+
+
+def test_down_path_dropping_an_added_field_is_destructive() -> None:
+    g = VersionGraph([version("0001_a", (), {"x": S}),
+                      version("0002_b", ("0001_a",), {"x": S, "y": FieldDef(type=StringV(),
+                                                                           optional=True)})])
+    with pytest.raises(DestructivePath) as exc:
+        plan(g, 2, 1)
+    assert exc.value.deletes == ["the values of t.y in every document"]
+    p = plan(g, 2, 1, allow_destructive=True)
+    assert [s.data_step.op for s in p.destructive_steps] == ["drop_field"]
+
+
+def test_reversible_down_path_needs_no_flag() -> None:
+    p = plan(chain(3, dependent=True), 3, 1)  # renames back: nothing is deleted
+    assert p.direction == "down" and p.destructive_steps == ()
+    assert p.to_dict()["destructive"] == [] and "destructive" not in p.render_text()
+
+
+def test_consented_deletions_going_up_are_marked_not_refused(shipped: VersionGraph) -> None:
+    p = plan(shipped, 3, 4)
+    assert {(s.data_step.op, s.data_step.table) for s in p.destructive_steps} == {
+        ("delete_rows", "ttsCache"), ("drop_field", "conversations")}
+    assert "as the version files consent" in p.render_text()
+
+
+def test_fleet_refuses_destructive_groups_unless_allowed(shipped: VersionGraph) -> None:
+    deps = [("u1", 2), ("u2", 2), ("u3", 1)]
+    fleet = plan_fleet(shipped, deps, 1)
+    assert fleet.errors["0002_tags"]["error"] == "DestructivePath"
+    assert fleet.errors["0002_tags"]["deployments"] == 2
+    assert "0001_initial" in fleet.plans  # the other group is planned
+    assert "every row of tags" in fleet.render_text()
+    allowed = plan_fleet(shipped, deps, 1, allow_destructive=True)
+    assert not allowed.errors and len(allowed.plans["0002_tags"].destructive_steps) == 4

@@ -121,7 +121,8 @@ def test_malformed_hints_are_reported_once_not_planned(write, problems_of) -> No
 def test_a_broken_graph_is_not_planned(write, problems_of) -> None:
     write("0001_p.yaml", PARENT)
     write("0002_c.yaml", child("      a: string\n", parents="[0009_missing]"))
-    assert [p.code for p in problems_of()] == ["BYOD-E152"]
+    assert "BYOD-E152" in [p.code for p in problems_of()]
+    assert e164(problems_of()) == []  # two heads too, but nothing is planned
 
 
 @pytest.mark.parametrize("remove", ["backfill", "consent", "nothing"])
@@ -134,9 +135,9 @@ def test_check_agrees_with_the_planner_on_the_shipped_history(
     v4 = work / "0004_task_priorities.yaml"
     text = v4.read_text()
     if remove == "backfill":
-        text = text.replace("  - op: backfill\n    table: tasks\n    field: priority\n"
-                            "    value: medium\n", "  - op: custom\n    table: tasks\n"
-                            "    code: \"return null\"\n", 1)
+        start = text.index("  - op: backfill\n    table: tasks\n    field: priority\n")
+        end = text.index("  - op:", start + 1)
+        text = text[:start] + text[end:]
     elif remove == "consent":
         text = text.replace("  delete_rows: [ttsCache]\n", "", 1)
     v4.write_text(text)
