@@ -396,7 +396,7 @@ async def rollout_async(
     if resume:
         doc = store.load_rollout(resume)
         if doc is None:
-            raise RolloutError(f"no rollout {resume!r} in the registry; see `byod status`")
+            raise RolloutError(f"no rollout {resume!r} in the registry; see `byod rollout --list`")
         target = str(doc["target"])
         rollout_id = resume
         doc["resumed"] = int(doc.get("resumed", 0)) + 1

@@ -239,6 +239,13 @@ def status(user_id: str | None, as_json: bool) -> None:
                 data["lease"] = {"holder": lease.holder, "expires_at": lease.expires_at}
             data["history"] = [{"at": e.at, "event": e.event, "detail": e.detail}
                                for e in store.audit_log(user_id, limit=20)]
+            journal = store.journal(user_id)
+            latest = journal[-1].plan_id if journal else None
+            data["journal"] = [
+                {"plan_id": e.plan_id, "step_id": e.step_id, "seq": e.seq, "kind": e.kind,
+                 "status": e.status, "processed": e.processed, "attempts": e.attempts,
+                 "cursor": e.cursor, "error": e.error}
+                for e in journal if e.plan_id == latest]
             if as_json:
                 _dump(data)
                 return
@@ -251,6 +258,14 @@ def status(user_id: str | None, as_json: bool) -> None:
             if lease is not None:
                 click.echo(f"  {'lease':<20} held by {lease.holder} until "
                            f"{_when(lease.expires_at)}")
+            if data["journal"]:
+                click.echo(f"  journal of plan {latest}:")
+                for step in data["journal"]:
+                    extra = f" processed={step['processed']}" if step["processed"] else ""
+                    extra += f" attempts={step['attempts']}" if step["attempts"] > 1 else ""
+                    extra += f" error: {step['error']}" if step["error"] else ""
+                    click.echo(f"    {step['seq']:>2}. {step['status']:<9} {step['kind']:<15} "
+                               f"{step['step_id']}{extra}")
             return
         users = store.list_users()
     counts: dict[str, int] = {}

@@ -135,6 +135,33 @@ def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
     return lines
 
 
+def _list_rollouts(as_json: bool) -> None:
+    """Recent rollouts from the registry, newest first (so `--resume ID` can be found)."""
+
+    from ..registry.sqlite import open_store
+
+    config = load_config()
+    with open_store(config) as store:
+        docs = [d for d in store.list_rollouts(limit=50) if "deployments" in d
+                and str(d.get("rollout_id", "")).startswith("r-")]
+    rows = []
+    for doc in docs:
+        counts: dict[str, int] = {}
+        for row in doc["deployments"].values():
+            counts[row.get("status", "?")] = counts.get(row.get("status", "?"), 0) + 1
+        rows.append({"rollout_id": doc["rollout_id"], "target": doc.get("target"),
+                     "status": doc.get("status"), "counts": counts,
+                     "updated_at": doc.get("updated_at")})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
+        return
+    if not rows:
+        click.echo("no rollouts yet")
+    for row in rows:
+        counts_text = ", ".join(f"{n} {s}" for s, n in sorted(row["counts"].items()))
+        click.echo(f"{row['rollout_id']}  to {row['target']}  {row['status']}  ({counts_text})")
+
+
 @click.command("rollout")
 @click.option("--to", "target", default=None, help="Target version (id, number or 'head').")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing anywhere.")
@@ -158,11 +185,13 @@ def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
               show_default=True,
               help="push: build each bundle's push request once with the Convex CLI and "
               "send it to every deployment over HTTP; cli: run the Convex CLI per deploy.")
+@click.option("--list", "list_only", is_flag=True,
+              help="List recent rollouts (id, target, state, counts) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, concurrency: int,
                 max_failures: str, resume: str | None, report_dir: Path | None,
                 versions_dir: Path | None, batch_size: int | None, deployer: str,
-                as_json: bool) -> None:
+                list_only: bool, as_json: bool) -> None:
     """Roll every connected deployment out to a version: canary, waves, failure budget."""
 
     from ..registry.sqlite import open_store
@@ -171,6 +200,9 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
     from ..schema.loader import load_versions
     from ..vault import Vault
 
+    if list_only:
+        _list_rollouts(as_json)
+        return
     if not target and not resume:
         raise RolloutError("name the target with --to VERSION (or 'head'), "
                            "or continue one with --resume ID")
