@@ -159,6 +159,9 @@ class DestructivePath(UnsafeChange):
         self.deletes = list(deletes)
         super().__init__(message, changes=changes)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "deletes": list(self.deletes)}
+
 
 class DriftDetected(PlanError):
     def __init__(self, deployment: str, expected: str, actual: str):

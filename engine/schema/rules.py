@@ -17,8 +17,8 @@ from typing import Any, Iterable, Sequence
 
 from ..config import EngineConfig
 from ..errors import Problem
-from .engine_tables import ENGINE_TABLE_NAMES
 from .edge_rules import check_edges
+from .engine_tables import ENGINE_TABLE_NAMES
 from .history_rules import VersionContext, check_graph, check_hints
 from .models import (
     AnyV,

@@ -66,6 +66,10 @@ def test_plan_refuses_a_destructive_down_path_unless_allowed(versions_dir: Path)
     assert "down path 0002_tags -> 0001_initial deletes data" in result.output
     assert "every row of conversationTags" in result.output
     assert "--allow-destructive" in result.output and "Traceback" not in result.output
+    code, out = run("plan", "--from", "2", "--to", "1", "--json", "--versions", str(versions_dir))
+    refused = json.loads(out)
+    assert code == 1 and refused["error"] == "DestructivePath"
+    assert "every row of tags" in refused["deletes"] and len(refused["deletes"]) == 4
     code, out = run("plan", "--from", "2", "--to", "1", "--allow-destructive",
                     "--versions", str(versions_dir))
     assert code == 0 and out.count("[destructive: deletes data]") == 4
