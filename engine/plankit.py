@@ -5,10 +5,18 @@ and caches: the same plan and the same bundle serve every deployment on the same
 version, so a fleet of thousands compiles a handful of bundles. It does no I/O beyond
 rendering templates. The accessors below (``step_kind``, ``step_data``, ``plan_id_of``) are
 the runner's whole view of a frozen plan.
+
+A *refresh* plan (``PlanKit.refresh_plan``) redeploys a version a deployment already runs
+because the version now compiles to another bundle (a ``byod.toml`` change such as
+``auth`` or ``convex_version``, or a change of the engine's own functions): deploy →
+verify → record, nothing else. Its step ids carry the new fingerprint, so a second
+refresh of the same version after another config change is a new plan with its own
+journal, never the first one's completed steps.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from typing import Any, Callable, Iterable
@@ -19,10 +27,11 @@ from .errors import PlanError
 from .graph import VersionGraph
 from .schema.models import SchemaVersion
 
-__all__ = ["PlanKit", "plan_id_of", "step_data", "step_kind", "step_version"]
+__all__ = ["PlanKit", "is_refresh", "plan_id_of", "step_data", "step_kind", "step_version"]
 
 PlanFn = Callable[[VersionGraph, str, str], Any]
 DEFAULT_BATCH = 100
+REFRESH_PREFIX = "refresh:"
 
 
 def step_kind(step: Any) -> str:
@@ -48,6 +57,14 @@ def step_version(plan: Any, step: Any) -> str:
     return str(getattr(step, "version", None) or plan.target)
 
 
+def is_refresh(plan: Any) -> bool:
+    """Whether ``plan`` only redeploys the version it starts on (``PlanKit.refresh_plan``)."""
+
+    steps = list(getattr(plan, "steps", ()))
+    return bool(steps) and str(plan.source) == str(plan.target) and all(
+        str(s.id).startswith(REFRESH_PREFIX) for s in steps)
+
+
 def plan_id_of(plan: Any) -> str:
     """The plan's own id, or a stable digest of what it does (same plan → same id, so a
     resumed run finds its journal)."""
@@ -64,13 +81,18 @@ class PlanKit:
     """Graph + config + planner + compiler, cached and thread-safe."""
 
     def __init__(self, graph: VersionGraph | Iterable[SchemaVersion], config: EngineConfig,
-                 *, plan_fn: PlanFn | None = None, max_batch: int | None = None):
+                 *, plan_fn: PlanFn | None = None, max_batch: int | None = None,
+                 allow_destructive: bool = False):
         self.graph = graph if isinstance(graph, VersionGraph) else VersionGraph(graph)
         self.config = config
         self._plan_fn = plan_fn
         self.max_batch = max_batch  # an operator's cap on documents per page
+        # down paths that delete data are refused by the planner unless the operator
+        # allowed them (``byod rollout --allow-destructive``)
+        self.allow_destructive = allow_destructive
         self._lock = threading.Lock()
         self._plans: dict[tuple[str, str], Any] = {}
+        self._refresh: dict[str, Any] = {}
         self._bundles: dict[tuple[str, ...], Bundle] = {}
 
     # -- versions and plans ---------------------------------------------------------------
@@ -82,7 +104,8 @@ class PlanKit:
         with self._lock:
             if key in self._plans:
                 return self._plans[key]
-        plan = (self._plan_fn or _default_plan_fn())(self.graph, source, target)
+        plan = (self._plan_fn or _default_plan_fn(self.allow_destructive))(
+            self.graph, source, target)
         with self._lock:
             self._plans.setdefault(key, plan)
             return self._plans[key]
@@ -92,6 +115,36 @@ class PlanKit:
 
         with self._lock:
             self._plans.setdefault((str(plan.source), str(plan.target)), plan)
+
+    def refresh_plan(self, version_id: str) -> Any:
+        """Redeploy ``version_id`` as it compiles now: deploy_target → verify → record
+        (no widening, no data steps: the schema is the same, only the bundle differs)."""
+
+        from .planner import Plan, PlanStep
+
+        vid = self.resolve(version_id)
+        with self._lock:
+            cached = self._refresh.get(vid)
+        if cached is not None:
+            return cached
+        fingerprint = self.version_bundle(vid).fingerprint
+        tag = f"{REFRESH_PREFIX}{vid}@{fingerprint[:12]}"
+        plan = Plan(
+            source=vid, target=vid, path=(vid,), direction="none",
+            steps=(PlanStep(id=f"{tag}:deploy_target", kind="deploy_target", version=vid),
+                   PlanStep(id=f"{tag}:verify", kind="verify", version=vid),
+                   PlanStep(id=f"{tag}:record", kind="record", version=vid)),
+            groups=((vid,),),
+            notes=(f"refresh: {vid} now compiles to fingerprint {fingerprint[:12]} (a "
+                   "byod.toml change such as auth or convex_version); redeploy it, no "
+                   "data changes",))
+        with self._lock:
+            return self._refresh.setdefault(vid, plan)
+
+    def compiled_fingerprint(self, version_id: str) -> str:
+        """The fingerprint ``version_id`` compiles to with this kit's config."""
+
+        return self.version_bundle(version_id).fingerprint
 
     # -- bundles --------------------------------------------------------------------------
     def version_bundle(self, version_id: str) -> Bundle:
@@ -165,6 +218,8 @@ class PlanKit:
         return max(1, min(size, self.max_batch)) if self.max_batch else size
 
 
-def _default_plan_fn() -> PlanFn:
+def _default_plan_fn(allow_destructive: bool = False) -> PlanFn:
     from . import planner
+    if allow_destructive:
+        return functools.partial(planner.plan_deployment, allow_destructive=True)
     return planner.plan_deployment

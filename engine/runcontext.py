@@ -1,6 +1,8 @@
 """The pieces one deployment's run holds: its outcome, the shared run context, the
-deployment's calls as coroutines, the lease kept alive in the background, and the
-adaptive page size. Split from ``runner`` so the step logic there reads on its own."""
+deployment's calls as coroutines, the lease kept alive in the background, the adaptive
+page size, and what this engine expects on a deployment (``KitExpectations``: the health
+check's classification, fed from the run's own plan kit). Split from ``runner`` so the
+step logic there reads on its own."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any, Literal
 from .compiler import Bundle
 from .errors import ByodError, LeaseHeld, RolloutError
 from .events import Event, Sink, emit_safely, null_sink
+from .healthstate import Expectations
 from .plankit import PlanKit
 from .registry.store import RegistryStore
 
@@ -21,6 +24,7 @@ __all__ = [
     "DeployOps",
     "DeploymentLease",
     "DeploymentOutcome",
+    "KitExpectations",
     "OutcomeStatus",
     "RunContext",
     "default_deploy_slots",
@@ -56,6 +60,7 @@ class DeploymentOutcome:
     error_type: str | None = None
     error_kind: str | None = None
     step_id: str | None = None
+    refresh: bool = False  # the run redeployed a stale bundle of the version it was on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +81,27 @@ class RunContext:
 
     def event(self, event: Event) -> None:
         emit_safely(self.emit, event)
+
+
+class KitExpectations(Expectations):
+    """``engine.healthstate.Expectations`` answered from the run's plan kit: the same
+    compiled fingerprints and widened bundles the runner deploys (and the kit's caches),
+    so the runner and the health check never disagree on what is stale or drifted."""
+
+    def __init__(self, kit: PlanKit, store: RegistryStore):
+        super().__init__(kit.graph, kit.config, store)
+        self.kit = kit
+
+    def compiled(self, vid: str) -> str | None:
+        if vid not in self.kit.graph:
+            return None
+        try:
+            return self.kit.compiled_fingerprint(vid)
+        except ByodError:
+            return None
+
+    def _plan_kit(self) -> Any:
+        return self.kit
 
 
 class DeployOps:

@@ -38,7 +38,8 @@ from ..errors import (
     SchemaValidationFailed,
 )
 from ..redact import redact
-from .adapter import DeploymentTarget, DeployResult, FunctionKind, VersionInfo
+from .adapter import DeploymentTarget, DeployResult
+from .delegate import HttpFunctions
 from .http import ConvexHttpClient
 from .targets import base_url, check_target, key_kind
 from .toolchain import Toolchain, node_executable
@@ -125,7 +126,7 @@ def _safe_dir_name(label: str) -> str:
     return f"{slug}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
 
 
-class CliDeployAdapter:
+class CliDeployAdapter(HttpFunctions):
     """A ``DeployAdapter`` for one deployment through the real Convex CLI.
 
     ``work_root`` keeps one reusable work directory per deployment label (locked while a
@@ -148,42 +149,10 @@ class CliDeployAdapter:
         self.codegen = codegen
         self.preflight = preflight
         self._cli_command = list(cli_command) if cli_command else None
-        self._owns_http = http_client is None
-        self.http = http_client or ConvexHttpClient(
-            target, timeout=min(http_timeout, self.timeout))
+        self._attach_http(http_client, target, min(http_timeout, self.timeout))
 
     def __repr__(self) -> str:
         return f"CliDeployAdapter(label={self.target.label!r})"
-
-    def __enter__(self) -> "CliDeployAdapter":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_http:
-            self.http.close()
-
-    # -- functions: the HTTP API ---------------------------------------------------------
-
-    def run(self, kind: FunctionKind, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.http.run(kind, path, args)
-
-    def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.http.query(path, args)
-
-    def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.http.mutation(path, args)
-
-    def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.http.action(path, args)
-
-    def read_version(self) -> VersionInfo:
-        return self.http.read_version()
-
-    def ping(self) -> float:
-        return self.http.ping()
 
     # -- deploying -----------------------------------------------------------------------
 

@@ -245,6 +245,20 @@ class _HttpCore:
         ceiling = min(self.backoff_max, self.backoff_base * (2 ** attempt))
         return random.uniform(ceiling / 2, ceiling) if ceiling else 0.0
 
+    def _settle(self, kind: str, path: str, outcome: _Outcome, cause: BaseException | None,
+                started: float, *, idempotent: bool, attempt: int) -> float | None:
+        """After one attempt: None when it succeeded, else the seconds to wait before the
+        next one; raises the attempt's error when no retry is left. Both clients' send
+        loops end every attempt here, so they log and retry alike."""
+        self._log_attempt(kind, path, outcome, started)
+        if outcome.error is None:
+            return None
+        delay = self._delay(outcome, idempotent=idempotent, attempt=attempt)
+        if delay is None:
+            raise outcome.error from cause
+        self._log_retry(kind, path, outcome.error, attempt, delay)
+        return delay
+
     def _log_attempt(self, kind: str, path: str, outcome: _Outcome, started: float) -> None:
         if log.isEnabledFor(logging.DEBUG):
             result = "ok" if outcome.error is None else type(outcome.error).__name__
@@ -317,13 +331,10 @@ class ConvexHttpClient(_HttpCore):
             else:
                 outcome = interpret(response, path)
                 cause = None
-            self._log_attempt(kind, path, outcome, started)
-            if outcome.error is None:
-                return outcome.value
-            delay = self._delay(outcome, idempotent=idempotent, attempt=attempt)
+            delay = self._settle(kind, path, outcome, cause, started,
+                                 idempotent=idempotent, attempt=attempt)
             if delay is None:
-                raise outcome.error from cause
-            self._log_retry(kind, path, outcome.error, attempt, delay)
+                return outcome.value
             time.sleep(delay)
             attempt += 1
 
@@ -409,13 +420,10 @@ class AsyncConvexHttpClient(_HttpCore):
             else:
                 outcome = interpret(response, path)
                 cause = None
-            self._log_attempt(kind, path, outcome, started)
-            if outcome.error is None:
-                return outcome.value
-            delay = self._delay(outcome, idempotent=idempotent, attempt=attempt)
+            delay = self._settle(kind, path, outcome, cause, started,
+                                 idempotent=idempotent, attempt=attempt)
             if delay is None:
-                raise outcome.error from cause
-            self._log_retry(kind, path, outcome.error, attempt, delay)
+                return outcome.value
             await asyncio.sleep(delay)
             attempt += 1
 

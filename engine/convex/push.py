@@ -24,7 +24,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Mapping, Union
+from dataclasses import dataclass
+from typing import Any, Generator, Mapping, Union
 from urllib.parse import urlsplit
 
 import brotli  # type: ignore[import-untyped]
@@ -38,9 +39,10 @@ from ..errors import (
     SchemaValidationFailed,
 )
 from ..redact import redact
-from .adapter import DeploymentTarget, DeployResult, FunctionKind, VersionInfo
+from .adapter import DeploymentTarget, DeployResult
 from .capture import PayloadCache, PushPayload, capture_push
 from .cli import classify_cli_failure
+from .delegate import AsyncHttpFunctions, HttpFunctions
 from .http import AsyncConvexHttpClient, ConvexHttpClient
 from .targets import base_url, check_target, is_loopback_host
 
@@ -57,6 +59,17 @@ FINISH_PUSH = "/api/deploy2/finish_push"
 REPORT_PUSH_COMPLETED = "/api/deploy2/report_push_completed"
 SCHEMA_POLL_MS = 10_000  # the CLI's long-poll window
 _BROTLI_QUALITY = 4  # what the CLI uses: fast, and the modules compress well
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One admin API request of the push protocol (``ConvexHttpClient.admin_call``)."""
+
+    endpoint: str
+    body: bytes
+    headers: dict[str, str] | None = None
+    idempotent: bool = False
+    timeout: float | None = None
 
 
 class _PushCore:
@@ -172,6 +185,31 @@ class _PushCore:
             return self.schema_failed(str(exc), "")
         return exc
 
+    def steps(self, payload: PushPayload, deadline: float) -> Generator[_Call | None, Any, None]:
+        """The push after capture, as the admin calls to make: each answer is sent back
+        in; ``None`` marks the end. Both adapters drive this one sequence."""
+
+        body, headers = self.start_request(payload)
+        start = self.check_start((yield _Call(START_PUSH, body, headers,
+                                              timeout=self.remaining(deadline))))
+        while True:
+            body, window = self.wait_request(start, self.remaining(deadline))
+            status = yield _Call(WAIT_FOR_SCHEMA, body, idempotent=True,
+                                 timeout=min(window, self.remaining(deadline)))
+            if self.schema_done(status):
+                break
+        body, headers = self.finish_request(start, payload)
+        yield _Call(FINISH_PUSH, body, headers, timeout=self.remaining(deadline))
+        yield None
+
+    def failed(self, exc: DeploymentError, payload: PushPayload) -> DeploymentError:
+        """The error to raise for a failed push step, logged once."""
+
+        error = self.translate(exc)
+        log.warning("deployment %s: push of %s failed (%s)", self.label,
+                    payload.version_id, type(error).__name__)
+        return error
+
     def remaining(self, deadline: float) -> float:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -188,7 +226,7 @@ class _PushCore:
                             output=f"pushed {payload.modules} modules of {payload.version_id}")
 
 
-class PushDeployAdapter(_PushCore):
+class PushDeployAdapter(_PushCore, HttpFunctions):
     """A ``DeployAdapter`` that deploys captured push requests; functions over HTTP.
 
     ``payloads`` is a ``PayloadCache`` (captures on a miss) or a mapping of bundle
@@ -199,36 +237,7 @@ class PushDeployAdapter(_PushCore):
                  http_timeout: float = 30.0, compress: bool | None = None):
         super().__init__(target, timeout=timeout, compress=compress)
         self.payloads = payloads
-        self._owns_http = http_client is None
-        self.http = http_client or ConvexHttpClient(target, timeout=min(http_timeout, timeout))
-
-    def __enter__(self) -> "PushDeployAdapter":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_http:
-            self.http.close()
-
-    def run(self, kind: FunctionKind, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.http.run(kind, path, args)
-
-    def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.http.query(path, args)
-
-    def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.http.mutation(path, args)
-
-    def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.http.action(path, args)
-
-    def read_version(self) -> VersionInfo:
-        return self.http.read_version()
-
-    def ping(self) -> float:
-        return self.http.ping()
+        self._attach_http(http_client, target, min(http_timeout, timeout))
 
     def deploy(self, bundle: Any) -> DeployResult:
         """Push ``bundle``'s captured request; raise a typed ``DeploymentError``."""
@@ -239,25 +248,15 @@ class PushDeployAdapter(_PushCore):
             payload = self.payloads.get(bundle)
         self.check_payload(payload, bundle)
         started = time.monotonic()
-        deadline = started + self.timeout
+        steps = self.steps(payload, started + self.timeout)
         try:
-            body, headers = self.start_request(payload)
-            start = self.check_start(self.http.admin_call(
-                START_PUSH, body, headers=headers, timeout=self.remaining(deadline)))
-            while True:
-                body, window = self.wait_request(start, self.remaining(deadline))
-                status = self.http.admin_call(WAIT_FOR_SCHEMA, body, idempotent=True,
-                                              timeout=min(window, self.remaining(deadline)))
-                if self.schema_done(status):
-                    break
-            body, headers = self.finish_request(start, payload)
-            self.http.admin_call(FINISH_PUSH, body, headers=headers,
-                                 timeout=self.remaining(deadline))
+            call = next(steps)
+            while call is not None:
+                call = steps.send(self.http.admin_call(
+                    call.endpoint, call.body, headers=call.headers,
+                    idempotent=call.idempotent, timeout=call.timeout))
         except DeploymentError as exc:
-            error = self.translate(exc)
-            log.warning("deployment %s: push of %s failed (%s)", self.label,
-                        payload.version_id, type(error).__name__)
-            raise error from None
+            raise self.failed(exc, payload) from None
         try:
             self.http.admin_call(REPORT_PUSH_COMPLETED, self.report_request(), timeout=5.0)
         except DeploymentError:
@@ -265,7 +264,7 @@ class PushDeployAdapter(_PushCore):
         return self.result(payload, started)
 
 
-class AsyncPushDeployAdapter(_PushCore):
+class AsyncPushDeployAdapter(_PushCore, AsyncHttpFunctions):
     """The asyncio twin of ``PushDeployAdapter`` (awaitable deploy and functions)."""
 
     def __init__(self, target: DeploymentTarget, *, payloads: Payloads,
@@ -273,38 +272,7 @@ class AsyncPushDeployAdapter(_PushCore):
                  http_timeout: float = 30.0, compress: bool | None = None):
         super().__init__(target, timeout=timeout, compress=compress)
         self.payloads = payloads
-        self._owns_http = http_client is None
-        self.http = http_client or AsyncConvexHttpClient(
-            target, timeout=min(http_timeout, timeout))
-
-    async def __aenter__(self) -> "AsyncPushDeployAdapter":
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self.http.aclose()
-
-    async def run(self, kind: FunctionKind, path: str,
-                  args: dict[str, Any] | None = None) -> Any:
-        return await self.http.run(kind, path, args)
-
-    async def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return await self.http.query(path, args)
-
-    async def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return await self.http.mutation(path, args)
-
-    async def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return await self.http.action(path, args)
-
-    async def read_version(self) -> VersionInfo:
-        return await self.http.read_version()
-
-    async def ping(self) -> float:
-        return await self.http.ping()
+        self._attach_http(http_client, target, min(http_timeout, timeout))
 
     async def deploy(self, bundle: Any) -> DeployResult:
         payload = self.payload_for(self.payloads, bundle)
@@ -313,26 +281,15 @@ class AsyncPushDeployAdapter(_PushCore):
             payload = await asyncio.to_thread(self.payloads.get, bundle)
         self.check_payload(payload, bundle)
         started = time.monotonic()
-        deadline = started + self.timeout
+        steps = self.steps(payload, started + self.timeout)
         try:
-            body, headers = self.start_request(payload)
-            start = self.check_start(await self.http.admin_call(
-                START_PUSH, body, headers=headers, timeout=self.remaining(deadline)))
-            while True:
-                body, window = self.wait_request(start, self.remaining(deadline))
-                status = await self.http.admin_call(
-                    WAIT_FOR_SCHEMA, body, idempotent=True,
-                    timeout=min(window, self.remaining(deadline)))
-                if self.schema_done(status):
-                    break
-            body, headers = self.finish_request(start, payload)
-            await self.http.admin_call(FINISH_PUSH, body, headers=headers,
-                                       timeout=self.remaining(deadline))
+            call = next(steps)
+            while call is not None:
+                call = steps.send(await self.http.admin_call(
+                    call.endpoint, call.body, headers=call.headers,
+                    idempotent=call.idempotent, timeout=call.timeout))
         except DeploymentError as exc:
-            error = self.translate(exc)
-            log.warning("deployment %s: push of %s failed (%s)", self.label,
-                        payload.version_id, type(error).__name__)
-            raise error from None
+            raise self.failed(exc, payload) from None
         try:
             await self.http.admin_call(REPORT_PUSH_COMPLETED, self.report_request(),
                                        timeout=5.0)

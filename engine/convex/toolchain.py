@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import ToolchainError
 
@@ -57,6 +57,20 @@ def node_executable() -> str:
 
 def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _run_captured(argv: list[str], *, tool: str, what: str, timeout: float,
+                  **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` with text output captured; a timeout or a tool that cannot start is a
+    ``ToolchainError`` naming ``what`` ran (or which ``tool``), never a traceback."""
+
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              **options)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolchainError(f"{what} did not finish within {timeout:.0f} s") from exc
+    except OSError as exc:
+        raise ToolchainError(f"cannot run {tool}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -173,20 +187,9 @@ class Toolchain:
             raise ToolchainError(
                 "npm is not installed; install Node.js with npm, then run `byod toolchain install`"
             )
-        try:
-            result = subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=self.root,
-                capture_output=True,
-                text=True,
-                timeout=_INSTALL_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ToolchainError(
-                f"npm ci in {self.root} did not finish within {_INSTALL_TIMEOUT_S:.0f} s"
-            ) from exc
-        except OSError as exc:
-            raise ToolchainError(f"cannot run npm: {exc}") from exc
+        result = _run_captured([npm, "ci", "--no-audit", "--no-fund"], tool="npm",
+                               what=f"npm ci in {self.root}", timeout=_INSTALL_TIMEOUT_S,
+                               cwd=self.root)
         if result.returncode != 0:
             raise ToolchainError(
                 f"npm ci in {self.root} failed (exit {result.returncode}):\n"
@@ -213,22 +216,9 @@ class Toolchain:
         full_env = dict(os.environ if env is None else env)
         full_env["NODE_PATH"] = str(self.node_modules)
         full_env.setdefault("CI", "1")  # no interactive prompts, no CLI error reporting
-        try:
-            return subprocess.run(
-                [node, str(script), *args],
-                cwd=cwd or self.root,
-                input=input,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=full_env,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ToolchainError(
-                f"node {Path(script).name} did not finish within {timeout:.0f} s"
-            ) from exc
-        except OSError as exc:
-            raise ToolchainError(f"cannot run node: {exc}") from exc
+        return _run_captured([node, str(script), *args], tool="node",
+                             what=f"node {Path(script).name}", timeout=timeout,
+                             cwd=cwd or self.root, input=input, env=full_env)
 
     def link_node_modules(self, directory: Path) -> Path:
         """Make ``directory/node_modules`` point at this toolchain's packages (a bundle

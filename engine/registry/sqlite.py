@@ -251,8 +251,9 @@ class SqliteStore:
             user = self._get(conn, user_id)
             if status not in CONNECTION_TRANSITIONS[user.connection_status]:
                 raise InvalidTransition("connection status", user.connection_status, status)
-            # "connected" clears the last error; other states keep it unless given a new one.
-            new_error = None if status == "connected" else (
+            # "connected" and "disconnected" clear the last error (the audit log keeps it);
+            # other states keep it unless given a new one.
+            new_error = None if status in ("connected", "disconnected") else (
                 _clean(error) if error is not None else user.connection_error)
             conn.execute(
                 "UPDATE users SET connection_status = ?, connection_error = ?, "
