@@ -6,8 +6,13 @@ Order of business for one deployment:
    two runners never work the same deployment; a lost lease stops the work at the next
    step or page boundary.
 2. **Reconcile.** Ask the deployment what it runs (``byod:version``) and what it last
-   recorded. The deployment's own record wins over the registry; a version this engine
-   does not know, or a fingerprint that does not match its definition, is drift and stops
+   recorded, and classify the answer as the health check does (``engine.healthstate``).
+   The deployment's own record wins over the registry. A *stale* bundle — exactly the
+   version and fingerprint recorded (by the registry or the deployment itself), but the
+   version now compiles to another fingerprint after a config change — is accepted: a
+   deployment stale at the target gets a refresh plan (deploy → verify → record), one on
+   an older version its normal plan. A version this engine does not know, a fingerprint
+   nobody recorded, or a widened bundle this engine did not build is drift and stops
    here — never guessed. If the deployment sits somewhere other than the plan's source,
    the plan is recomputed from where it really is.
 3. **Journal.** Write the plan's steps to the journal (idempotent), then for each step:
@@ -27,6 +32,7 @@ requests, ``cpu_bound = False``, are not: they wait on the network, not the CPU)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 import uuid
@@ -59,14 +65,16 @@ from .events import (
     Sink,
     null_sink,
 )
-from .plankit import PlanKit, plan_id_of, step_data, step_kind, step_version
+from .healthstate import classify_answer
+from .plankit import PlanKit, is_refresh, plan_id_of, step_data, step_kind, step_version
 from .redact import redact
-from .registry.store import JournalEntry, RegistryStore
+from .registry.store import JournalEntry, RegistryStore, UserConfig
 from .runcontext import (
     AdaptiveBatch,
     DeploymentLease,
     DeployOps,
     DeploymentOutcome,
+    KitExpectations,
     OutcomeStatus,
     RunContext,
     default_deploy_slots,
@@ -103,21 +111,27 @@ class _Run:
         return redact(text, self.secrets)[:800]
 
     # -- reconcile ------------------------------------------------------------------------
-    async def reconcile(self, registry_version: str | None) -> tuple[str, Any]:
-        """Where the deployment really is, by its own record; drift raises."""
+    async def reconcile(self, user: UserConfig) -> tuple[str, Any, bool]:
+        """Where the deployment really is, by its own record, and whether it runs a stale
+        bundle of that version (see the module docstring); drift raises."""
 
         kit = self.ctx.kit
+        registry_version = user.schema_version
         info = await self.ops.read_version()
         recorded = info.recorded if isinstance(info.recorded, dict) else None
+        stale = False
         if info.kind == "version":
             if info.version not in kit.graph:
                 raise DriftDetected(self.user_id, registry_version or "a known version",
                                     f"unknown version {info.version!r}")
-            expected = kit.version_bundle(info.version).fingerprint
-            if info.fingerprint != expected:
-                raise DriftDetected(self.user_id, f"{info.version} fingerprint {expected[:12]}",
-                                    f"fingerprint {str(info.fingerprint)[:12]}")
-        elif info.kind != "widen":
+            if info.fingerprint != kit.compiled_fingerprint(info.version):
+                stale = self._stale_or_drift(user, info, recorded)
+        elif info.kind == "widen":
+            verdict = classify_answer(user, info, KitExpectations(kit, self.ctx.store))
+            if verdict.state != "migrating":
+                raise DriftDetected(self.user_id, "a widened bundle this engine built",
+                                    "; ".join(verdict.drift) or str(verdict.reason))
+        else:
             raise DriftDetected(self.user_id, "a version or widened bundle",
                                 f"bundle kind {info.kind!r}")
         actual = (recorded or {}).get("version") or (
@@ -128,7 +142,30 @@ class _Run:
         if actual not in kit.graph:
             raise DriftDetected(self.user_id, registry_version or "a known version",
                                 f"recorded version {actual!r} unknown to this engine")
-        return str(actual), info
+        return str(actual), info, stale
+
+    def _stale_or_drift(self, user: UserConfig, info: Any,
+                        recorded: dict[str, Any] | None) -> bool:
+        """True when the deployment runs exactly what was recorded for it — by the
+        registry or, when the registry fell behind, by the deployment itself — but that
+        version compiles to another fingerprint now (``stale``); anything else raises."""
+
+        expect = KitExpectations(self.ctx.kit, self.ctx.store)
+        records = [(user.schema_version, user.schema_fingerprint)]
+        if recorded is not None:
+            records.append((recorded.get("version"), recorded.get("fingerprint")))
+        for version, fingerprint in records:
+            if not version or not fingerprint:
+                continue
+            as_recorded = dataclasses.replace(user, schema_version=str(version),
+                                              schema_fingerprint=str(fingerprint))
+            if classify_answer(as_recorded, info, expect).state == "stale":
+                return True
+        expected = self.ctx.kit.compiled_fingerprint(info.version)
+        raise DriftDetected(
+            self.user_id, f"{info.version} fingerprint {expected[:12]}",
+            f"fingerprint {str(info.fingerprint)[:12]}, which neither the registry nor the "
+            "deployment recorded")
 
     # -- steps ----------------------------------------------------------------------------
     async def deploy(self, bundle: Bundle) -> None:
@@ -267,17 +304,20 @@ async def run_plan_async(
     plan_id: str | None = None
     source: str | None = None
     try:
-        source, _info = await run.reconcile(before)
+        source, info, stale = await run.reconcile(user)
         if source != before:
             ctx.event(DeploymentReconciled(user_id, before, source))
             store.audit(user_id, "reconciled", {"registry": before, "deployment": source})
             store.set_deployment(user_id, version=source,
-                                 fingerprint=ctx.kit.version_bundle(source).fingerprint)
-        if plan is None or plan.source != source or plan.target != target:
+                                 fingerprint=_running_fingerprint(ctx.kit, source, info))
+        if source == target and stale:
+            plan = ctx.kit.refresh_plan(target)  # the same version, compiled anew
+        elif plan is None or plan.source != source or plan.target != target \
+                or is_refresh(plan):
             plan = ctx.kit.plan(source, target)
         plan_id = plan_id_of(plan)
         target_bundle = ctx.kit.version_bundle(target)
-        if source == target and (_info.kind, _info.version, _info.fingerprint) == (
+        if source == target and (info.kind, info.version, info.fingerprint) == (
                 "version", target, target_bundle.fingerprint):
             store.set_deployment(user_id, status="deployed", version=target,
                                  fingerprint=target_bundle.fingerprint,
@@ -291,7 +331,8 @@ async def run_plan_async(
         await _execute(run, plan, plan_id, lease)
     except Exception as exc:  # noqa: BLE001 - one deployment never breaks the rollout
         return _failed(run, exc, user_id=user_id, target=target, before=before,
-                       source=source, plan_id=plan_id, started=started)
+                       source=source, plan_id=plan_id, started=started,
+                       refresh=plan is not None and is_refresh(plan))
     finally:
         lease.release()
     duration = time.monotonic() - started
@@ -299,7 +340,19 @@ async def run_plan_async(
     return DeploymentOutcome(
         user_id, "succeeded", target, before=before, source=source, after=target,
         plan_id=plan_id, duration_s=duration, deploys=run.deploys, pages=run.pages,
-        processed=run.processed, changed=run.changed)
+        processed=run.processed, changed=run.changed, refresh=is_refresh(plan))
+
+
+def _running_fingerprint(kit: PlanKit, source: str, info: Any) -> str:
+    """The fingerprint of ``source`` as it runs on the deployment: the bundle itself when
+    it is that version (maybe stale), its own record when a widened bundle sits on top."""
+
+    if info.kind == "version" and info.version == source:
+        return str(info.fingerprint)
+    recorded = info.recorded if isinstance(info.recorded, dict) else {}
+    if recorded.get("version") == source and recorded.get("fingerprint"):
+        return str(recorded["fingerprint"])
+    return kit.compiled_fingerprint(source)
 
 
 async def _execute(run: _Run, plan: Any, plan_id: str, lease: DeploymentLease) -> None:
@@ -384,7 +437,8 @@ def _supersede_other_plans(store: RegistryStore, user_id: str, plan_id: str) -> 
 
 
 def _failed(run: _Run, exc: BaseException, *, user_id: str, target: str, before: str | None,
-            source: str | None, plan_id: str | None, started: float) -> DeploymentOutcome:
+            source: str | None, plan_id: str | None, started: float,
+            refresh: bool = False) -> DeploymentOutcome:
     ctx, store = run.ctx, run.ctx.store
     error_type = type(exc).__name__
     kind = getattr(exc, "kind", None) or ("drift" if isinstance(exc, DriftDetected) else
@@ -410,7 +464,7 @@ def _failed(run: _Run, exc: BaseException, *, user_id: str, target: str, before:
         user_id, "failed", target, before=before, source=source, after=None, plan_id=plan_id,
         duration_s=duration, deploys=run.deploys, pages=run.pages, processed=run.processed,
         changed=run.changed, error=message, error_type=error_type, error_kind=str(kind),
-        step_id=step_id)
+        step_id=step_id, refresh=refresh)
 
 
 def run_plan(plan: Any | None, *, user_id: str, target: str, adapter: Any,

@@ -6,29 +6,18 @@
 // workDir must resolve `convex` (a node_modules link to the toolchain's): the compiled
 // schemas are written there and imported, and ESM resolves packages by directory.
 // Output (stdout, JSON): {"<id>": {"ok": true, "export": {...}} | {"ok": false, "error": "..."}}
-import { createRequire } from "node:module";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import { esmOptions, loadEsbuild, readJob } from "./esm_build.mjs";
 
-const job = JSON.parse(readFileSync(0, "utf8"));
-const require = createRequire(path.join(job.toolchain, "package.json"));
-const esbuild = require("esbuild");
+const job = readJob();
+const esbuild = loadEsbuild(job.toolchain);
 const outdir = path.join(job.workDir, "schema-out");
 mkdirSync(outdir, { recursive: true });
 
 function options(entries) {
-  return {
-    entryPoints: entries.map((e) => ({ in: e.schema, out: e.key })),
-    bundle: true,
-    format: "esm",
-    platform: "node",
-    packages: "external",
-    outdir,
-    outExtension: { ".js": ".mjs" },
-    logLevel: "silent",
-    write: true,
-  };
+  return esmOptions(entries.map((e) => ({ in: e.schema, out: e.key })), outdir);
 }
 
 function message(error) {

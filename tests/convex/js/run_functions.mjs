@@ -5,29 +5,19 @@
 // stdin: {"toolchain": dir, "bundleDir": dir (with a node_modules link),
 //         "calls": [{"kind": "query"|"mutation", "path": "byod:version", "args": {...}}]}
 // stdout: [{"ok": true, "value": <convex JSON>} | {"ok": false, "error": "..."}] in order.
-import { createRequire } from "node:module";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import { esmOptions, loadEsbuild, readJob } from "../../../engine/js/esm_build.mjs";
 
-const job = JSON.parse(readFileSync(0, "utf8"));
-const require = createRequire(path.join(job.toolchain, "package.json"));
-const esbuild = require("esbuild");
+const job = readJob();
+const esbuild = loadEsbuild(job.toolchain);
 const outdir = path.join(job.bundleDir, ".byod-test");
 mkdirSync(outdir, { recursive: true });
-await esbuild.build({
-  entryPoints: [
-    { in: path.join(job.bundleDir, "convex", "schema.ts"), out: "schema" },
-    { in: path.join(job.bundleDir, "convex", "byod.ts"), out: "byod" },
-  ],
-  bundle: true,
-  format: "esm",
-  platform: "node",
-  packages: "external",
-  outdir,
-  outExtension: { ".js": ".mjs" },
-  logLevel: "silent",
-});
+await esbuild.build(esmOptions([
+  { in: path.join(job.bundleDir, "convex", "schema.ts"), out: "schema" },
+  { in: path.join(job.bundleDir, "convex", "byod.ts"), out: "byod" },
+], outdir));
 writeFileSync(
   path.join(outdir, "shim.mjs"),
   'export { convexTest } from "convex-test";\n' +
