@@ -1,4 +1,5 @@
-"""Webhook alerts: POST a JSON summary when deployments turn unhealthy or recover.
+"""Webhook alerts: POST a JSON summary when deployments turn unhealthy or recover, or
+when stored credentials do not decrypt with the configured keys.
 
 Delivery is retried with exponential backoff inside a time budget, so a slow receiver can
 never stretch a monitor run past its interval. The payload is built from sanitized
@@ -46,7 +47,7 @@ def build_alert(event: str, deployments: list[dict[str, Any]], summary: dict[str
 
     body = {
         "source": "byod",
-        "event": event,  # "unhealthy" | "recovered"
+        "event": event,  # "unhealthy" | "recovered" | "vault_error"
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
         "count": len(deployments),
         "deployments": deployments,

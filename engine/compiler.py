@@ -19,8 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import jinja2
 
@@ -29,6 +28,7 @@ from .errors import CompileError
 from .schema.engine_tables import ENGINE_TABLES
 from .schema.main_tables import MAIN_ENGINE_TABLES
 from .schema.models import Location, Schema, SchemaVersion
+from .templating import code_environment, templates_dir
 from .tsrender import render_table, ts_key, ts_string
 
 __all__ = [
@@ -119,22 +119,9 @@ class Bundle:
         return digest.hexdigest()
 
 
-def templates_dir() -> Path:
-    """``templates/`` at the repository root, beside the ``engine`` package."""
-
-    return Path(__file__).resolve().parent.parent / "templates"
-
-
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir() / "bundle")),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
+    env = code_environment(templates_dir() / "bundle")
     env.filters["ts"] = ts_string
     env.filters["key"] = ts_key
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=True)
@@ -158,6 +145,15 @@ def _normalize(text: str) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _refuse_reserved(tables: Iterable[str], reserved: Iterable[str]) -> None:
+    clash = sorted(set(tables) & set(reserved))
+    if clash:
+        raise CompileError(
+            f"table name(s) {', '.join(clash)} are reserved for the engine's own tables; "
+            "rename them in the version file"
+        )
+
+
 def deployed_schema(schema: Schema, target: Literal["user", "main"] = "user") -> Schema:
     """What a bundle deploys to a user's deployment: its user-located tables (in the
     version's order) followed by the engine's own tables.
@@ -168,24 +164,14 @@ def deployed_schema(schema: Schema, target: Literal["user", "main"] = "user") ->
 
     if target == "main":
         reserved = {**ENGINE_TABLES, **MAIN_ENGINE_TABLES}
-        clash = sorted(set(schema.tables) & set(reserved))
-        if clash:
-            raise CompileError(
-                f"table name(s) {', '.join(clash)} are reserved for the engine's own "
-                "tables; rename them in the version file"
-            )
+        _refuse_reserved(schema.tables, reserved)
         return Schema(
             tables={**schema.tables, **reserved}, schema_validation=schema.schema_validation
         )
     if target != "user":
         raise CompileError(f"bundle target must be 'user' or 'main', not {target!r}")
     user = schema.located(Location.USER)
-    clash = sorted(set(user.tables) & set(ENGINE_TABLES))
-    if clash:
-        raise CompileError(
-            f"table name(s) {', '.join(clash)} are reserved for the engine's own tables; "
-            "rename them in the version file"
-        )
+    _refuse_reserved(user.tables, ENGINE_TABLES)
     return Schema(
         tables={**user.tables, **ENGINE_TABLES},
         schema_validation=schema.schema_validation,

@@ -14,13 +14,13 @@ import base64
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
 from pydantic import BaseModel, ConfigDict
 
 from .schema.models import Table
+from .templating import code_environment, templates_dir
 
 __all__ = [
     "DataStep",
@@ -46,9 +46,6 @@ TX_MAX_BYTES = 16 * 1024 * 1024
 BYTES_MARGIN = 0.5  # use at most half of the read/write byte budget
 MAX_BATCH_SIZE = 1_000  # user code has 1 s per mutation; keep pages short
 MIN_BATCH_SIZE = 1
-
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-
 
 class DataStep(BaseModel):
     """One data transform over one table.
@@ -245,14 +242,7 @@ def ts_check(j: dict[str, Any], expr: str, depth: int = 0) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
+    env = code_environment(templates_dir())
     env.filters["ts"] = _ts
     env.filters["indent_code"] = _indent
     env.globals["ts_check"] = ts_check

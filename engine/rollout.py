@@ -1,7 +1,12 @@
 """Fleet rollout: bring every connected deployment to a target version, safely.
 
 * **Selection.** Connected deployments whose registry row is not already deployed at the
-  target; grouped by source version through ``plan_fleet`` (each source planned once).
+  target, grouped by source version through ``plan_fleet`` (each source planned once);
+  plus *stale* ones at the target: their recorded fingerprint is not what the target
+  compiles to now (a ``byod.toml`` change such as ``auth`` or ``convex_version``). Those
+  get a one-deploy *refresh* plan (deploy → verify → record, ``PlanKit.refresh_plan``);
+  rows and reports mark them ``action: refresh``. Down paths that delete data are refused
+  by the planner unless ``allow_destructive`` (``--allow-destructive``).
 * **Waves.** A canary (one deployment per source version first, up to ``canary``), then
   cumulative waves (``10%`` = until a tenth of the fleet has been worked; a bare number is
   a count). Within a wave up to ``concurrency`` deployments run at once; each is isolated
@@ -22,7 +27,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,10 +45,11 @@ from .events import (
     null_sink,
 )
 from .plankit import PlanKit, step_kind
-from .registry.store import RegistryStore, UserConfig
 from .redact import redact
+from .registry.store import RegistryStore, UserConfig
 from .runner import DeploymentOutcome, RunContext, default_deploy_slots, run_plan_async
 from .schema.models import SchemaVersion
+from .waves import parse_budget, parse_waves, plan_waves
 
 __all__ = [
     "AdapterFactory",
@@ -62,75 +67,6 @@ AdapterFactory = Callable[[Any, EngineConfig], tuple[Any, Any | None]]
 _DONE = ("succeeded", "already")
 
 
-def parse_budget(spec: str | int, total: int) -> int:
-    """``"3"``/``3`` → 3 failures tolerated; ``"10%"`` → floor(10% of ``total``)."""
-
-    text = str(spec).strip()
-    try:
-        if text.endswith("%"):
-            pct = float(text[:-1])
-            if not 0 <= pct <= 100:
-                raise ValueError
-            return int(math.floor(total * pct / 100.0 + 1e-9))
-        value = int(text)
-        if value < 0:
-            raise ValueError
-        return value
-    except ValueError:
-        raise RolloutError(
-            f"--max-failures {spec!r}: give a count (e.g. 3) or a percentage (e.g. 10%)"
-        ) from None
-
-
-def parse_waves(specs: Iterable[str] | str) -> tuple[str, ...]:
-    """Validate wave specs (``"10%,50%,100%"`` or a sequence); each is a percentage or a
-    positive count; the last wave is extended to the whole fleet."""
-
-    items = [s.strip() for s in (specs.split(",") if isinstance(specs, str) else specs)]
-    items = [s for s in items if s]
-    for item in items:
-        body = item[:-1] if item.endswith("%") else item
-        try:
-            value = float(body)
-        except ValueError:
-            raise RolloutError(f"--waves: {item!r} is not a percentage or a count") from None
-        if value <= 0 or (item.endswith("%") and value > 100):
-            raise RolloutError(f"--waves: {item!r} is out of range")
-    return tuple(items) or ("100%",)
-
-
-def plan_waves(order: Sequence[str], *, canary: int, waves: Sequence[str],
-               canary_first: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
-    """Split ``order`` into [(wave name, user ids)], canary first, cumulative waves."""
-
-    total = len(order)
-    remaining = list(order)
-    out: list[tuple[str, list[str]]] = []
-    if canary > 0 and remaining:
-        picked = [u for u in canary_first if u in remaining][:canary]
-        picked += [u for u in remaining if u not in picked][: canary - len(picked)]
-        out.append(("canary", picked))
-        remaining = [u for u in remaining if u not in picked]
-    done = total - len(remaining)
-    for i, spec in enumerate(waves):
-        if not remaining:
-            break
-        if spec.endswith("%"):
-            upto = math.ceil(total * float(spec[:-1]) / 100.0)
-        else:
-            upto = done + int(float(spec))
-        if i == len(waves) - 1:
-            upto = total
-        take = max(0, min(len(remaining), upto - done))
-        if take:
-            out.append((spec, remaining[:take]))
-            remaining = remaining[take:]
-            done += take
-    if remaining:
-        out.append(("rest", remaining))
-    return out
-
-
 @dataclass
 class RolloutReport:
     """Everything a rollout did (or, dry, would do): the source of the JSON and HTML."""
@@ -143,6 +79,7 @@ class RolloutReport:
     rows: list[dict[str, Any]]  # one per deployment (outcome dict or the planned step)
     plans: dict[str, Any] = field(default_factory=dict)  # source → plan dict
     plan_errors: dict[str, Any] = field(default_factory=dict)
+    refresh: dict[str, Any] = field(default_factory=dict)  # the refresh plan, if any
     graph: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -176,7 +113,7 @@ class RolloutReport:
             "duration_s": round(self.duration_s, 3), "counts": self.counts,
             "max_failures": self.max_failures, "waves": self.waves,
             "deployments": self.rows, "plans": self.plans, "plan_errors": self.plan_errors,
-            "graph": self.graph,
+            "refresh": self.refresh, "graph": self.graph,
         }
 
 
@@ -290,6 +227,8 @@ class _Rollout:
                     results.append(outcome)
                     row = self.doc["deployments"][user_id]
                     row.update(outcome.to_dict())
+                    if outcome.refresh:
+                        row["action"] = "refresh"
                     if outcome.status == "failed":
                         self.failures += 1
                         if wave["name"] == "canary":
@@ -351,11 +290,25 @@ async def _close(obj: Any) -> None:
         pass
 
 
-def _select(store: RegistryStore, target: str) -> list[UserConfig]:
-    users = store.list_users(connection_status=["connected"])
-    return sorted((u for u in users
-                   if not (u.schema_version == target and u.deployment_status == "deployed")),
-                  key=lambda u: u.user_id)
+def _stale_at(user: UserConfig | None, target: str, fresh: str) -> bool:
+    """Recorded at ``target`` with a fingerprint ``target`` no longer compiles to."""
+
+    return (user is not None and user.schema_version == target
+            and bool(user.schema_fingerprint) and user.schema_fingerprint != fresh)
+
+
+def _select(store: RegistryStore, target: str, fresh: str) -> tuple[list[UserConfig], set[str]]:
+    """Connected users to work, and which of them only need a refresh."""
+
+    chosen: list[UserConfig] = []
+    refresh: set[str] = set()
+    for u in store.list_users(connection_status=["connected"]):
+        if _stale_at(u, target, fresh):
+            refresh.add(u.user_id)
+            chosen.append(u)
+        elif not (u.schema_version == target and u.deployment_status == "deployed"):
+            chosen.append(u)
+    return sorted(chosen, key=lambda u: u.user_id), refresh
 
 
 async def rollout_async(
@@ -378,40 +331,50 @@ async def rollout_async(
     max_batch: int | None = None,
     deployer: str = "push",
     payloads: Any | None = None,
+    allow_destructive: bool = False,
 ) -> RolloutReport:
     """Run (or resume, or dry-run) a rollout; see the module docstring. ``max_batch``
     caps documents per data-step page; ``deploy_slots`` bounds concurrent CLI deploys
     (default: one per CPU). ``deployer`` (without an ``adapter_factory``): ``push``
     captures each distinct bundle once with the real CLI and pushes it to every
     deployment over HTTP (``payloads``: a ``PayloadCache`` to use); ``cli`` runs the CLI
-    per deploy."""
+    per deploy. ``allow_destructive`` lets the planner plan down paths that delete data
+    (a resumed rollout keeps what it was started with)."""
 
     from .planner import plan_fleet
 
     if deployer not in ("push", "cli"):
         raise RolloutError(f"the deployer must be 'push' or 'cli', not {deployer!r}")
-    kit = versions if isinstance(versions, PlanKit) else PlanKit(list(versions), config,
-                                                                 max_batch=max_batch)
     started = time.time()
+    doc: dict[str, Any] | None = None
     if resume:
         doc = store.load_rollout(resume)
         if doc is None:
             raise RolloutError(f"no rollout {resume!r} in the registry; see `byod rollout --list`")
+        allow_destructive = allow_destructive or bool(
+            (doc.get("options") or {}).get("allow_destructive"))
+    kit = _kit_for(versions, config, max_batch=max_batch, allow_destructive=allow_destructive)
+    if doc is not None:
         target = str(doc["target"])
-        rollout_id = resume
+        rollout_id = str(resume)
         doc["resumed"] = int(doc.get("resumed", 0)) + 1
         doc["status"] = "running"
         users = {u: store.find_user(u) for u in doc["deployments"]}
         before = {u: (cfg.schema_version if cfg else None) for u, cfg in users.items()}
+        fresh = kit.compiled_fingerprint(target)
+        refresh = {u for u, cfg in users.items() if _stale_at(cfg, target, fresh)}
     else:
         target = kit.resolve(target_ref if target_ref is not None else "head")
         rollout_id = f"r-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(started))}-" \
                      f"{uuid.uuid4().hex[:6]}"
-        selected = _select(store, target)
+        selected, refresh = _select(store, target, kit.compiled_fingerprint(target))
         before = {u.user_id: u.schema_version for u in selected}
-    fleet = plan_fleet(kit.graph, [(u, v) for u, v in before.items() if v is not None], target)
+    fleet = plan_fleet(kit.graph, [(u, v) for u, v in before.items()
+                                   if v is not None and u not in refresh], target,
+                       allow_destructive=kit.allow_destructive)
     for plan in fleet.plans.values():
         kit.remember(plan)
+    refresh_plan = kit.refresh_plan(target) if refresh else None
     if not resume:
         by_source: dict[str | None, list[str]] = {}
         for uid, v in before.items():
@@ -427,11 +390,14 @@ async def rollout_async(
             "created_at": started, "max_failures": budget,
             "options": {"canary": canary, "waves": list(parse_waves(waves)),
                         "concurrency": concurrency, "max_failures": str(max_failures),
-                        "deployer": deployer if adapter_factory is None else "custom"},
+                        "deployer": deployer if adapter_factory is None else "custom",
+                        "allow_destructive": kit.allow_destructive},
             "waves": [{"name": n, "deployments": us} for n, us in wave_plan],
             "deployments": {u: {"user_id": u, "status": "pending", "before": before[u],
-                                "wave": n} for n, us in wave_plan for u in us},
+                                "wave": n, "action": _action(u, refresh)}
+                            for n, us in wave_plan for u in us},
         }
+    assert doc is not None
     plans_dict = {src: p.to_dict() for src, p in fleet.plans.items()}
     emit_safely(emit, RolloutStarted(
         rollout_id, target, len(doc["deployments"]),
@@ -442,20 +408,26 @@ async def rollout_async(
         waves=[{"name": w["name"], "size": len(w["deployments"])} for w in doc["waves"]],
         rows=[], plans=plans_dict, plan_errors=dict(fleet.errors), started_at=started,
         max_failures=int(doc["max_failures"]))
+    if refresh_plan is not None:
+        report.refresh = {"version": target, "fingerprint": kit.compiled_fingerprint(target),
+                          "deployments": sorted(refresh), "plan": refresh_plan.to_dict()}
     if dry_run:
         for uid, row in doc["deployments"].items():
-            plan = fleet.plans.get(row["before"] or "")
+            stale = uid in refresh
+            chosen = refresh_plan if stale else fleet.plans.get(row["before"] or "")
             report.rows.append({
                 "user_id": uid, "status": "planned", "before": row["before"],
-                "after": target, "wave": row["wave"],
-                "deploys": plan.deploys if plan is not None else None,
-                "steps": [s.id for s in plan.steps] if plan is not None else [],
-                "error": (fleet.errors.get(str(row["before"])) or {}).get("message"),
+                "after": target, "wave": row["wave"], "action": _action(uid, refresh),
+                "deploys": chosen.deploys if chosen is not None else None,
+                "steps": [s.id for s in chosen.steps] if chosen is not None else [],
+                "error": None if stale else
+                (fleet.errors.get(str(row["before"])) or {}).get("message"),
             })
         report.graph = _graph_summary(kit, before, before)
     else:
         if adapter_factory is None and deployer == "push":
-            cache = await _capture_all(kit, fleet.plans.values(), config, payloads)
+            to_capture = [*fleet.plans.values(), *([refresh_plan] if refresh_plan else [])]
+            cache = await _capture_all(kit, to_capture, config, payloads)
             adapter_factory = _push_adapters(cache)
         state = _Rollout(store=store, vault=vault, config=config, kit=kit, emit=emit,
                          adapter_factory=adapter_factory or _default_adapters,
@@ -476,6 +448,21 @@ async def rollout_async(
     emit_safely(emit, RolloutFinished(rollout_id, report.status,
                                       tuple(report.counts.items()), report.duration_s))
     return report
+
+
+def _action(user_id: str, refresh: set[str]) -> str:
+    return "refresh" if user_id in refresh else "migrate"
+
+
+def _kit_for(versions: Iterable[SchemaVersion] | PlanKit, config: EngineConfig, *,
+             max_batch: int | None, allow_destructive: bool) -> PlanKit:
+    if not isinstance(versions, PlanKit):
+        return PlanKit(list(versions), config, max_batch=max_batch,
+                       allow_destructive=allow_destructive)
+    if allow_destructive and not versions.allow_destructive:
+        raise RolloutError("allow_destructive was asked for, but the given PlanKit refuses "
+                           "destructive paths: build it with allow_destructive=True")
+    return versions
 
 
 def rollout(target_ref: str | int | None, **kwargs: Any) -> RolloutReport:

@@ -58,11 +58,11 @@ from .events import (
     DeploymentSkipped,
     DeploymentStarted,
     PageDone,
+    Sink,
     StepCompleted,
     StepFailed,
     StepSkipped,
     StepStarted,
-    Sink,
     null_sink,
 )
 from .healthstate import classify_answer
@@ -72,8 +72,8 @@ from .registry.store import JournalEntry, RegistryStore, UserConfig
 from .runcontext import (
     AdaptiveBatch,
     DeploymentLease,
-    DeployOps,
     DeploymentOutcome,
+    DeployOps,
     KitExpectations,
     OutcomeStatus,
     RunContext,

@@ -208,13 +208,17 @@ def test_connection(user_id: str, as_json: bool) -> None:
     vault = Vault.from_env()
     with store:
         result = connect_mod.test_connection(user_id, store=store, vault=vault, config=config)
+    state = result.state or ("healthy" if result.ok else "failed")
     if as_json:
         _dump(result.to_dict())
     elif result.ok:
-        click.echo(f"user {user_id}: ok in {result.latency_ms:.0f} ms, deployment on "
-                   f"{result.deployed_version}; status {result.connection_status}")
+        click.echo(f"user {user_id}: ok ({state}) in {result.latency_ms:.0f} ms, deployment "
+                   f"on {result.deployed_version}; status {result.connection_status}")
+        if result.note:  # migrating or stale: routable, but a rollout has work to do
+            click.echo(f"  note: {result.note}")
     else:
-        click.echo(f"user {user_id}: failed ({result.error_kind}): {result.error}; "
+        kinds = ", ".join(dict.fromkeys(k for k in (state, result.error_kind) if k))
+        click.echo(f"user {user_id}: failed ({kinds}): {result.error}; "
                    f"status {result.connection_status}")
     if not result.ok:
         raise click.exceptions.Exit(1)

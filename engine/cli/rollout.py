@@ -3,7 +3,8 @@
 A thin layer over ``engine.rollout.rollout``: it builds the store, vault and versions,
 renders the rollout's events (a rich progress bar on a terminal, one plain line per event
 otherwise, nothing but the final JSON with ``--json``), writes the JSON and HTML reports,
-and exits 1 when the budget halted the rollout or any deployment failed.
+and exits 1 when the budget halted the rollout or any deployment failed. A dry run
+against a registry that does not exist yet creates none: there is nothing to roll out.
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ def _plain_renderer(echo: Callable[[str], None]) -> Callable[[Event], None]:
             done["n"] += 1
             prefix = f"[{done['n']}/{done['total']}]"
             if isinstance(event, DeploymentDone):
-                what = "already on target" if event.already else \
-                    f"{event.source} -> {event.target}, {event.deploys} deploy(s)"
+                if event.already:
+                    what = "already on target"
+                elif event.source == event.target:
+                    what = f"refreshed {event.target} (stale bundle), {event.deploys} deploy(s)"
+                else:
+                    what = f"{event.source} -> {event.target}, {event.deploys} deploy(s)"
                 echo(f"{prefix} ok      {event.user_id}: {what} in {event.duration_s:.1f}s")
             elif isinstance(event, DeploymentFailed):
                 echo(f"{prefix} FAILED  {event.user_id}: {event.error_type}: {event.error}")
@@ -70,8 +75,13 @@ class _RichRenderer:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-            TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.console = Console(stderr=True)
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
@@ -112,6 +122,9 @@ class _RichRenderer:
 
 def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
     counts = ", ".join(f"{n} {k}" for k, n in report.counts.items()) or "nothing to do"
+    refreshes = sum(1 for r in report.rows if r.get("action") == "refresh")
+    if refreshes:
+        counts += f"; {refreshes} of them refresh{'es' if refreshes > 1 else ''}"
     lines = [f"rollout {report.rollout_id} to {report.target}: {report.status} "
              f"({counts}) in {report.duration_s:.1f}s"]
     if report.halted_reason:
@@ -126,6 +139,15 @@ def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
             lines.append(f"  from {source} ({n} deployment(s)): "
                          + " -> ".join(plan["path"]) + f", {plan['deploys']} deploy(s), "
                          + f"{len(plan['steps'])} step(s)")
+            for step in plan["steps"]:
+                lines.append(f"      {step.get('kind')}: {step.get('id')}")
+        if report.refresh:
+            refresh, plan = report.refresh, report.refresh["plan"]
+            lines.append(f"  refresh {refresh['version']} ({len(refresh['deployments'])} "
+                         f"deployment(s), stale: recorded with another fingerprint; "
+                         f"{refresh['version']} now compiles to {refresh['fingerprint'][:12]}): "
+                         f"{plan['deploys']} deploy(s), {len(plan['steps'])} step(s), "
+                         "no data steps")
             for step in plan["steps"]:
                 lines.append(f"      {step.get('kind')}: {step.get('id')}")
         for source, err in report.plan_errors.items():
@@ -185,13 +207,16 @@ def _list_rollouts(as_json: bool) -> None:
               show_default=True,
               help="push: build each bundle's push request once with the Convex CLI and "
               "send it to every deployment over HTTP; cli: run the Convex CLI per deploy.")
+@click.option("--allow-destructive", is_flag=True,
+              help="Plan down paths that delete data (rows or field values); refused "
+              "without it. Back the data up first.")
 @click.option("--list", "list_only", is_flag=True,
               help="List recent rollouts (id, target, state, counts) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, concurrency: int,
                 max_failures: str, resume: str | None, report_dir: Path | None,
                 versions_dir: Path | None, batch_size: int | None, deployer: str,
-                list_only: bool, as_json: bool) -> None:
+                allow_destructive: bool, list_only: bool, as_json: bool) -> None:
     """Roll every connected deployment out to a version: canary, waves, failure budget."""
 
     from ..registry.sqlite import open_store
@@ -210,6 +235,9 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
     parse_budget(max_failures, 100)
     config = load_config()
     versions = load_versions(versions_dir or config.versions_dir, config)
+    if dry_run and not Path(config.registry_path).exists():
+        _no_registry(config.registry_path, target, versions, config, as_json)
+        return
     store = open_store(config)
     try:
         vault = None if dry_run else Vault.from_env()
@@ -224,7 +252,8 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
         kwargs: dict[str, Any] = dict(
             store=store, vault=vault, config=config, versions=versions, canary=canary,
             waves=waves, concurrency=concurrency, max_failures=max_failures,
-            dry_run=dry_run, resume=resume, max_batch=batch_size, deployer=deployer)
+            dry_run=dry_run, resume=resume, max_batch=batch_size, deployer=deployer,
+            allow_destructive=allow_destructive)
         if isinstance(renderer, _RichRenderer):
             with renderer:
                 report = rollout(target, emit=renderer, **kwargs)
@@ -246,6 +275,26 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
             click.echo(line)
     if report.status == "halted" or report.failed:
         raise SystemExit(1)
+
+
+def _no_registry(path: Path, target: str | None, versions: Any, config: Any,
+                 as_json: bool) -> None:
+    """A dry run without a registry: nothing is connected, so the plan is empty (and no
+    registry file is created by looking)."""
+
+    from ..plankit import PlanKit
+    from ..rollout import RolloutReport
+
+    resolved = PlanKit(versions, config).resolve(target) if target else None
+    message = f"no registry at {path}: nothing to roll out"
+    report = RolloutReport(rollout_id="-", target=resolved or "-", status="dry_run",
+                           options={}, waves=[], rows=[])
+    if as_json:
+        data = report.to_dict()
+        data["message"] = message
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(message)
 
 
 commands: list[click.Command] = [rollout_cmd]

@@ -1,14 +1,21 @@
-"""Fixtures for the deploy adapter tests: a target with a recognisable key, and a check
-that a secret appears nowhere in an exception (message, repr, or anything it chains)."""
+"""Fixtures for the deploy adapter tests: a target with a recognisable key, a check that a
+secret appears nowhere in an exception (message, repr, or anything it chains), and what
+the tests against local deployments share (the shipped versions, targets, keys)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 import pytest
 
 from engine.convex.adapter import DeploymentTarget
+from engine.graph import VersionGraph
+from engine.schema.loader import load_versions
+
+if TYPE_CHECKING:
+    from engine.local import LocalDeployment, LocalFleet
 
 ADMIN_KEY = "convex-self-hosted|01c046ab5f9e4d2c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c"
 SECRET_PART = ADMIN_KEY.split("|", 1)[1]
@@ -44,3 +51,21 @@ def assert_logs_clean(records: Iterable[logging.LogRecord], *secrets: str) -> No
         text = record.getMessage() + repr(record.args) + str(record.exc_text or "")
         for secret in (ADMIN_KEY, SECRET_PART, *secrets):
             assert secret not in text, f"secret leaked into log {record.name}: {text[:200]}"
+
+
+# -- against local deployments --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def graph(versions_dir: Path) -> VersionGraph:
+    return VersionGraph(load_versions(versions_dir))
+
+
+def local_target(dep: LocalDeployment) -> DeploymentTarget:
+    return DeploymentTarget(label=dep.name, url=dep.url, admin_key=dep.admin_key,
+                            allow_insecure_local=True)
+
+
+def fleet_keys(fleet: LocalFleet) -> list[str]:
+    """Every deployment's admin key, whole and without its name prefix."""
+    return [d.admin_key for d in fleet.deployments] + [
+        d.admin_key.split("|", 1)[1] for d in fleet.deployments]

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from engine.cli.main import cli as byod_cli
 from engine.compiler import Bundle, compile_version
 from engine.config import EngineConfig
-from engine.convex.adapter import DeploymentTarget
 from engine.convex.cli import CliDeployAdapter
 from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient
 from engine.convex.toolchain import Toolchain
@@ -31,7 +30,9 @@ from engine.errors import (
 )
 from engine.graph import VersionGraph
 from engine.local import LocalDeployment, LocalFleet
-from engine.schema.loader import load_version_file, load_versions
+from engine.schema.loader import load_version_file
+
+from .conftest import exception_texts, fleet_keys, local_target
 
 pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow]
 
@@ -47,35 +48,11 @@ def fleet(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Ite
         running.stop()
 
 
-@pytest.fixture(scope="module")
-def graph(versions_dir: Path) -> VersionGraph:
-    return VersionGraph(load_versions(versions_dir))
-
-
-def target(dep: LocalDeployment) -> DeploymentTarget:
-    return DeploymentTarget(label=dep.name, url=dep.url, admin_key=dep.admin_key,
-                            allow_insecure_local=True)
-
-
-def keys(fleet: LocalFleet) -> list[str]:
-    return [d.admin_key for d in fleet.deployments] + [
-        d.admin_key.split("|", 1)[1] for d in fleet.deployments]
-
-
 def assert_clean(fleet: LocalFleet, *texts: str, records: list[logging.LogRecord] = ()) -> None:
     everything = list(texts) + [r.getMessage() for r in records]
     for text in everything:
-        for key in keys(fleet):
+        for key in fleet_keys(fleet):
             assert key not in text
-
-
-def error_texts(exc: BaseException) -> list[str]:
-    out = []
-    current: BaseException | None = exc
-    while current is not None:
-        out += [str(current), repr(current), repr(vars(current))]
-        current = current.__cause__ or current.__context__
-    return out
 
 
 def test_every_version_in_order(fleet: LocalFleet, graph: VersionGraph, toolchain: Toolchain,
@@ -83,7 +60,7 @@ def test_every_version_in_order(fleet: LocalFleet, graph: VersionGraph, toolchai
     caplog.set_level(logging.DEBUG)
     dep = fleet.deployments[0]
     outputs = []
-    with CliDeployAdapter(target(dep), toolchain=toolchain, timeout=180) as adapter:
+    with CliDeployAdapter(local_target(dep), toolchain=toolchain, timeout=180) as adapter:
         for vid in graph.topological_order():
             bundle = compile_version(graph.get(vid), CONFIG)
             result = adapter.deploy(bundle)
@@ -94,7 +71,7 @@ def test_every_version_in_order(fleet: LocalFleet, graph: VersionGraph, toolchai
                 vid, bundle.fingerprint, "version")
 
             async def read() -> Any:
-                async with AsyncConvexHttpClient(target(dep)) as client:
+                async with AsyncConvexHttpClient(local_target(dep)) as client:
                     return await client.read_version()
 
             assert asyncio.run(read()).version == vid
@@ -122,7 +99,7 @@ def test_schema_violation_keeps_previous_version_and_documents(
     dep = fleet.deployments[1]
     head_id, strict = strict_version(graph, tmp_path)
     head = compile_version(graph.get(head_id), CONFIG)
-    with CliDeployAdapter(target(dep), toolchain=toolchain, timeout=180) as adapter:
+    with CliDeployAdapter(local_target(dep), toolchain=toolchain, timeout=180) as adapter:
         adapter.deploy(head)
         now = time.time() * 1000
         ids = adapter.mutation("byod:importPage", {"table": "conversations", "documents": [
@@ -142,7 +119,7 @@ def test_schema_violation_keeps_previous_version_and_documents(
         assert (after.version, after.fingerprint) == (head_id, head.fingerprint)
         assert fleet.documents(dep.name) == before
         assert fleet.state(dep.name).get("schema") == state_before.get("schema")
-        for text in error_texts(error):
+        for text in exception_texts(error):
             assert dep.admin_key not in text and dep.url not in text
 
 
@@ -158,7 +135,7 @@ def faulty(fleet: LocalFleet, graph: VersionGraph,
     dep = fleet.deployments[2]
     bundle = compile_version(graph.get(graph.topological_order()[0]), CONFIG)
     if fleet.state(dep.name).get("pushes", 0) == 0:
-        with CliDeployAdapter(target(dep), toolchain=toolchain, timeout=180) as adapter:
+        with CliDeployAdapter(local_target(dep), toolchain=toolchain, timeout=180) as adapter:
             adapter.deploy(bundle)
     yield dep, bundle
     fleet.set_fault(dep.name, "none")
@@ -183,37 +160,37 @@ def test_fault_modes_give_typed_errors_from_both_adapters(
     expected = _expect(mode)
     errors = []
 
-    with ConvexHttpClient(target(dep), timeout=1.5, retries=1, backoff_base=0.05) as http:
+    with ConvexHttpClient(local_target(dep), timeout=1.5, retries=1, backoff_base=0.05) as http:
         errors.append(_within(5, http.read_version, expected))
         errors.append(_within(5, lambda: http.mutation("byod:recordVersion", {
             "version": "x", "fingerprint": "y", "kind": "version"}), expected))
 
     async def async_read() -> Any:
-        async with AsyncConvexHttpClient(target(dep), timeout=1.5, retries=1,
+        async with AsyncConvexHttpClient(local_target(dep), timeout=1.5, retries=1,
                                          backoff_base=0.05) as client:
             return await client.read_version()
 
     errors.append(_within(5, lambda: asyncio.run(async_read()), expected))
 
     # the CLI adapter: its preflight fails fast with the same typed error
-    with CliDeployAdapter(target(dep), toolchain=toolchain, timeout=60,
+    with CliDeployAdapter(local_target(dep), toolchain=toolchain, timeout=60,
                           http_timeout=1.5) as adapter:
         errors.append(_within(10, lambda: adapter.deploy(bundle), expected))
     # and the real CLI's own failure is classified the same way (no preflight); a dropped
     # connection is left out here: the CLI retries it for half a minute before giving up
     if mode != "drop":
-        with CliDeployAdapter(target(dep), toolchain=toolchain, preflight=False,
+        with CliDeployAdapter(local_target(dep), toolchain=toolchain, preflight=False,
                               timeout=8 if mode in ("delay", "timeout") else 60) as adapter:
             error = _within(40, lambda: adapter.deploy(bundle), expected)
             errors.append(error)
     for error in errors:
         assert dep.name in str(error)
-        for text in error_texts(error):
+        for text in exception_texts(error):
             assert dep.admin_key not in text
     assert_clean(fleet, *(str(e) for e in errors), records=caplog.records)
 
     fleet.set_fault(dep.name, "none")
-    with ConvexHttpClient(target(dep)) as http:
+    with ConvexHttpClient(local_target(dep)) as http:
         assert http.read_version().version == bundle.version_id  # recovered
 
 
@@ -227,7 +204,7 @@ def test_byod_deploy_command(fleet: LocalFleet, versions_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["deployment"] == dep.name and summary["verified"] and summary["recorded"]
-    with ConvexHttpClient(target(dep)) as http:
+    with ConvexHttpClient(local_target(dep)) as http:
         info = http.read_version()
     assert info.version == summary["version"] and info.fingerprint == summary["fingerprint"]
     assert info.recorded and info.recorded["version"] == summary["version"]

@@ -35,9 +35,9 @@ from engine.errors import (
     SchemaValidationFailed,
 )
 from engine.graph import VersionGraph
-from engine.schema.loader import load_version_file, load_versions
+from engine.schema.loader import load_version_file
 
-from .conftest import ADMIN_KEY, assert_logs_clean, assert_no_secret
+from .conftest import ADMIN_KEY, assert_logs_clean, assert_no_secret, fleet_keys, local_target
 
 CONFIG = EngineConfig()
 LOCAL_URL = "http://127.0.0.1:3999"
@@ -275,11 +275,6 @@ def fleet(toolchain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def graph(versions_dir: Path) -> VersionGraph:
-    return VersionGraph(load_versions(versions_dir))
-
-
-@pytest.fixture(scope="module")
 def bundles(graph: VersionGraph) -> list[Bundle]:
     return [compile_version(graph.get(v), CONFIG) for v in graph.topological_order()]
 
@@ -293,16 +288,6 @@ def cache(toolchain: Any, bundles: list[Bundle],
     return found
 
 
-def _local_target(dep: Any) -> DeploymentTarget:
-    return DeploymentTarget(label=dep.name, url=dep.url, admin_key=dep.admin_key,
-                            allow_insecure_local=True)
-
-
-def _keys(fleet: Any) -> list[str]:
-    return [d.admin_key for d in fleet.deployments] + [
-        d.admin_key.split("|", 1)[1] for d in fleet.deployments]
-
-
 @pytest.mark.local
 @pytest.mark.toolchain
 @pytest.mark.slow
@@ -311,7 +296,7 @@ def test_every_version_in_order_sync_and_async(fleet: Any, bundles: list[Bundle]
                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     dep = fleet.deployments[0]
-    with PushDeployAdapter(_local_target(dep), payloads=cache) as adapter:
+    with PushDeployAdapter(local_target(dep), payloads=cache) as adapter:
         for bundle in bundles:
             result = adapter.deploy(bundle)
             info = adapter.read_version()
@@ -323,7 +308,7 @@ def test_every_version_in_order_sync_and_async(fleet: Any, bundles: list[Bundle]
     other = fleet.deployments[1]
 
     async def main() -> None:
-        async with AsyncPushDeployAdapter(_local_target(other), payloads=cache,
+        async with AsyncPushDeployAdapter(local_target(other), payloads=cache,
                                           compress=True) as adapter:
             for bundle in bundles:
                 await adapter.deploy(bundle)
@@ -334,7 +319,7 @@ def test_every_version_in_order_sync_and_async(fleet: Any, bundles: list[Bundle]
     asyncio.run(main())
     for record in caplog.records:
         text = record.getMessage()
-        assert not any(k in text for k in _keys(fleet)) and dep.url not in text
+        assert not any(k in text for k in fleet_keys(fleet)) and dep.url not in text
     assert cache.captured == len({b.fingerprint for b in bundles})  # nothing recaptured
 
 
@@ -356,7 +341,7 @@ def test_violated_schema_fails_and_keeps_the_old_state(fleet: Any, graph: Versio
     head_bundle = compile_version(head, CONFIG)
 
     dep = fleet.deployments[2]
-    with PushDeployAdapter(_local_target(dep), payloads=cache) as adapter:
+    with PushDeployAdapter(local_target(dep), payloads=cache) as adapter:
         adapter.deploy(head_bundle)
         now = time.time() * 1000
         ids = adapter.mutation("byod:importPage", {"table": "conversations", "documents": [
@@ -387,8 +372,8 @@ def test_faults_give_typed_errors(fleet: Any, bundles: list[Bundle], cache: Payl
     dep = fleet.deployments[3]
     fleet.set_fault(dep.name, mode)
     try:
-        http = ConvexHttpClient(_local_target(dep), timeout=1.5, retries=0)
-        with PushDeployAdapter(_local_target(dep), payloads=cache, http_client=http,
+        http = ConvexHttpClient(local_target(dep), timeout=1.5, retries=0)
+        with PushDeployAdapter(local_target(dep), payloads=cache, http_client=http,
                                timeout=3.0) as adapter:
             started = time.monotonic()
             with pytest.raises(expected) as info:
@@ -414,13 +399,13 @@ def test_payloads_on_disk_hold_no_key_and_are_reused(fleet: Any, bundles: list[B
     for path in files:
         text = path.read_text()
         assert '"adminKey"' not in text and "byod-push-capture|" not in text
-        assert not any(k in text for k in _keys(fleet))
+        assert not any(k in text for k in fleet_keys(fleet))
         assert json.loads(text)["request"]["appDefinition"]["changedModules"]
     again = PayloadCache(cache.directory, toolchain=toolchain)
     assert [p.fingerprint for p in again.prepare(bundles)] == list(
         dict.fromkeys(b.fingerprint for b in bundles))
     assert (again.captured, again.loaded) == (0, len({b.fingerprint for b in bundles}))
-    factory_made = adapter_for(_local_target(fleet.deployments[4]), CONFIG, kind="push",
+    factory_made = adapter_for(local_target(fleet.deployments[4]), CONFIG, kind="push",
                                payloads=again)
     assert isinstance(factory_made, PushDeployAdapter)
     factory_made.close()
@@ -433,9 +418,9 @@ def test_push_deploy_is_indistinguishable_from_a_cli_deploy(
         fleet: Any, bundles: list[Bundle], cache: PayloadCache, toolchain: Any) -> None:
     bundle = bundles[-1]
     by_cli, by_push = fleet.deployments[4], fleet.deployments[1]
-    with CliDeployAdapter(_local_target(by_cli), toolchain=toolchain, timeout=240) as cli:
+    with CliDeployAdapter(local_target(by_cli), toolchain=toolchain, timeout=240) as cli:
         cli.deploy(bundle)
-    with PushDeployAdapter(_local_target(by_push), payloads=cache) as push:
+    with PushDeployAdapter(local_target(by_push), payloads=cache) as push:
         push.deploy(bundle)
     a, b = fleet.state(by_cli.name), fleet.state(by_push.name)
     assert a["schema"] == b["schema"]
@@ -443,7 +428,7 @@ def test_push_deploy_is_indistinguishable_from_a_cli_deploy(
     assert code_keys and all(a[k] == b[k] for k in code_keys)  # the same modules run
     answers = []
     for dep in (by_cli, by_push):
-        with ConvexHttpClient(_local_target(dep)) as http:
+        with ConvexHttpClient(local_target(dep)) as http:
             info = http.read_version()
             counts = {t: http.query("byod:countPage", {"table": t, "cursor": None,
                                                        "numItems": 100})["isDone"]

@@ -10,6 +10,8 @@ from click.testing import CliRunner, Result
 
 from engine.cli.check import check
 
+from .reference import MESSAGES_DRAFT
+
 GOOD = """
 parents: []
 tables:
@@ -17,25 +19,6 @@ tables:
     location: user
     fields: {userId: string, parent: id(notes)}
     indexes: {by_user: [userId], by_parent: [parent]}
-"""
-
-DRAFT = """
-parents: []
-tables:
-  conversations:
-    location: user
-    fields: {userId: string}
-    indexes: {by_user: [userId]}
-  messages:
-    location: user
-    fields:
-      conversationId: id(conversations)
-      userId: string
-      content: string
-    indexes:
-      by_conversation: [conversationId]
-    vector_indexes:
-      embedding: {field: embedding, dimensions: 1536, filters: [userId, conversationId]}
 """
 
 
@@ -52,7 +35,7 @@ def test_good_directory_passes(write, tmp_path: Path) -> None:
 
 
 def test_reference_draft_is_rejected_precisely(write, tmp_path: Path) -> None:
-    path = write("0001_a.yaml", DRAFT)
+    path = write("0001_a.yaml", MESSAGES_DRAFT)
     result = invoke(tmp_path, "--versions", str(tmp_path))
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
@@ -116,7 +99,7 @@ def test_broken_files_one_line_each(write, tmp_path: Path) -> None:
 
 
 def test_json_output(write, tmp_path: Path) -> None:
-    write("0001_a.yaml", DRAFT)
+    write("0001_a.yaml", MESSAGES_DRAFT)
     result = invoke(tmp_path, "--versions", str(tmp_path), "--json")
     assert result.exit_code == 1
     report = json.loads(result.output)
@@ -143,7 +126,7 @@ def test_default_directory_comes_from_config(write, tmp_path: Path,
 def test_registered_on_the_main_group(write, tmp_path: Path) -> None:
     from engine.cli.main import cli
 
-    write("0001_a.yaml", DRAFT)
+    write("0001_a.yaml", MESSAGES_DRAFT)
     env = {"BYOD_CONFIG": str(tmp_path / "absent.toml")}
     result = CliRunner().invoke(cli, ["check", "--versions", str(tmp_path)], env=env)
     assert result.exit_code == 1 and "BYOD-E114" in result.output

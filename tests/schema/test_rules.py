@@ -10,6 +10,8 @@ from engine.config import EngineConfig
 from engine.errors import Problem
 from engine.schema.rules import check_versions, identifier_problem
 
+from .reference import MESSAGES_DRAFT
+
 BASE_TABLES = """
   users:
     location: main
@@ -245,24 +247,7 @@ def test_missing_index_field_is_a_warning_without_schema_validation(write, probl
 def test_reference_draft_of_messages_is_rejected(write, problems_of, tmp_path: Path) -> None:
     """The published draft declares the vector index but forgets the embedding field."""
 
-    path = write("0001_v.yaml", """
-        parents: []
-        tables:
-          conversations:
-            location: user
-            fields: {userId: string}
-            indexes: {by_user: [userId]}
-          messages:
-            location: user
-            fields:
-              conversationId: id(conversations)
-              userId: string
-              content: string
-            indexes:
-              by_conversation: [conversationId]
-            vector_indexes:
-              embedding: {field: embedding, dimensions: 1536, filters: [userId, conversationId]}
-        """)
+    path = write("0001_v.yaml", MESSAGES_DRAFT)
     [p] = problems_of()
     assert p.code == "BYOD-E114" and p.severity == "error"
     assert p.file == str(path) and p.line == 16
