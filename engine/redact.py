@@ -9,6 +9,7 @@ from typing import Iterable
 __all__ = ["redact", "REDACTED", "looks_like_deploy_key"]
 
 REDACTED = "[REDACTED]"
+_MIN_SECRET = 8
 
 # Convex keys: "<prefix:>name|secret" where secret is long hex/base64.
 _KEY_PATTERN = re.compile(
@@ -28,10 +29,14 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     if not text:
         return text
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        if len(secret) >= 4:
+        # Fragments shorter than _MIN_SECRET are no real secret (keys that short are
+        # refused) and replacing them would garble ordinary words of a message.
+        if len(secret) >= _MIN_SECRET:
             text = text.replace(secret, REDACTED)
-            if "|" in secret:  # the backend strips "prod:" style prefixes; catch the rest
-                text = text.replace(secret.split("|", 1)[1], REDACTED)
+        if "|" in secret:  # the backend strips "prod:" style prefixes; catch the rest
+            tail = secret.split("|", 1)[1]
+            if len(tail) >= _MIN_SECRET:
+                text = text.replace(tail, REDACTED)
     text = _KEY_PATTERN.sub(REDACTED, text)
     text = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, text)

@@ -163,9 +163,11 @@ def _list_rollouts(as_json: bool) -> None:
     from ..registry.sqlite import open_store
 
     config = load_config()
-    with open_store(config) as store:
-        docs = [d for d in store.list_rollouts(limit=50) if "deployments" in d
-                and str(d.get("rollout_id", "")).startswith("r-")]
+    docs: list[dict[str, Any]] = []
+    if not _no_registry_file(config):  # listing never creates a registry
+        with open_store(config) as store:
+            docs = [d for d in store.list_rollouts(limit=50) if "deployments" in d
+                    and str(d.get("rollout_id", "")).startswith("r-")]
     rows = []
     for doc in docs:
         counts: dict[str, int] = {}
@@ -235,7 +237,7 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
     parse_budget(max_failures, 100)
     config = load_config()
     versions = load_versions(versions_dir or config.versions_dir, config)
-    if dry_run and not Path(config.registry_path).exists():
+    if dry_run and _no_registry_file(config):
         _no_registry(config.registry_path, target, versions, config, as_json)
         return
     store = open_store(config)
@@ -275,6 +277,14 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
             click.echo(line)
     if report.status == "halted" or report.failed:
         raise SystemExit(1)
+
+
+def _no_registry_file(config: Any) -> bool:
+    """The configured SQLite registry does not exist yet (a URL-like path is left to
+    ``open_store``, which explains what it supports)."""
+
+    text = str(config.registry_path)
+    return "://" not in text and not Path(text).exists()
 
 
 def _no_registry(path: Path, target: str | None, versions: Any, config: Any,

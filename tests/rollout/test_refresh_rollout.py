@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from runner.fakes import RecordingKit
 
 from engine.cli.main import cli
 from engine.cli.rollout import _summary
@@ -23,8 +24,6 @@ from engine.registry.sqlite import SqliteStore
 from engine.report import render_html
 from engine.schema.loader import load_versions
 from engine.vault import generate_key
-
-from runner.fakes import RecordingKit
 
 from .test_rollout_unit import Fleet
 
@@ -111,6 +110,8 @@ def test_dry_run_without_a_registry_creates_none(tmp_path, monkeypatch):
     data = json.loads(as_json.output)
     head = VersionGraph(load_versions(ROOT / "schema_versions")).resolve("head").id
     assert (data["status"], data["deployments"], data["target"]) == ("dry_run", [], head)
+    listed = _cli(monkeypatch, tmp_path, registry, "rollout", "--list")
+    assert (listed.exit_code, listed.output.strip()) == (0, "no rollouts yet")
     assert not registry.exists() and not registry.parent.exists()
 
 
