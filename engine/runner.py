@@ -315,7 +315,7 @@ async def run_plan_async(
         elif plan is None or plan.source != source or plan.target != target \
                 or is_refresh(plan):
             plan = ctx.kit.plan(source, target)
-        plan_id = plan_id_of(plan)
+        plan_id = _journal_id(store, user_id, plan_id_of(plan))
         target_bundle = ctx.kit.version_bundle(target)
         if source == target and (info.kind, info.version, info.fingerprint) == (
                 "version", target, target_bundle.fingerprint):
@@ -409,6 +409,27 @@ async def _execute(run: _Run, plan: Any, plan_id: str, lease: DeploymentLease) -
     run.step_id = None
 
 
+_SUPERSEDED = "superseded by plan"
+
+
+def _journal_id(store: RegistryStore, user_id: str, base: str) -> str:
+    """The journal id for running plan ``base`` now. An unfinished journal under ``base``
+    is resumed; a *finished* one belongs to an earlier run of the same plan (the
+    deployment was replaced, or went down and up again), so this run gets a fresh
+    generation instead of skipping every step as already done."""
+
+    entries = store.journal(user_id)
+    generation, candidate = 1, base
+    while True:
+        mine = [e for e in entries if e.plan_id == candidate]
+        superseded = any((e.error or "").startswith(_SUPERSEDED) for e in mine)
+        if not mine or (not superseded
+                        and any(e.status not in ("completed", "skipped") for e in mine)):
+            return candidate
+        generation += 1
+        candidate = f"{base}.{generation}"
+
+
 def _close_finished_plans(store: RegistryStore, user_id: str, target: str) -> None:
     """The deployment verifiably recorded ``target`` (record is a plan's last step): a
     plan to it that crashed after that write but before its journal update is done."""
@@ -433,7 +454,7 @@ def _supersede_other_plans(store: RegistryStore, user_id: str, plan_id: str) -> 
             store.journal_update(user_id, e.plan_id, e.step_id, status="skipped")
         elif e.status == "running":
             store.journal_update(user_id, e.plan_id, e.step_id, status="failed",
-                                 error=f"superseded by plan {plan_id}")
+                                 error=f"{_SUPERSEDED} {plan_id}")
 
 
 def _failed(run: _Run, exc: BaseException, *, user_id: str, target: str, before: str | None,

@@ -229,3 +229,20 @@ def test_no_secret_in_outcome_journal_or_events(store, kit, book):
     texts += [str(e) for e in store.journal("hank")] + [str(store.get_user("hank"))]
     texts += [str(a.detail) for a in store.audit_log("hank")]
     assert not any("0123456789abcdef" in t for t in texts)
+
+
+def test_same_plan_again_on_a_replaced_deployment_runs_every_step(store, kit, book):
+    """A finished journal belongs to an earlier run: when the user's deployment is
+    replaced by a fresh one at the source version, the same plan runs again in full
+    (a new journal generation) instead of skipping every step as already done."""
+
+    first = add_user(store, kit, book, "erin", docs=10)
+    assert _run(store, kit, first).status == "succeeded"
+    replacement = add_user(store, kit, book, "erin", docs=10)  # back at v1, fresh data
+    again = _run(store, kit, replacement)
+    assert again.status == "succeeded", again.error
+    assert again.deploys == 2 and replacement.deploys == 2
+    _assert_on_v3(replacement, kit, 10)
+    plans = {e.plan_id for e in store.journal("erin")}
+    assert len(plans) == 2 and again.plan_id in plans
+    assert all(e.status == "completed" for e in store.journal("erin", again.plan_id))
