@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "fleet",      # keys, connect, status, test-connection
     "rollout",    # rollout
     "ops",        # health, monitor, disconnect, demo
+    "reconcile",  # reconcile
 )
 
 

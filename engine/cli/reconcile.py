@@ -1,0 +1,76 @@
+"""``byod reconcile``: check the registry against the deployments' own records and, with
+``--apply``, rebuild it from them (a thin wrapper over ``engine.reconcile``).
+
+Exit codes: 0 the registry matches every deployment read; 1 differences remain (after
+``--apply``: the ones that cannot be fixed, such as drift) or a deployment could not be
+read. Nothing here prints a URL or a key: every text comes from the sanitized report.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+__all__ = ["commands"]
+
+
+def _render(report: Any) -> None:
+    width = max([len(r.user_id) for r in report.results] + [4])
+    for r in report.results:
+        where = f"{r.kind} {r.version}" if r.version else "-"
+        click.echo(f"{r.user_id.ljust(width)}  {r.state:<12}  {where}"
+                   + (f"  {r.reason}" if r.reason else ""))
+        for f in r.findings:
+            click.echo(f"  {f.describe()}")
+        for note in r.notes:
+            click.echo(f"  note: {note}")
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "no users"
+    click.echo(f"{counts}; {len(report.fixed)} difference(s) fixed, "
+               f"{len(report.remaining)} left")
+    if not report.applied and any(f.fixable for _, f in report.remaining):
+        click.echo("run again with --apply to rebuild these from the deployments' records")
+
+
+@click.command("reconcile")
+@click.option("--user", "users", multiple=True, help="Reconcile this user (repeatable).")
+@click.option("--all", "all_users", is_flag=True,
+              help="Reconcile every user with saved credentials (the default).")
+@click.option("--apply", is_flag=True,
+              help="Rebuild the registry from each deployment's own record where it is "
+                   "trustworthy (drift is never fixed); every change is audited.")
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 512))
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300),
+              help="Seconds a deployment may take to answer.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reconcile_cmd(users: tuple[str, ...], all_users: bool, apply: bool, concurrency: int,
+                  timeout: float, as_json: bool) -> None:
+    """Compare the registry with every deployment's own record (version, fingerprint,
+    deployment status, journal); with --apply, rebuild it from them."""
+
+    from ..config import load_config
+    from ..graph import VersionGraph
+    from ..reconcile import reconcile
+    from ..registry.sqlite import open_store
+    from ..schema.loader import load_versions
+    from ..vault import Vault
+
+    if users and all_users:
+        raise click.UsageError("give --user or --all, not both")
+    config = load_config()
+    vault = Vault.from_env()
+    graph = VersionGraph(load_versions(config.versions_dir, config))
+    with open_store(config) as store:
+        report = reconcile(list(users) if users else "all", store=store, vault=vault,
+                           config=config, graph=graph, apply=apply,
+                           concurrency=concurrency, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str, sort_keys=True))
+    else:
+        _render(report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+commands: list[click.Command] = [reconcile_cmd]
