@@ -105,7 +105,7 @@ def _tar_gz(bundle: Bundle, root: str, paths: list[str]) -> bytes:
     raw = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-            entries = [(d, None) for d in ["", *_directories(paths)]]
+            entries: list[tuple[str, bytes | None]] = [(d, None) for d in ["", *_directories(paths)]]
             entries += [(p, bundle.files[p].encode("utf-8")) for p in paths]
             for name, data in sorted(entries, key=lambda e: e[0]):
                 info = tarfile.TarInfo(f"{root}/{name}".rstrip("/"))

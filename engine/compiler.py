@@ -70,9 +70,11 @@ MAIN_FUNCTIONS: dict[str, str] = {
     "byodMain:importPageOnce": "internalMutation",
     "byodMain:patchPage": "internalMutation",
     "byodMain:getByIds": "internalQuery",
+    "byodMain:exportOwnedPage": "internalQuery",
     "byodMain:clearReceipts": "internalMutation",
 }
-"""Extra engine functions of a ``target="main"`` bundle (migrate-back on disconnect)."""
+"""Extra engine functions of a ``target="main"`` bundle (migrate-back on disconnect, and
+the per-user export of connect's copy from main)."""
 
 MAIN_TEMPLATES: dict[str, str] = {"byodMain.ts.j2": "convex/byodMain.ts"}
 
@@ -195,7 +197,7 @@ def _fingerprint(files: dict[str, str], step_ids: Sequence[str]) -> str:
 
 def _data_steps_module(data_steps: Sequence[Any]) -> tuple[str, list[str]]:
     try:
-        from .datasteps import render_data_steps_module  # type: ignore[attr-defined]
+        from .datasteps import render_data_steps_module
     except ImportError as exc:
         raise CompileError(
             "data steps were given but engine.datasteps.render_data_steps_module is not available"

@@ -3,7 +3,7 @@
 Each stage is written to the registry as the user's deployment progress (once a row exists)
 and reported to an optional ``on_stage`` callback::
 
-    validating → testing → saving → deploying → recording → done
+    validating → testing → saving → deploying → recording → (copying) → done
 
 Why the order: input is checked before any I/O; the deployment is proven reachable and the
 key accepted before anything is stored; credentials are stored (encrypted, updated in place
@@ -15,6 +15,11 @@ a rollout and a connect from working the same deployment at once.
 A deployment that already runs a byod bundle of the *head* version is not redeployed; one that
 runs another byod version is recorded as it is (not overwritten: its data may not fit the head
 schema yet) and left for a rollout to migrate.
+
+With ``copy_from_main`` the user's existing content is copied from the app's main deployment
+(``engine.copyfrom``) in a ``copying`` stage after the deploy: the user is blocked (status
+``error``, "copying") so nothing is written to main mid-copy, and is marked connected only
+once the copy verified. A failed copy keeps its progress; ``retry_connect`` resumes it.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from urllib.parse import urlsplit
 
 from .compiler import Bundle, compile_version
 from .config import EngineConfig
-from .convex.adapter import DeployAdapter, DeploymentTarget, VersionInfo
+from .convex.adapter import DeployAdapter, DeploymentTarget, FunctionRunner, VersionInfo
+from .copyfrom import CopyPlan, copy_progress_id, plan_copy, run_copy_stage
 from .errors import (
     ByodError,
+    CopyFromMainError,
     DeployFailed,
     DeploymentError,
     InvalidCredentials,
@@ -62,14 +69,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STAGES = ("validating", "testing", "saving", "deploying", "recording", "done")
+STAGES = ("validating", "testing", "saving", "deploying", "recording", "copying", "done")
 AdapterFactory = Callable[[DeploymentTarget], DeployAdapter]
 StageCallback = Callable[[str, str], None]
 
 # -- input validation (pure) -----------------------------------------------------------------
 
 _SLUG = r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?"
-_KEY_PREFIXES = {
+KeyKind = Literal["prod", "dev", "preview", "project", "admin"]
+_KEY_PREFIXES: dict[KeyKind, re.Pattern[str]] = {
     "prod": re.compile(rf"prod:({_SLUG})"),
     "dev": re.compile(rf"dev:({_SLUG})"),
     "preview": re.compile(rf"preview:({_SLUG}):({_SLUG})"),
@@ -84,7 +92,7 @@ _MIN_SECRET_DISTINCT = 6
 class KeyShape(NamedTuple):
     """What kind of key was given (never the key itself)."""
 
-    kind: Literal["prod", "dev", "preview", "project", "admin"]
+    kind: KeyKind
 
 
 def _is_loopback(host: str) -> bool:
@@ -165,7 +173,7 @@ def validate_deploy_key(key: str, *, label: str = "") -> KeyShape:
         raise bad("the deploy key's secret part has characters no Convex key uses")
     if len(secret) < _MIN_SECRET_CHARS or len(set(secret)) < _MIN_SECRET_DISTINCT:
         raise bad("the deploy key's secret part is too short or trivial to be a real key")
-    return KeyShape(kind)  # type: ignore[arg-type]
+    return KeyShape(kind)
 
 
 # -- adapters --------------------------------------------------------------------------------
@@ -286,10 +294,25 @@ def _lease_ttl(config: EngineConfig) -> float:
     return config.deploy_timeout_s + 4 * config.http_timeout_s + 60.0
 
 
+def _copy_stage(flow: _Flow, adapter: DeployAdapter, plan: CopyPlan, *,
+                store: RegistryStore, head: SchemaVersion, holder: str, ttl: float) -> str:
+    """Block the user, copy and verify (resuming an interrupted copy); the progress note."""
+
+    flow.enter("copying")
+    user_id = flow.user_id
+
+    def renew(event: str, detail: dict[str, Any]) -> None:  # a long copy keeps its lease
+        store.renew_lease(user_id, holder, ttl)
+
+    report = run_copy_stage(user_id, plan, store=store, version=head, dest=adapter, hook=renew)
+    return f"done: {report.copied} documents copied from main and verified"
+
+
 def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: Vault,
          config: EngineConfig, factory: AdapterFactory, head: SchemaVersion, bundle: Bundle,
-         save: bool) -> UserConfig:
-    """testing → (saving) → deploying → recording → done, under the user's lease."""
+         save: bool, copy: CopyPlan | None = None) -> UserConfig:
+    """testing → (saving) → deploying → recording → (copying) → done, under the user's
+    lease."""
 
     holder = f"connect:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     user_id = flow.user_id
@@ -309,7 +332,7 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
             # A user already set up keeps their status (never "pending": that would route
             # their content to main mid-reconnect); anyone else is pending until done.
             status = before.connection_status if grandfathered(before) else "pending"
-            store.set_connection_status(user_id, status,  # type: ignore[arg-type]
+            store.set_connection_status(user_id, status,
                                         tested_at=tested_at)
         flow.saved = True
 
@@ -320,6 +343,12 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
                                  fingerprint=info.fingerprint)
             store.audit(user_id, "connect_found_version",
                         {"version": info.version, "head": head.id})
+            if copy is not None:
+                flow.enter("copying")
+                raise CopyFromMainError(
+                    f"the deployment already runs {info.version} (head is {head.id}); content "
+                    "is copied from main only onto a deployment on the head version: run a "
+                    "rollout, then retry the connect with the copy")
             flow.enter("done", f"done: found {info.version} deployed; head is {head.id}, "
                                "run a rollout")
             return store.set_connection_status(user_id, "connected", tested_at=tested_at)
@@ -344,7 +373,11 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
                 f"with fingerprint {check.fingerprint[:12]}", deployment=user_id)
         store.set_deployment(user_id, status="deployed", version=head.id,
                              fingerprint=bundle.fingerprint)
-        flow.enter("done")
+        note = None
+        if copy is not None:
+            note = _copy_stage(flow, adapter, copy, store=store, head=head, holder=holder,
+                               ttl=_lease_ttl(config))
+        flow.enter("done", note)
         user = store.set_connection_status(user_id, "connected", tested_at=time.time())
         store.audit(user_id, "connected", {"version": head.id,
                                            "fingerprint": bundle.fingerprint})
@@ -359,15 +392,21 @@ def connect(user_id: str, url: str, deploy_key: str, *, store: RegistryStore, va
             config: EngineConfig, adapter_factory: AdapterFactory | None = None,
             versions: Any = None, allow_insecure_local: bool = False,
             entitlement: Entitlement | None = None,
-            on_stage: StageCallback | None = None) -> UserConfig:
+            on_stage: StageCallback | None = None, copy_from_main: bool = False,
+            main_client: FunctionRunner | None = None,
+            copy_page_size: int = 200) -> UserConfig:
     """Connect (or re-connect) ``user_id`` to their deployment and put it on the head
     version. Returns the user's row (never with plaintext secrets). Raises
     ``InvalidCredentials``, ``NotEntitled``, a classified ``DeploymentError``, or
-    ``LeaseHeld`` when a rollout is working the deployment."""
+    ``LeaseHeld`` when a rollout is working the deployment. ``copy_from_main`` copies the
+    user's existing content from the main deployment (``main_client``, or
+    ``BYOD_MAIN_URL`` + ``BYOD_MAIN_ADMIN_KEY``) before the user is marked connected;
+    it raises ``CopyFromMainError`` when the copy stops or does not verify."""
 
     secrets = tuple(s for s in (url, deploy_key, url.strip() if isinstance(url, str) else None,
                                 deploy_key.strip() if isinstance(deploy_key, str) else None) if s)
     flow = _Flow(user_id, store, secrets, on_stage)
+    owned: list[Any] = []
     try:
         flow.enter("validating")
         if not isinstance(user_id, str) or not user_id.strip():
@@ -380,21 +419,39 @@ def connect(user_id: str, url: str, deploy_key: str, *, store: RegistryStore, va
         target = DeploymentTarget(label=user_id, url=clean_url, admin_key=deploy_key.strip(),
                                   allow_insecure_local=allow_insecure_local)
         factory = adapter_factory or default_adapter_factory(config)
+        plan = _copy_plan(flow, copy_from_main, main_client, copy_page_size, config, owned)
         return _run(flow, target, store=store, vault=vault, config=config, factory=factory,
-                    head=head, bundle=bundle, save=True)
+                    head=head, bundle=bundle, save=True, copy=plan)
     except ByodError as exc:
         flow.fail(exc)
         raise flow.reraise(exc) from None
     except Exception as exc:  # an adapter bug must not leak secrets through a traceback
         flow.fail(exc)
         raise flow.reraise(exc) from None
+    finally:
+        for client in owned:
+            _close(client)
+
+
+def _copy_plan(flow: _Flow, wanted: bool, main_client: FunctionRunner | None,
+               page_size: int, config: EngineConfig, owned: list[Any]) -> CopyPlan | None:
+    """Checked while validating: a missing main deployment fails before anything is
+    stored or deployed. The main deployment's secrets join the ones redacted."""
+
+    plan, secrets = plan_copy(wanted, main_client, page_size, config, owned)
+    flow.secrets = flow.secrets + secrets
+    return plan
 
 
 def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: EngineConfig,
                   adapter_factory: AdapterFactory | None = None, versions: Any = None,
                   entitlement: Entitlement | None = None,
-                  on_stage: StageCallback | None = None) -> UserConfig:
-    """Run the connect flow again from the credentials already saved for ``user_id``."""
+                  on_stage: StageCallback | None = None, copy_from_main: bool | None = None,
+                  main_client: FunctionRunner | None = None,
+                  copy_page_size: int = 200) -> UserConfig:
+    """Run the connect flow again from the credentials already saved for ``user_id``.
+    ``copy_from_main=None`` resumes a copy from main that an earlier attempt started and
+    did not finish (True starts or resumes one, False skips it)."""
 
     user = store.get_user(user_id)
     if not user.url_ct or not user.key_ct:
@@ -407,8 +464,13 @@ def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: E
     target = vault.target_for(user)
     flow = _Flow(user_id, store, target.secrets, on_stage)
     flow.saved = True
+    owned: list[Any] = []
+    if copy_from_main is None:
+        progress = store.load_rollout(copy_progress_id(user_id)) or {}
+        copy_from_main = progress.get("state") == "running"
     try:
         flow.enter("validating")
+        plan = _copy_plan(flow, copy_from_main, main_client, copy_page_size, config, owned)
         if not grandfathered(user):
             check_entitled(user_id, config=config, store=store, entitlement=entitlement)
         validate_url(target.url, target.allow_insecure_local, label=user_id)
@@ -417,13 +479,16 @@ def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: E
         bundle = compile_version(head, config)
         factory = adapter_factory or default_adapter_factory(config)
         return _run(flow, target, store=store, vault=vault, config=config, factory=factory,
-                    head=head, bundle=bundle, save=False)
+                    head=head, bundle=bundle, save=False, copy=plan)
     except ByodError as exc:
         flow.fail(exc)
         raise flow.reraise(exc) from None
     except Exception as exc:
         flow.fail(exc)
         raise flow.reraise(exc) from None
+    finally:
+        for client in owned:
+            _close(client)
 
 
 @dataclass(frozen=True)

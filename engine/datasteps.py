@@ -125,7 +125,8 @@ def _slug(text: str, limit: int) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)[:limit]
 
 
-def make_step(table: str, op: StepOp, params: dict[str, Any], *, origin: str = "hint",
+def make_step(table: str, op: StepOp, params: dict[str, Any], *,
+              origin: Literal["hint", "inferred"] = "hint",
               description: str = "", inverse: DataStep | None = None) -> DataStep:
     """A step with its stable, content-derived id (``<op>_<table>[_<field>]_<hash>``)."""
 
@@ -135,7 +136,7 @@ def make_step(table: str, op: StepOp, params: dict[str, Any], *, origin: str = "
     field = params.get("field") or params.get("to") or ""
     parts = [op, _slug(table, 24)] + ([_slug(str(field), 20)] if field else []) + [digest]
     return DataStep(id="_".join(parts), table=table, op=op, params=params,
-                    origin=origin,  # type: ignore[arg-type]
+                    origin=origin,
                     description=description, inverse=inverse)
 
 

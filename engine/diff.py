@@ -8,19 +8,17 @@ it, and its inverse (or why it has none), so down paths can be planned from the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 from .datasteps import DataStep, make_step
-from .diff_rules import CODES, field_changes, hint_applies, index_changes, step_for_hint
+from .diff_rules import CODES, Classification, field_changes, hint_applies, index_changes, step_for_hint
 from .errors import UnsafeChange
 from .schema.models import Consent, Location, MigrationOp, Schema, Table
 from .schema.typeops import table_key
 
 __all__ = ["CODES", "Change", "Classification", "Diff", "diff"]
-
-Classification = Literal["safe", "data_step", "destructive", "impossible"]
-
 
 @dataclass(frozen=True)
 class Change:
@@ -43,7 +41,8 @@ class Change:
     hint: str = ""
     before: Any = None
     after: Any = None
-    inverse_change: "Change | None" = field(default=None, compare=False, repr=False)
+    # ``dataclasses.field``: the bare name is this class's ``field`` attribute
+    inverse_change: "Change | None" = dataclasses.field(default=None, compare=False, repr=False)
     irreversible_reason: str = ""
 
     @property
@@ -141,14 +140,15 @@ class Diff:
             for c in self.irreversible:
                 lines.append(f"  [{c.code}] {c.subject}: {c.irreversible_reason or c.message}")
             raise UnsafeChange("\n".join(lines), changes=self.irreversible)
-        inv = tuple(c.inverse_change for c in reversed(self.changes))  # type: ignore[misc]
+        # every change has an inverse here: the irreversible ones raised above
+        inv = tuple(c.inverse_change for c in reversed(self.changes)
+                    if c.inverse_change is not None)
         steps: list[DataStep] = []
-        for c in inv:
-            assert c is not None
-            for s in c.steps:
+        for back in inv:
+            for s in back.steps:
                 if s not in steps:
                     steps.append(s)
-        return Diff(changes=inv, steps=tuple(steps))  # type: ignore[arg-type]
+        return Diff(changes=inv, steps=tuple(steps))
 
     def counts(self) -> dict[str, int]:
         out = {"safe": 0, "data_step": 0, "destructive": 0, "impossible": 0}

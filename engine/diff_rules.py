@@ -4,16 +4,21 @@ comparison, and which version hints apply to an edge. Pure."""
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from .datasteps import DataStep, make_step
 from .schema.models import Consent, FieldDef, MigrationOp, Table
 from .schema.typeops import is_subtype, literal_values, render_type
 
-__all__ = ["CODES", "field_changes", "hint_applies", "index_changes", "js_string", "step_for_hint"]
+if TYPE_CHECKING:
+    from .diff import Change
+
+__all__ = ["CODES", "Classification", "field_changes", "hint_applies", "index_changes", "js_string", "step_for_hint"]
+
+Classification = Literal["safe", "data_step", "destructive", "impossible"]
 
 # code -> (kind, classification, one-line explanation). Documented in docs/lint-codes.md.
-CODES: dict[str, tuple[str, str, str]] = {
+CODES: dict[str, tuple[str, Classification, str]] = {
     "BYOD-D101": ("table_added", "safe", "A new table; nothing to migrate."),
     "BYOD-D102": ("table_removed", "destructive",
                   "A table leaves the schema; its documents are deleted first. Needs "
@@ -106,11 +111,10 @@ def hint_applies(h: MigrationOp, ta: Table | None, tb: Table | None,
 
     if ta is None:
         return "the table is not in the source schema"
-    if tb is None and h.op != "delete_rows":
-        return "the table is not in the target schema"
-    assert tb is not None or h.op == "delete_rows"
+    if tb is None:  # deleting rows is the one hint that needs no target table
+        return "" if h.op == "delete_rows" else "the table is not in the target schema"
     if h.op == "backfill":
-        if h.field not in tb.fields:  # type: ignore[union-attr]
+        if h.field not in tb.fields:
             return "the field is not in the target schema"
         src = _source_def(h.field or "", ta, earlier)
         if src is not None and not src.optional:
@@ -119,14 +123,14 @@ def hint_applies(h: MigrationOp, ta: Table | None, tb: Table | None,
     if h.op in ("rename", "copy"):
         if h.from_field not in ta.fields:
             return f"the source has no field {h.from_field!r} (already {h.op}d?)"
-        if h.field not in tb.fields:  # type: ignore[union-attr]
+        if h.field not in tb.fields:
             return f"the target has no field {h.field!r}"
         return ""
     if h.op in ("map_values", "convert"):
         src = _source_def(h.field or "", ta, earlier)
         if src is None:
             return "the field is not in the source schema"
-        dst = tb.fields.get(h.field or "")  # type: ignore[union-attr]
+        dst = tb.fields.get(h.field or "")
         if dst is None:
             return "the field is not in the target schema"
         if is_subtype(src.type, dst.type):
@@ -141,6 +145,7 @@ def step_for_hint(h: MigrationOp, ta: Table | None, tb: Table | None) -> DataSte
     """The data step a (applicable) hint turns into."""
 
     desc = h.description or ""
+    params: dict[str, Any]
     if h.op == "backfill":
         return make_step(h.table, "backfill", {"field": h.field, "value": h.value}, description=desc)
     if h.op in ("rename", "copy"):
@@ -151,7 +156,7 @@ def step_for_hint(h: MigrationOp, ta: Table | None, tb: Table | None) -> DataSte
                                 origin="inferred", description=f"undo rename of {h.from_field}")
         return make_step(h.table, h.op, params, description=desc, inverse=inverse)
     if h.op == "map_values":
-        params: dict[str, Any] = {"field": h.field, "mapping": dict(h.mapping or {}),
+        params = {"field": h.field, "mapping": dict(h.mapping or {}),
                                   "target": _target_json(tb, h.field)}
         if h.default is not None:
             params["default"] = h.default
@@ -194,7 +199,7 @@ def _convert_inverse(h: MigrationOp, ta: Table | None) -> DataStep | None:
     if not strings or len(set(targets)) != len(targets):
         return None
     back = {js_string(v): k for k, v in h.mapping.items()}
-    target = ta.fields[h.field or ""].type.to_convex_json()  # type: ignore[union-attr]
+    target = ta.fields[h.field or ""].type.to_convex_json()
     return make_step(h.table, "convert", {"field": h.field, "mapping": back, "target": target},
                      origin="inferred",
                      description=f"undo conversion of {h.field}")
@@ -205,11 +210,11 @@ def _convert_inverse(h: MigrationOp, ta: Table | None) -> DataStep | None:
 # ---------------------------------------------------------------------------------------
 
 
-def _change(code: str, table: str, fld: str | None, message: str, **kw: Any):
+def _change(code: str, table: str, fld: str | None, message: str, **kw: Any) -> Change:
     from .diff import Change  # the dataclass lives with the public API
 
     kind, cls = CODES[code][0], CODES[code][1]
-    return Change(code=code, kind=kind, table=table, field=fld, classification=cls,  # type: ignore[arg-type]
+    return Change(code=code, kind=kind, table=table, field=fld, classification=cls,
                   message=message, **kw)
 
 

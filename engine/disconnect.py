@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from .config import EngineConfig
 from .convex.adapter import DeploymentTarget, FunctionRunner
+from .copyfrom import copy_in_progress
 from .errors import ByodError, ConfigError, DisconnectError, UnknownVersion
 from .redact import redact
 from .registry.store import RegistryStore, UserConfig
@@ -61,11 +62,13 @@ def progress_id(user_id: str) -> str:
 
 
 def disconnect_in_progress(store: RegistryStore, user_id: str) -> bool:
-    """True while a migrate/delete holds the user blocked: health checks and connection
-    tests must not move such a user back to connected mid-copy."""
+    """True while a migrate/delete — or connect's copy from main — holds the user
+    blocked: health checks and connection tests must not move such a user back to
+    connected mid-copy."""
 
     doc = store.load_rollout(progress_id(user_id))
-    return doc is not None and doc.get("state") == "running"
+    return (doc is not None and doc.get("state") == "running") or \
+        copy_in_progress(store, user_id)
 
 
 def main_target_from_env(env: Mapping[str, str] | None = None) -> DeploymentTarget:

@@ -51,7 +51,9 @@ key): build messages from sanitized values only (see ``engine.redact``).
     ├── NotEntitled                      premium gate refuses (.user_id)
     ├── LocalFleetError                  local deployments could not be started, found,
     │                                    controlled or stopped
-    └── DisconnectError                  disconnect data step failed verification
+    ├── DisconnectError                  disconnect data step failed verification
+    └── CopyFromMainError                connect's copy of a user's content from main
+                                         failed or did not verify
 """
 
 from __future__ import annotations
@@ -370,3 +372,8 @@ class PushCaptureFailed(DeployFailed):
     checking, a broken toolchain): no deployment was touched."""
 
     kind = "capture"
+
+
+class CopyFromMainError(ByodError):
+    """Copying a user's existing content from the main deployment to their own one (on
+    connect) failed or did not verify; progress is kept so a retry resumes."""

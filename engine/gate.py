@@ -12,7 +12,7 @@ already deployed may also re-connect (new credentials) or retry while the gate i
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeGuard
 
 from .config import EngineConfig
 from .errors import NotEntitled
@@ -23,8 +23,9 @@ __all__ = ["Entitlement", "check_entitled", "is_entitled", "grandfathered"]
 Entitlement = Callable[[str], bool]
 
 
-def grandfathered(user: UserConfig | None) -> bool:
-    """A user who already has a working BYOD setup keeps it whatever the gate says."""
+def grandfathered(user: UserConfig | None) -> TypeGuard[UserConfig]:
+    """A user who already has a working BYOD setup keeps it whatever the gate says.
+    (A type guard: when true, ``user`` is known not to be ``None``.)"""
 
     return (user is not None and user.schema_version is not None
             and user.connection_status in ("connected", "error"))

@@ -27,7 +27,7 @@ class VersionGraph:
         self._versions: dict[str, SchemaVersion] = {}
         for v in versions:
             self._versions.setdefault(v.id, v)
-        g = nx.DiGraph()
+        g: nx.DiGraph[str] = nx.DiGraph()
         for vid in self._versions:
             g.add_node(vid)
         for v in self._versions.values():

@@ -460,7 +460,6 @@ def plan_fleet(graph: VersionGraph, deployments: Iterable[tuple[Any, ...]],
     unknown: dict[str, list[str]] = {}
     drifted: list[dict[str, str]] = []
     expected: dict[str, str] = {}
-    check = expected_fingerprint is not None
     for row in deployments:
         ref = row[1]
         vid = resolved.get(ref, "")
@@ -475,9 +474,8 @@ def plan_fleet(graph: VersionGraph, deployments: Iterable[tuple[Any, ...]],
         if vid is None:
             unknown.setdefault(str(ref), []).append(str(row[0]))
             continue
-        if check and len(row) > 2 and row[2] is not None:
-            want = expected.get(vid) or expected.setdefault(
-                vid, expected_fingerprint(vid))  # type: ignore[misc]
+        if expected_fingerprint is not None and len(row) > 2 and row[2] is not None:
+            want = expected.get(vid) or expected.setdefault(vid, expected_fingerprint(vid))
             if row[2] != want:
                 drifted.append({"deployment": str(row[0]), "version": vid,
                                 "expected": want, "actual": str(row[2])})

@@ -1,4 +1,5 @@
-"""Pure helpers for copying a user's content to another deployment (disconnect/migrate).
+"""Pure helpers for copying a user's content between deployments (disconnect/migrate to
+main, and connect's copy from main).
 
 * ``copy_order``: the user-located tables with every referenced table before the tables
   that reference it; tables in a reference cycle (including a table that references
@@ -79,7 +80,7 @@ def copy_order(tables: Mapping[str, Table]) -> tuple[list[str], dict[str, frozen
 
     names = list(tables)
     position = {n: i for i, n in enumerate(names)}
-    g = nx.DiGraph()
+    g: nx.DiGraph[str] = nx.DiGraph()
     g.add_nodes_from(names)
     for name, table in tables.items():
         for f in table.fields.values():
@@ -196,7 +197,8 @@ class Prepared:
 
 
 def _field_form(name: str, fdef: FieldDef | None, value: Any, ids: IdMaps, table: str,
-                doc_id: str, pending: frozenset[str]) -> tuple[str, Any]:
+                doc_id: str, pending: frozenset[str],
+                source: str = "the user's deployment") -> tuple[str, Any]:
     """("ok", value) | ("defer", raw) | ("drop", (table, id)) for one top-level field."""
 
     if fdef is None:
@@ -214,15 +216,16 @@ def _field_form(name: str, fdef: FieldDef | None, value: Any, ids: IdMaps, table
         if not fdef.optional:
             raise DisconnectError(
                 f"{table}.{name} of document {doc_id} references {exc.table} {exc.old_id}, "
-                "which does not exist on the user's deployment (a dangling reference in a "
+                f"which does not exist on {source} (a dangling reference in a "
                 "required field); fix or delete that document and re-run") from None
         return "drop", (exc.table, exc.old_id)
 
 
 def prepare(table: Table, doc: Mapping[str, Any], ids: IdMaps,
-            pending: frozenset[str]) -> Prepared:
+            pending: frozenset[str], source: str = "the user's deployment") -> Prepared:
     """Split one exported document into importable fields and deferred references.
-    ``pending``: tables of the current copy group that may still be copied."""
+    ``pending``: tables of the current copy group that may still be copied; ``source``
+    names where the documents come from (in errors)."""
 
     doc_id = str(doc.get("_id", "?"))
     out = Prepared({}, {}, [])
@@ -230,7 +233,7 @@ def prepare(table: Table, doc: Mapping[str, Any], ids: IdMaps,
         if name in ("_id", "_creationTime"):
             continue
         how, result = _field_form(name, table.fields.get(name), value, ids, table.name,
-                                  doc_id, pending)
+                                  doc_id, pending, source)
         if how == "ok":
             out.fields[name] = result
         elif how == "defer":

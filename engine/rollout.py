@@ -120,7 +120,7 @@ class RolloutReport:
 def _default_adapters(target: Any, config: EngineConfig) -> tuple[Any, Any | None]:
     from .convex.http import AsyncConvexHttpClient
     try:
-        from .convex.factory import adapter_for  # type: ignore[import-not-found]
+        from .convex.factory import adapter_for
         adapter = adapter_for(target, config, kind="cli")
     except ImportError:
         from .convex.cli import CliDeployAdapter

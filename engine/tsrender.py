@@ -11,7 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import Final, Union
 
 from .errors import CompileError
 from .schema.models import (
@@ -42,7 +42,7 @@ _IDENT = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 _MAX_SAFE = 2**53
 _INT64 = (-(2**63), 2**63 - 1)
 
-_SIMPLE = {
+_SIMPLE: Final[dict[type, str]] = {
     StringV: "v.string()",
     Float64V: "v.number()",
     Int64V: "v.int64()",

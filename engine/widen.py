@@ -109,8 +109,10 @@ def widen(a: Schema, b: Schema, *, covered: frozenset[str] = frozenset()) -> Sch
     tables: dict[str, Table] = {}
     for name in list(b.tables) + [n for n in a.tables if n not in b.tables]:
         ta, tb = a.tables.get(name), b.tables.get(name)
-        if ta is None or tb is None:
-            tables[name] = ta or tb  # type: ignore[assignment]
+        if tb is None:
+            tables[name] = a.tables[name]  # only in a (the names come from a and b)
+        elif ta is None:
+            tables[name] = tb
         elif name in covered or ta is tb or table_key(ta) == table_key(tb):
             tables[name] = tb
         else:

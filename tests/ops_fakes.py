@@ -1,6 +1,7 @@
 """In-memory stand-ins for the health, routing and disconnect tests: a deployment that
 answers the engine's bundle functions (version, export/import/delete/count pages, and the
-main-only import-with-receipt, patch and get-by-ids), with switchable faults.
+main-only import-with-receipt, patch, get-by-ids and per-user export), with switchable
+faults.
 
 The registry and the vault are the real ones (a SQLite file in a temp dir, a fresh key).
 """
@@ -132,6 +133,20 @@ class FakeDeployment:
     def _insert_fields(self, table: str, doc: dict[str, Any]) -> str:
         fields = {k: v for k, v in doc.items() if k not in ("_id", "_creationTime")}
         return self.insert(table, fields)
+
+    def _fn_byod_importPage(self, table: str, documents: list) -> list[str]:
+        self._table(table)
+        return [self._insert_fields(table, d) for d in documents]
+
+    def _fn_byodMain_exportOwnedPage(self, table: str, index: str, field: str, value: str,
+                                     cursor: str | None, numItems: int) -> dict:
+        if not index:
+            raise FunctionError("no index given", deployment=self.name)
+        docs = [d for d in self._table(table).values() if d.get(field) == value]
+        start = int(cursor or 0)
+        page = docs[start:start + numItems]
+        end = start + len(page)
+        return {"page": page, "continueCursor": str(end), "isDone": end >= len(docs)}
 
     def _fn_byodMain_importPageOnce(self, table: str, documents: list, receipt: str,
                                     run: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..bundle_io import write_archive, write_bundle
+from ..bundle_io import ArchiveFormat, write_archive, write_bundle
 from ..compiler import Bundle, compile_version
 from ..config import load_config
 from ..convex.toolchain import Toolchain
@@ -27,7 +27,7 @@ def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
-def _write(bundle: Bundle, out: Path, archive: str | None) -> dict[str, Any]:
+def _write(bundle: Bundle, out: Path, archive: ArchiveFormat | None) -> dict[str, Any]:
     write_bundle(bundle, out)
     entry: dict[str, Any] = {
         "version": bundle.version_id,
@@ -38,7 +38,7 @@ def _write(bundle: Bundle, out: Path, archive: str | None) -> dict[str, Any]:
     }
     if archive:
         suffix = ".tar.gz" if archive == "tar.gz" else ".zip"
-        entry["archive"] = str(write_archive(bundle, out.with_name(out.name + suffix), archive))  # type: ignore[arg-type]
+        entry["archive"] = str(write_archive(bundle, out.with_name(out.name + suffix), archive))
     return entry
 
 
@@ -70,7 +70,7 @@ def build(
     version: str | None,
     build_all: bool,
     out: Path,
-    archive: str | None,
+    archive: ArchiveFormat | None,  # click.Choice above admits only these
     versions_dir: Path | None,
     as_json: bool,
 ) -> None:

@@ -160,10 +160,14 @@ def _local_credentials(data_dir: Path, name: str) -> tuple[str, str]:
               help="Data directory of the local fleet, with --local.")
 @click.option("--version", "version_ref", default="head", show_default=True,
               help="The version to deploy when connecting (an id, a number or `head`).")
+@click.option("--copy-from-main", is_flag=True,
+              help="Copy the user's existing content from the main deployment "
+                   "(BYOD_MAIN_URL, BYOD_MAIN_ADMIN_KEY) before marking them connected; "
+                   "--retry resumes an interrupted copy by itself.")
 @_json_option
 def connect(user_id: str, url: str | None, key_stdin: bool, allow_insecure_local: bool,
             retry: bool, local_name: str | None, local_dir: Path, version_ref: str,
-            as_json: bool) -> None:
+            copy_from_main: bool, as_json: bool) -> None:
     """Connect a user's own Convex deployment: validate, test, save, deploy head, record."""
 
     if retry:
@@ -181,7 +185,8 @@ def connect(user_id: str, url: str | None, key_stdin: bool, allow_insecure_local
     with store:
         if retry:
             user = connect_mod.retry_connect(user_id, store=store, vault=vault, config=config,
-                                             on_stage=_progress(as_json))
+                                             on_stage=_progress(as_json),
+                                             copy_from_main=True if copy_from_main else None)
         else:
             if local_name:
                 url, key = _local_credentials(local_dir, local_name)
@@ -191,7 +196,8 @@ def connect(user_id: str, url: str | None, key_stdin: bool, allow_insecure_local
             user = connect_mod.connect(user_id, url or "", key, store=store, vault=vault,
                                        config=config, versions=_version(config, version_ref),
                                        allow_insecure_local=allow_insecure_local,
-                                       on_stage=_progress(as_json))
+                                       on_stage=_progress(as_json),
+                                       copy_from_main=copy_from_main)
     if as_json:
         _dump(user.public_dict())
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from typing import Any
 
 import click
 
@@ -33,7 +34,7 @@ class _Group(click.Group):
         ctx.meta["byod.json"] = "--json" in args
         return super().parse_args(ctx, args)
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ByodError as exc:

@@ -48,7 +48,7 @@ class ArchiveAdapter:
         if self.format == "dir":
             write_bundle(bundle, path)
         else:
-            write_archive(bundle, path, self.format)  # type: ignore[arg-type]
+            write_archive(bundle, path, self.format)
         duration = time.monotonic() - started
         log.info("deployment %s: wrote bundle %s for manual deployment to %s", self.label,
                  bundle.version_id, path)

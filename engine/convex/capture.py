@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterable
 
-import brotli  # type: ignore[import-untyped]
+import brotli
 
 from ..errors import DeploymentError, PushCaptureFailed
 from .adapter import DeploymentTarget

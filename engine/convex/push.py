@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Generator, Mapping, Union
 from urllib.parse import urlsplit
 
-import brotli  # type: ignore[import-untyped]
+import brotli
 
 from ..errors import (
     DeployFailed,

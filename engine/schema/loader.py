@@ -129,8 +129,8 @@ class _FileReader(NodeReader):
             parents = self.parents(got["parents"][1]) or ()
         validation = True
         if "schemaValidation" in got:
-            validation = self.boolean(got["schemaValidation"][1], "schemaValidation")
-            validation = True if validation is None else validation
+            flag = self.boolean(got["schemaValidation"][1], "schemaValidation")
+            validation = True if flag is None else flag  # None: already reported
         tables: dict[str, Table] = {}
         if "tables" not in got:
             self.problem(root, "tables", "missing `tables`",
@@ -254,7 +254,7 @@ class _FileReader(NodeReader):
         out: list[DbIndex] = []
         for name, _, value in self._entries(node, location, "indexes"):
             loc = f"{location}.{name}"
-            staged = False
+            staged: bool | None = False  # None: not a boolean, already reported
             if isinstance(value, MappingNode):
                 items = self.mapping(value, loc, f"index {name!r}", _DB_INDEX_KEYS)
                 got = {k: vn for k, _, vn in items or []}

@@ -398,5 +398,5 @@ class SchemaVersion(_Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     @property
-    def schema(self) -> Schema:  # type: ignore[override]
+    def schema(self) -> Schema:  # type: ignore[override]  # pydantic: deprecated BaseModel.schema()
         return self.schema_

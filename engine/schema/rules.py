@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Final, Iterable, Sequence, TypedDict
 
 from ..config import EngineConfig
 from ..errors import Problem
@@ -36,9 +36,26 @@ from .models import (
     UnionV,
 )
 
-__all__ = ["LIMITS", "SYSTEM_TABLES", "check_versions", "has_errors", "identifier_problem"]
+__all__ = [
+    "LIMITS", "Limits", "SYSTEM_TABLES", "check_versions", "has_errors", "identifier_problem",
+]
 
-LIMITS = {
+class Limits(TypedDict):
+    """Convex's deploy-time limits, typed per key so every comparison is checked."""
+
+    identifier_length: int
+    tables: int
+    indexes_per_table: int
+    index_fields: int
+    search_indexes: int
+    vector_indexes: int
+    filter_fields: int
+    vector_dimensions: tuple[int, int]  # inclusive (lowest, highest)
+    object_fields: int
+    nesting: int
+
+
+LIMITS: Final[Limits] = {
     "identifier_length": 64,
     "tables": 10_000,
     "indexes_per_table": 32,

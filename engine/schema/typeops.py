@@ -216,5 +216,9 @@ def table_key(table: Any) -> tuple:
         tuple((i.name, i.vector_field, i.dimensions, i.filter_fields, i.staged)
               for i in table.vector_indexes),
     )
-    _KEYS[k] = (weakref.ref(table, lambda _r, k=k: _KEYS.pop(k, None)), key)
+
+    def _forget(_ref: weakref.ref[Any]) -> None:
+        _KEYS.pop(k, None)
+
+    _KEYS[k] = (weakref.ref(table, _forget), key)
     return key

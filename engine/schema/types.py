@@ -106,6 +106,7 @@ class _Tok:
 
 def _tokenize(expr: str) -> list[_Tok]:
     toks: list[_Tok] = []
+    value: Any  # a literal's parsed value: str, int or float depending on the token
     i, n = 0, len(expr)
     while i < n:
         ch = expr[i]
@@ -141,7 +142,7 @@ def _tokenize(expr: str) -> list[_Tok]:
             if text.endswith("n"):
                 if any(c in text for c in ".eE"):
                     raise TypeSyntaxError(f"{text!r}: a bigint literal must be an integer", col)
-                value: Any = int(text[:-1])
+                value = int(text[:-1])
                 if not INT64_MIN <= value <= INT64_MAX:
                     raise TypeSyntaxError(f"{text!r} does not fit in int64", col)
             elif any(c in text for c in ".eE"):
