@@ -40,6 +40,7 @@ from .config import EngineConfig
 from .convex.adapter import FunctionRunner
 from .errors import ByodError, CopyFromMainError, DisconnectError
 from .ownership import OwnerRule, owner_rules, owns
+from .progress import ProgressRun
 from .registry.store import RegistryStore
 from .remap import (
     IdMaps,
@@ -134,8 +135,10 @@ def _refs(table: Table, doc: Mapping[str, Any], tables: frozenset[str]) -> set[t
     return rec.seen
 
 
-class _Copy:
+class _Copy(ProgressRun):
     """One copy: the clients, the rules, the persisted progress."""
+
+    TABLE_COUNTERS = ("copied", "inserted")
 
     def __init__(self, user_id: str, store: RegistryStore, tables: dict[str, Table],
                  main: FunctionRunner, dest: FunctionRunner, version: str, page_size: int,
@@ -161,21 +164,6 @@ class _Copy:
                    "state": "running"}
         self.doc: dict[str, Any] = doc
         self.ids = IdMaps.from_json(doc.get("ids"), tables)
-
-    # -- bookkeeping -----------------------------------------------------------------------
-    def save(self) -> None:
-        self.doc["ids"] = self.ids.to_json()
-        self.doc["updated_at"] = time.time()
-        self.store.save_rollout(self.pid, self.doc)
-
-    def fire(self, event: str, **detail: Any) -> None:
-        if self.hook is not None:
-            self.hook(event, detail)
-
-    def tstate(self, name: str) -> dict[str, Any]:
-        state: dict[str, Any] = self.doc["tables"].setdefault(
-            name, {"cursor": None, "done": False, "page": 0, "copied": 0, "inserted": 0})
-        return state
 
     def owned(self, table: str, old: str) -> bool:
         return old in self.ids.maps.get(table, {})

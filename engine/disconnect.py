@@ -30,6 +30,7 @@ from .config import EngineConfig
 from .convex.adapter import DeploymentTarget, FunctionRunner
 from .copyfrom import copy_in_progress
 from .errors import ByodError, ConfigError, DisconnectError, UnknownVersion
+from .progress import ProgressRun
 from .redact import redact
 from .registry.store import RegistryStore, UserConfig
 from .remap import (
@@ -106,8 +107,10 @@ class DisconnectReport:
                 "duration_s": round(self.duration_s, 3), "message": self.message}
 
 
-class _Run:
+class _Run(ProgressRun):
     """One disconnect data step: the clients, the persisted progress, the hooks."""
+
+    TABLE_COUNTERS = ("copied", "deleted")
 
     def __init__(self, user: UserConfig, mode: str, store: RegistryStore,
                  tables: dict[str, Table], source: FunctionRunner,
@@ -128,19 +131,6 @@ class _Run:
         doc["state"] = "running"
         self.doc = doc
         self.ids = IdMaps.from_json(doc.get("ids"), tables)
-
-    def save(self) -> None:
-        self.doc["ids"] = self.ids.to_json()
-        self.doc["updated_at"] = time.time()
-        self.store.save_rollout(self.pid, self.doc)
-
-    def fire(self, event: str, **detail: Any) -> None:
-        if self.hook is not None:
-            self.hook(event, detail)
-
-    def tstate(self, table: str) -> dict[str, Any]:
-        return self.doc["tables"].setdefault(
-            table, {"cursor": None, "done": False, "page": 0, "copied": 0, "deleted": 0})
 
     # -- migrate ---------------------------------------------------------------------------
     def copy(self) -> None:

@@ -1,0 +1,44 @@
+"""Persisted progress of a resumable data copy (disconnect's migrate/delete, connect's copy
+from main): one registry document per user with per-table cursors and the old→new id map,
+saved after every page so a crash resumes where it stopped."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from .registry.store import RegistryStore
+from .remap import IdMaps
+
+__all__ = ["ProgressRun"]
+
+Hook = Callable[[str, dict[str, Any]], None]
+
+
+class ProgressRun:
+    """Bookkeeping shared by the copy runs; subclasses set ``store``, ``pid``, ``doc``,
+    ``ids`` and ``hook`` and name their per-table counters in ``TABLE_COUNTERS``."""
+
+    TABLE_COUNTERS: tuple[str, ...] = ("copied",)
+    store: RegistryStore
+    pid: str
+    doc: dict[str, Any]
+    ids: IdMaps
+    hook: Hook | None
+
+    def save(self) -> None:
+        self.doc["ids"] = self.ids.to_json()
+        self.doc["updated_at"] = time.time()
+        self.store.save_rollout(self.pid, self.doc)
+
+    def fire(self, event: str, **detail: Any) -> None:
+        if self.hook is not None:
+            self.hook(event, detail)
+
+    def tstate(self, table: str) -> dict[str, Any]:
+        """The table's progress entry, created on first use."""
+
+        fresh: dict[str, Any] = {"cursor": None, "done": False, "page": 0}
+        fresh.update({name: 0 for name in self.TABLE_COUNTERS})
+        state: dict[str, Any] = self.doc["tables"].setdefault(table, fresh)
+        return state
