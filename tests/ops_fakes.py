@@ -176,19 +176,30 @@ class FakeDeployment:
 
 
 class AsyncFake:
-    """The async client health uses, over a FakeDeployment (with a real delay for 'slow')."""
+    """The async client health uses, over a FakeDeployment (with a real delay for 'slow').
+    ``in_flight``/``peak`` count concurrent reads across all fakes, so tests can assert
+    on concurrency without timing assertions."""
+
+    in_flight = 0
+    peak = 0
 
     def __init__(self, dep: FakeDeployment, timeout: float):
         self.dep, self.timeout = dep, timeout
 
     async def read_version(self) -> VersionInfo:
-        if self.dep.delay:
-            if self.dep.delay >= self.timeout:
-                await asyncio.sleep(self.timeout)
-                raise DeploymentTimeout(f"byod:version: no answer within {self.timeout:g} s",
-                                        deployment=self.dep.name)
-            await asyncio.sleep(self.dep.delay)
-        return self.dep.read_version()
+        AsyncFake.in_flight += 1
+        AsyncFake.peak = max(AsyncFake.peak, AsyncFake.in_flight)
+        try:
+            if self.dep.delay:
+                if self.dep.delay >= self.timeout:
+                    await asyncio.sleep(self.timeout)
+                    raise DeploymentTimeout(
+                        f"byod:version: no answer within {self.timeout:g} s",
+                        deployment=self.dep.name)
+                await asyncio.sleep(self.dep.delay)
+            return self.dep.read_version()
+        finally:
+            AsyncFake.in_flight -= 1
 
     async def aclose(self) -> None:
         pass

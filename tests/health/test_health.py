@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ops_fakes import ADMIN_KEY_SECRET, Fleet, table, version
+from ops_fakes import ADMIN_KEY_SECRET, AsyncFake, Fleet, table, version
 
 from engine.compiler import compile_version
 from engine.config import EngineConfig
@@ -178,9 +178,11 @@ def test_monitor_run_never_exceeds_its_interval(fleet: Fleet) -> None:
 def test_concurrency_bounds_parallel_checks(fleet: Fleet) -> None:
     for i in range(6):
         add(fleet, f"u{i}").delay = 0.2
+    AsyncFake.peak = 0
     started = time.monotonic()
     run(fleet, concurrency=2)
     assert time.monotonic() - started >= 0.55  # 6 checks, 2 at a time, 0.2 s each
-    started = time.monotonic()
+    assert AsyncFake.peak == 2
+    AsyncFake.peak = 0
     run(fleet, concurrency=6)
-    assert time.monotonic() - started < 0.55
+    assert AsyncFake.peak == 6
