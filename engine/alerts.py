@@ -19,11 +19,13 @@ from typing import Any
 
 import httpx
 
+from .convex.http import hide_request_urls
 from .redact import redact
 
 __all__ = ["AlertResult", "build_alert", "send_alert"]
 
 log = logging.getLogger(__name__)
+hide_request_urls()  # httpx would log the webhook URL (and its token) at INFO
 
 
 @dataclass(frozen=True)

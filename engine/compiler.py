@@ -196,12 +196,7 @@ def _fingerprint(files: dict[str, str], step_ids: Sequence[str]) -> str:
 
 
 def _data_steps_module(data_steps: Sequence[Any]) -> tuple[str, list[str]]:
-    try:
-        from .datasteps import render_data_steps_module
-    except ImportError as exc:
-        raise CompileError(
-            "data steps were given but engine.datasteps.render_data_steps_module is not available"
-        ) from exc
+    from .datasteps import render_data_steps_module
     ids = list(dict.fromkeys(str(step.id) for step in data_steps))
     return _normalize(render_data_steps_module(tuple(data_steps))), ids
 

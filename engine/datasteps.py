@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import re
+from functools import lru_cache
 from typing import Any, Literal
 
 import jinja2
@@ -188,7 +189,9 @@ def suggest_batch_size(table_schema: Table, avg_doc_bytes: int | None = None) ->
 
 
 def _ts(value: Any) -> str:
-    """A JSON value as a TypeScript expression (int64 literals as ``BigInt``)."""
+    """A JSON value as a TypeScript expression. Hint values are JSON, so they never
+    produce a ``bigint``: a value meant for an int64 field is rejected by the step's type
+    check (map/convert) or by Convex (backfill)."""
 
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
@@ -242,7 +245,10 @@ def ts_check(j: dict[str, Any], expr: str, depth: int = 0) -> str:
     return "true"
 
 
+@lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
+    """Built once: Jinja caches the parsed template on its environment."""
+
     env = code_environment(templates_dir())
     env.filters["ts"] = _ts
     env.filters["indent_code"] = _indent

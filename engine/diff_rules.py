@@ -73,6 +73,8 @@ CODES: dict[str, tuple[str, Classification, str]] = {
 def js_string(value: Any) -> str:
     """``String(value)`` as JavaScript renders it: the key of a mapping entry."""
 
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -187,7 +189,9 @@ def _target_json(tb: Table | None, fld: str | None) -> dict[str, Any]:
 
 
 def _convert_inverse(h: MigrationOp, ta: Table | None) -> DataStep | None:
-    """An injective value mapping over string values can be mapped back."""
+    """An injective value mapping over string values can be mapped back. The inverse is
+    keyed by ``String(value)`` as the mutation looks it up, so only scalar targets whose
+    ``String`` forms differ (``1`` and ``"1"`` do not) are invertible."""
 
     if h.code or h.default is not None or not h.mapping or ta is None:
         return None
@@ -195,8 +199,11 @@ def _convert_inverse(h: MigrationOp, ta: Table | None) -> DataStep | None:
     lits = literal_values(src.type) if src else None
     strings = src is not None and (render_type(src.type) == "string" or (
         lits is not None and all(kind == "str" for kind, _, _ in lits)))
-    targets = [json.dumps(v, sort_keys=True) for v in h.mapping.values()]
-    if not strings or len(set(targets)) != len(targets):
+    values = list(h.mapping.values())
+    if not strings or not all(v is None or isinstance(v, (str, int, float)) for v in values):
+        return None
+    targets = [js_string(v) for v in values]
+    if len(set(targets)) != len(targets):
         return None
     back = {js_string(v): k for k, v in h.mapping.items()}
     target = ta.fields[h.field or ""].type.to_convex_json()

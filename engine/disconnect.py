@@ -14,7 +14,8 @@ cursor, the old→new id map, deferred patches — is saved in the registry afte
 (``store.save_rollout(progress_id(user), ...)``), and every page is imported on main with
 a receipt in the same transaction, so an interrupted run is simply run again: it resumes
 and creates no duplicates. Nothing is marked ``disconnected`` before its data step has
-verifiably finished.
+verifiably finished. The data step holds the user's registry lease (renewed before every
+write), so it never runs alongside a rollout or another disconnect of the same user.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Literal
 from .config import EngineConfig
 from .convex.adapter import DeploymentTarget, FunctionRunner
 from .copyfrom import copy_in_progress
-from .errors import ByodError, ConfigError, DisconnectError, UnknownVersion
+from .errors import ByodError, ConfigError, DisconnectError, LeaseHeld, UnknownVersion
 from .progress import ProgressRun
 from .redact import redact
 from .registry.store import RegistryStore, UserConfig
@@ -131,6 +132,13 @@ class _Run(ProgressRun):
         doc["state"] = "running"
         self.doc = doc
         self.ids = IdMaps.from_json(doc.get("ids"), tables)
+        self.keep_lease: Callable[[], object] = lambda: None
+
+    def save(self) -> None:
+        # Renewed before every remote write and at every save: a lease lost to another
+        # runner stops this one before its next write instead of racing it.
+        self.keep_lease()
+        super().save()
 
     # -- migrate ---------------------------------------------------------------------------
     def copy(self) -> None:
@@ -157,6 +165,7 @@ class _Run(ProgressRun):
         if docs:
             prepared = [prepare(table, d, self.ids, pending) for d in docs]
             receipt = f"{self.doc['run']}:{name}:{state['page']}"
+            self.keep_lease()  # still ours right before writing to main
             new_ids = self.main.mutation("byodMain:importPageOnce", {
                 "table": name, "documents": [p.fields for p in prepared],
                 "receipt": receipt, "run": self.doc["run"]})
@@ -241,6 +250,7 @@ class _Run(ProgressRun):
                 cursor = result.get("continueCursor")
                 if result.get("isDone"):
                     break
+                self.keep_lease()
             mapped = len(self.ids.maps.get(name, {}))
             ok = (not missing and source_count == expected.count == actual.count == mapped
                   and expected.hexdigest == actual.hexdigest)
@@ -267,6 +277,7 @@ class _Run(ProgressRun):
         for name in reversed(order):  # children first
             state = self.tstate(name)
             while not state["done"]:
+                self.keep_lease()  # still ours right before deleting
                 res = self.source.mutation("byod:deletePage",
                                            {"table": name, "numItems": self.page_size})
                 state["deleted"] += int(res.get("deleted", 0))
@@ -346,30 +357,48 @@ def disconnect(
     tables = _user_tables(user, graph)
     target = vault.target_for(user)
     factory = client_factory or (lambda t: _default_client(t, config))
-    owned: list[Any] = []
-    if mode == "migrate" and main_client is None:
-        main_client = factory(main_target_from_env())
-        owned.append(main_client)
-    source = factory(target)
-    owned.append(source)
+    # The user's lease (the one a rollout's runner takes too): two disconnects, or a
+    # disconnect and a rollout, never work the same deployment at once.
+    holder = f"disconnect:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    ttl = 4 * config.http_timeout_s + 60.0
     try:
+        store.acquire_lease(user_id, holder, ttl)
+    except LeaseHeld as exc:
+        raise DisconnectError(
+            f"user {user_id!r} is being worked by another runner ({exc.holder}); run the "
+            "disconnect again once it has finished") from None
+    owned: list[Any] = []
+    try:
+        if mode == "migrate" and main_client is None:
+            main_client = factory(main_target_from_env())
+            owned.append(main_client)
+        source = factory(target)
+        owned.append(source)
         return _data_step(user, mode, store=store, tables=tables, source=source,
                           main_client=main_client, page_size=page_size, hook=hook,
                           secrets=target.secrets, router=router, report=report,
-                          started=started)
+                          started=started,
+                          keep_lease=lambda: store.renew_lease(user_id, holder, ttl))
     finally:
         for client in owned:
             _close(client)
+        try:
+            store.release_lease(user_id, holder)
+        except ByodError:
+            pass  # it expires on its own
 
 
 def _data_step(user: UserConfig, mode: str, *, store: RegistryStore, tables: dict[str, Table],
                source: FunctionRunner, main_client: FunctionRunner | None, page_size: int,
                hook: Hook | None, secrets: tuple[str, ...], router: Any,
-               report: DisconnectReport, started: float) -> DisconnectReport:
+               report: DisconnectReport, started: float,
+               keep_lease: Callable[[], object] | None = None) -> DisconnectReport:
     user_id = user.user_id
     if mode == "migrate":
         _check_main_version(main_client, user)  # before blocking the user: fail early
     run = _Run(user, mode, store, tables, source, main_client, page_size, hook, secrets)
+    if keep_lease is not None:
+        run.keep_lease = keep_lease
     report.resumed = run.resumed
     run.save()  # "running" before blocking: health leaves the user alone from here on
     if user.connection_status in ("connected", "error"):

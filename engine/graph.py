@@ -214,11 +214,13 @@ class VersionGraph:
     def _shortest(self, s: str, t: str) -> list[str] | None:
         if s == t:
             return [s]
-        if t not in self.descendants(s):
+        if s not in self.ancestors(t):
             return None
-        # Breadth-first search over the sub-graph between s and t, visiting children in
-        # (number, id) order so the first path found is also the canonical one.
-        between = self.descendants(s) & (self.ancestors(t) | {t})
+        # Breadth-first search from s among t's ancestors (whatever s reaches there lies
+        # between the two), visiting children in (number, id) order so the first path
+        # found is also the canonical one. One cached ancestor set per target serves every
+        # source of a fleet.
+        between = self.ancestors(t) | {t}
         prev: dict[str, str] = {}
         frontier = [s]
         seen = {s}

@@ -76,7 +76,7 @@ def render_plan_text(plan: Any) -> str:
         mark = "  [destructive: deletes data]" if step.destructive else ""
         lines.append(f"{i:>3}. {_describe(step)}{mark}")
         if step.kind == "run_data_step":
-            lines.append(f"       function byodMigrations:{step.data_step.function_name}")
+            lines.append(f"       function {step.data_step.function_path}")
     if len(plan.groups) > 1:
         lines.append("")
         lines.append(f"deploys are split into {len(plan.groups)} groups:")

@@ -255,6 +255,8 @@ def _touches(step: DataStep) -> tuple[set[str], set[str]]:
     star = {f"{t}.*"}
     if step.op == "custom":
         return star, star
+    if step.op == "convert" and p.get("code"):  # its code is handed the whole document
+        return star, {f"{t}.{p['field']}"}
     if step.op == "delete_rows":
         return {f"{t}.{k}" for k in (p.get("where") or {})}, star
     if step.op in ("rename", "copy"):
@@ -361,6 +363,9 @@ def _expand(graph: VersionGraph, path: list[str], direction: Direction,
                                   data_steps=tuple(data), covers=chain))
             for s in data:
                 sid = s.id if s.id not in seen else f"{s.id}@{end}"
+                n = 2
+                while sid in seen:  # the journal is keyed by step id: keep each unique
+                    sid, n = f"{s.id}@{end}#{n}", n + 1
                 seen.add(sid)
                 steps.append(PlanStep(id=sid, kind="run_data_step", version=end, data_step=s,
                                       covers=chain, destructive=s.id in destroys))
@@ -371,34 +376,6 @@ def _expand(graph: VersionGraph, path: list[str], direction: Direction,
     return Plan(source=source, target=target, path=tuple(path), direction=direction,
                 steps=tuple(steps),
                 groups=tuple(tuple(path[g[0]: g[-1] + 2]) for g in groups), notes=tuple(notes))
-
-
-def _chain(graph: VersionGraph, s: str, t: str) -> list[str]:
-    """The same canonical shortest chain as ``VersionGraph.path`` (children visited in
-    (number, id) order), searched only among ``t``'s ancestors: one cached ancestor set
-    per target serves every source of a fleet."""
-
-    if s == t:
-        return [s]
-    allowed = graph.ancestors(t) | {t}
-    versions = graph.versions
-    prev: dict[str, str] = {}
-    frontier, seen = [s], {s}
-    while frontier:
-        nxt: list[str] = []
-        for node in frontier:
-            kids = [c for c in graph.graph.successors(node) if c in allowed and c not in seen]
-            for child in sorted(kids, key=lambda c: (versions[c].number, c)):
-                seen.add(child)
-                prev[child] = node
-                if child == t:
-                    out = [t]
-                    while out[-1] != s:
-                        out.append(prev[out[-1]])
-                    return out[::-1]
-                nxt.append(child)
-        frontier = nxt
-    raise NoPath(s, t)
 
 
 def plan(graph: VersionGraph, source: str | int, target: str | int, *,
@@ -421,9 +398,9 @@ def plan(graph: VersionGraph, source: str | int, target: str | int, *,
     found = cache.plans.get((s, t))
     if found is None:
         if s == t or graph.is_ancestor(s, t):
-            found = _expand(graph, _chain(graph, s, t), "up" if s != t else "none", cache)
+            found = _expand(graph, graph.path(s, t), "up" if s != t else "none", cache)
         elif graph.is_ancestor(t, s):
-            found = _expand(graph, _chain(graph, t, s)[::-1], "down", cache)
+            found = _expand(graph, graph.down_path(s, t), "down", cache)
         else:
             raise NoPath(s, t, "they are on different branches; plan to a version that "
                          "descends from both (a merge version)")

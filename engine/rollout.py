@@ -14,9 +14,10 @@
 * **Failure budget.** ``max_failures`` (a count or a percentage of the fleet) failures are
   tolerated; one more halts the rollout: deployments in flight finish, nothing new starts,
   the rest stay untouched and the rollout can be resumed by id. Any canary failure halts.
-* **Locks.** The runner takes a registry lease per deployment with the rollout id as
-  holder: a second rollout skips (and reports) deployments another one is working, and a
-  resumed rollout takes back its own leases at once instead of waiting for them to expire.
+* **Locks.** The runner takes a registry lease per deployment, held as
+  ``<rollout id>/<run>``: a second rollout skips (and reports) deployments another one is
+  working, and a resumed rollout takes back its own leases at once instead of waiting for
+  them to expire (an earlier run still alive loses them and stops).
 * **Crash safety.** The rollout document (targets, waves, per-deployment outcome) is saved
   after every deployment; ``resume=ID`` reloads it and runs whatever did not succeed, each
   deployment continuing from its own journal.
@@ -204,7 +205,11 @@ class _Rollout:
         self.store.save_rollout(self.rollout_id, self.doc)
 
     async def run(self, plans: dict[str, Any]) -> None:
-        ctx = RunContext(store=self.store, kit=self.kit, holder=self.rollout_id,
+        # One holder per run of the rollout: a resumed run that overlaps a still-running
+        # one takes its leases over (the older run then stops) instead of sharing them.
+        ctx = RunContext(store=self.store, kit=self.kit,
+                         holder=f"{self.rollout_id}/{uuid.uuid4().hex[:8]}",
+                         reclaim_from=self.rollout_id,
                          emit=self.emit, deploy_slots=asyncio.Semaphore(self.deploy_slots),
                          lease_ttl_s=self.lease_ttl_s)
         max_failures = int(self.doc["max_failures"])

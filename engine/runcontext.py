@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -78,6 +79,9 @@ class RunContext:
     deploy_slots: asyncio.Semaphore | None = None
     lease_ttl_s: float = 120.0
     page_retries: int = 3
+    # A rollout id: leases held by an earlier run of that rollout (holder ``<id>`` or
+    # ``<id>/<run>``) are taken back at once instead of after they expire.
+    reclaim_from: str | None = None
 
     def event(self, event: Event) -> None:
         emit_safely(self.emit, event)
@@ -138,21 +142,39 @@ class DeployOps:
 
 
 class DeploymentLease:
-    """The deployment lease, renewed in the background; ``lost`` stops the work."""
+    """The deployment lease, renewed in the background; ``lost`` stops the work.
+
+    ``check`` also treats the lease as lost once its ttl has run out since the last
+    successful renewal (a registry busy for longer than the ttl, or a renewal task that
+    died): by then another runner may already hold it, so working on would race it."""
 
     def __init__(self, ctx: RunContext, user_id: str):
         self.ctx, self.user_id = ctx, user_id
         self.lost: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._valid_until = 0.0  # monotonic deadline of the lease as last taken or renewed
 
     def acquire(self) -> None:
-        self.ctx.store.acquire_lease(self.user_id, self.ctx.holder, self.ctx.lease_ttl_s)
+        ctx, asked = self.ctx, time.monotonic()
+        try:
+            ctx.store.acquire_lease(self.user_id, ctx.holder, ctx.lease_ttl_s)
+        except LeaseHeld as exc:
+            if not self._reclaimable(exc.holder):
+                raise
+            # An earlier run of the same rollout (crashed, or still alive: its next renewal
+            # fails and it stops at its next step or page) — never two runners at once.
+            ctx.store.release_lease(self.user_id, exc.holder)
+            ctx.store.acquire_lease(self.user_id, ctx.holder, ctx.lease_ttl_s)
+            ctx.store.audit(self.user_id, "lease_taken_over",
+                            {"from": exc.holder, "to": ctx.holder, "reclaimed": True})
+        self._valid_until = asked + ctx.lease_ttl_s
         self._task = asyncio.create_task(self._renew())
 
     async def _renew(self) -> None:
         interval = max(0.05, self.ctx.lease_ttl_s / 4)
         while True:
             await asyncio.sleep(interval)
+            asked = time.monotonic()
             try:
                 self.ctx.store.renew_lease(self.user_id, self.ctx.holder, self.ctx.lease_ttl_s)
             except LeaseHeld as exc:
@@ -160,8 +182,16 @@ class DeploymentLease:
                 return
             except ByodError:
                 continue  # a busy registry: try again next interval, the ttl covers it
+            self._valid_until = asked + self.ctx.lease_ttl_s
+
+    def _reclaimable(self, holder: str) -> bool:
+        mine = self.ctx.reclaim_from
+        return bool(mine) and holder != self.ctx.holder and (
+            holder == mine or holder.startswith(f"{mine}/"))
 
     def check(self) -> None:
+        if not self.lost and time.monotonic() >= self._valid_until:
+            self.lost = "lease expired without a successful renewal"
         if self.lost:
             raise RolloutError(f"deployment {self.user_id}: {self.lost}; stopped safely")
 

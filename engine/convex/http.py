@@ -35,29 +35,43 @@ from ..errors import (
     DeploymentUnreachable,
     FunctionError,
 )
-from ..redact import redact
+from ..redact import REDACTED, redact
 from .adapter import DeploymentTarget, DeployResult, FunctionKind, VersionInfo
 from .targets import base_url, check_target
 from .values import from_convex_json, to_convex_json
 
-__all__ = ["AsyncConvexHttpClient", "ConvexHttpClient", "PING_FUNCTION", "VERSION_FUNCTION"]
+__all__ = ["AsyncConvexHttpClient", "ConvexHttpClient", "PING_FUNCTION", "VERSION_FUNCTION",
+           "hide_request_urls"]
 
 log = logging.getLogger(__name__)
 
 
 class _HideRequestHosts(logging.Filter):
     """httpx logs every request with its full URL at INFO; deployment URLs count as
-    secrets here (``DeploymentTarget.secrets``), so its records keep only the path."""
+    secrets here (``DeploymentTarget.secrets``), so its records keep only the path of a
+    Convex API call (``/api/...``). Any other URL is hidden whole: a webhook's path is
+    often its token."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
-            record.args = tuple(a.raw_path.decode("ascii", "replace")
-                                if isinstance(a, httpx.URL) else a for a in record.args)
+            record.args = tuple(_loggable(a) if isinstance(a, httpx.URL) else a
+                                for a in record.args)
         return True
 
 
-if not any(isinstance(f, _HideRequestHosts) for f in logging.getLogger("httpx").filters):
-    logging.getLogger("httpx").addFilter(_HideRequestHosts())
+def _loggable(url: httpx.URL) -> str:
+    return url.path if url.path.startswith("/api/") and not url.query else REDACTED
+
+
+def hide_request_urls() -> None:
+    """Install the filter on httpx's logger (idempotent); every module that sends
+    requests with httpx calls it, so no request URL reaches a log."""
+
+    if not any(isinstance(f, _HideRequestHosts) for f in logging.getLogger("httpx").filters):
+        logging.getLogger("httpx").addFilter(_HideRequestHosts())
+
+
+hide_request_urls()
 
 VERSION_FUNCTION = "byod:version"
 PING_FUNCTION = "byod:ping"

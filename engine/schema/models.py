@@ -124,6 +124,18 @@ class LiteralV(_Frozen):
     value: Union[bool, int, float, str]
     bigint: bool = False
 
+    def _identity(self) -> tuple[bool, Any, bool]:
+        # Python has True == 1, Convex does not: a boolean literal never equals a number
+        return (isinstance(self.value, bool), self.value, self.bigint)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LiteralV):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
     def to_convex_json(self) -> dict[str, Any]:
         if self.bigint:
             raw = struct.pack("<q", int(self.value))
