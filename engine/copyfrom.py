@@ -40,7 +40,7 @@ from .config import EngineConfig
 from .convex.adapter import FunctionRunner
 from .errors import ByodError, CopyFromMainError, DisconnectError
 from .ownership import OwnerRule, owner_rules, owns
-from .progress import ProgressRun
+from .progress import ProgressRun, read_pages
 from .registry.store import RegistryStore
 from .remap import (
     IdMaps,
@@ -187,25 +187,16 @@ class _Copy(ProgressRun):
         return [d for d in docs if owns(self.rules[name], d, self.user_id, self.owned)]
 
     def count_dest(self, name: str) -> int:
-        total, cursor = 0, None
-        while True:
-            res = self.dest.query("byod:countPage", {"table": name, "cursor": cursor,
-                                                     "numItems": _COUNT_PAGE})
-            total += int(res.get("count", 0))
-            cursor = res.get("continueCursor")
-            if res.get("isDone"):
-                return total
+        pages = read_pages(lambda cursor: self.dest.query("byod:countPage", {
+            "table": name, "cursor": cursor, "numItems": _COUNT_PAGE}),
+            what=f"counting {name}", deployment=self.user_id)
+        return sum(int(res.get("count", 0)) for res in pages)
 
     def dest_docs(self, name: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            res = self.dest.query("byod:exportPage", {"table": name, "cursor": cursor,
-                                                      "numItems": _COUNT_PAGE})
-            out.extend(res.get("page") or [])
-            cursor = res.get("continueCursor")
-            if res.get("isDone"):
-                return out
+        pages = read_pages(lambda cursor: self.dest.query("byod:exportPage", {
+            "table": name, "cursor": cursor, "numItems": _COUNT_PAGE}),
+            what=f"reading {name}", deployment=self.user_id)
+        return [doc for res in pages for doc in (res.get("page") or [])]
 
     # -- writing ---------------------------------------------------------------------------
     def import_docs(self, name: str, docs: list[dict[str, Any]], pending: frozenset[str]) -> None:
@@ -377,18 +368,15 @@ class _Copy(ProgressRun):
             table, state = self.tables[name], self.tstate(name)
             expected, actual = TableDigest(), TableDigest()
             missing: list[str] = []
-            source_count, cursor = 0, None
-            while True:
-                result = self.export(name, cursor)
+            source_count = 0
+            for result in read_pages(lambda cursor: self.export(name, cursor),
+                                     what=f"reading {name} on main", deployment="main"):
                 for d in self.mine(name, list(result.get("page") or [])):
                     source_count += 1
                     try:
                         expected.add(final_form(table, d, self.ids))
                     except (Unresolved, DisconnectError):
                         missing.append(f"{d['_id']} (not copied)")
-                cursor = result.get("continueCursor")
-                if result.get("isDone"):
-                    break
             mapped = set(self.ids.maps.get(name, {}).values())
             dest = self.dest_docs(name)
             for d in dest:

@@ -31,7 +31,7 @@ from .config import EngineConfig
 from .convex.adapter import DeploymentTarget, FunctionRunner
 from .copyfrom import copy_in_progress
 from .errors import ByodError, ConfigError, DisconnectError, LeaseHeld, UnknownVersion
-from .progress import ProgressRun
+from .progress import ProgressRun, read_pages
 from .redact import redact
 from .registry.store import RegistryStore, UserConfig
 from .remap import (
@@ -223,12 +223,12 @@ class _Run(ProgressRun):
         for name in self.doc.get("order", list(self.tables)):
             table = self.tables[name]
             expected, actual = TableDigest(), TableDigest()
-            cursor: str | None = None
             missing: list[str] = []
             source_count = 0
-            while True:
-                result = self.source.query("byod:exportPage", {
-                    "table": name, "cursor": cursor, "numItems": self.page_size})
+            pages = read_pages(lambda cursor: self.source.query("byod:exportPage", {
+                "table": name, "cursor": cursor, "numItems": self.page_size}),
+                what=f"reading {name}", deployment=self.user.user_id)
+            for result in pages:
                 docs = list(result.get("page") or [])
                 source_count += len(docs)
                 forms = []
@@ -247,10 +247,8 @@ class _Run(ProgressRun):
                             missing.append(f"{f['_id']} (on main)")
                         else:
                             actual.add(g)
-                cursor = result.get("continueCursor")
-                if result.get("isDone"):
-                    break
-                self.keep_lease()
+                if not result.get("isDone"):
+                    self.keep_lease()
             mapped = len(self.ids.maps.get(name, {}))
             ok = (not missing and source_count == expected.count == actual.count == mapped
                   and expected.hexdigest == actual.hexdigest)

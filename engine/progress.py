@@ -5,12 +5,33 @@ saved after every page so a crash resumes where it stopped."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from .errors import DeploymentServerError
 from .registry.store import RegistryStore
 from .remap import IdMaps
 
-__all__ = ["ProgressRun"]
+__all__ = ["ProgressRun", "read_pages"]
+
+
+def read_pages(fetch: Callable[[str | None], dict[str, Any]], *, what: str,
+               deployment: str = "") -> Iterator[dict[str, Any]]:
+    """Every page of a paginated read, from the start until ``isDone``. A deployment that
+    answers a page without finishing and without moving its cursor would loop forever:
+    that is reported as a server error naming ``what`` instead."""
+
+    cursor: str | None = None
+    while True:
+        result = dict(fetch(cursor) or {})
+        yield result
+        if result.get("isDone"):
+            return
+        following = result.get("continueCursor")
+        if not isinstance(following, str) or following == cursor:
+            raise DeploymentServerError(
+                f"{what}: the deployment answered a page that neither finished nor moved "
+                "its cursor", deployment=deployment)
+        cursor = following
 
 Hook = Callable[[str, dict[str, Any]], None]
 
