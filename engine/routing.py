@@ -147,7 +147,9 @@ class Router:
     def route(self, user_id: str, table: str) -> Route:
         """Decide without building a client; raises ``UnknownTable`` / ``DeploymentBlocked``."""
 
-        user = self.store.find_user(user_id)
+        return self._route(user_id, self.store.find_user(user_id), table)
+
+    def _route(self, user_id: str, user: UserConfig | None, table: str) -> Route:
         version = self._version_for(user)
         mapping = locations(self.versions.schema(version))
         location = mapping.get(table)
@@ -170,10 +172,13 @@ class Router:
     def client_for(self, user_id: str, table: str) -> FunctionRunner:
         """The main client or the user's deployment client for this table."""
 
-        route = self.route(user_id, table)
-        if route.destination == "main":
+        # One registry read decides and builds: a second read on this hot path could see
+        # another status than the one the route was decided on.
+        user = self.store.find_user(user_id)
+        route = self._route(user_id, user, table)
+        if route.destination == "main" or user is None:
             return self.main_client
-        return self._user_client(self.store.get_user(user_id))
+        return self._user_client(user)
 
     # -- the cache --------------------------------------------------------------------------
     def _user_client(self, user: UserConfig) -> FunctionRunner:
