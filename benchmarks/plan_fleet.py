@@ -22,10 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import networkx as nx  # noqa: E402
 
-from engine.graph import VersionGraph  # noqa: E402
-from engine.planner import _Cache, _expand, clear_caches, plan_fleet  # noqa: E402
+from engine.plan.graph import VersionGraph  # noqa: E402
+from engine.plan.planner import _Cache, _expand, clear_caches, plan_fleet  # noqa: E402
 from engine.schema.models import (  # noqa: E402
-    DbIndex, FieldDef, Float64V, LiteralV, MigrationOp, Schema, SchemaVersion, StringV, Table,
+    DbIndex,
+    FieldDef,
+    Float64V,
+    LiteralV,
+    MigrationOp,
+    Schema,
+    SchemaVersion,
+    StringV,
+    Table,
     UnionV,
 )
 

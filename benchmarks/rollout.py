@@ -4,7 +4,7 @@
     python benchmarks/rollout.py --count 4 --reference-sample 1   # a few minutes (CI)
 
 Setup (not timed): ``count + sample`` local deployments in one harness process, each
-connected at version 1 and seeded with realistic content (``engine.seed``). Then:
+connected at version 1 and seeded with realistic content (``engine.demo.seed``). Then:
 
 (a) **Reference design**, on ``sample`` of them, sequentially: per deployment a fresh
     project directory with its own ``npm install --prefer-offline`` of the pinned convex
@@ -41,22 +41,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.compiler import compile_bundle  # noqa: E402
+from engine.bundle.compiler import compile_bundle  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
-from engine.connect import connect  # noqa: E402
-from engine.convex.adapter import DeploymentTarget  # noqa: E402
-from engine.convex.cli import CliDeployAdapter  # noqa: E402
 from engine.convex.capture import PayloadCache  # noqa: E402
+from engine.convex.deploy_cli import CliDeployAdapter  # noqa: E402
 from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient  # noqa: E402
 from engine.convex.push import PushDeployAdapter  # noqa: E402
 from engine.convex.toolchain import Toolchain  # noqa: E402
+from engine.demo.seed import seed_user  # noqa: E402
+from engine.fleet.artifacts import PlanKit, step_version  # noqa: E402
+from engine.fleet.rollout import rollout  # noqa: E402
+from engine.lifecycle.connect import connect  # noqa: E402
 from engine.local import LocalFleet  # noqa: E402
-from engine.planner import plan  # noqa: E402
-from engine.plankit import PlanKit, step_version  # noqa: E402
+from engine.plan.planner import plan  # noqa: E402
+from engine.ports.deployment import DeploymentTarget  # noqa: E402
 from engine.registry.sqlite import SqliteStore  # noqa: E402
-from engine.rollout import rollout  # noqa: E402
 from engine.schema.loader import load_versions  # noqa: E402
-from engine.seed import seed_user  # noqa: E402
 from engine.vault import Vault, generate_key  # noqa: E402
 
 
@@ -197,7 +197,7 @@ async def _loop(client: AsyncConvexHttpClient, fn: str, batch: int,
 def throughput(work: Path, config: EngineConfig, docs: int, rounds: int = 3) -> dict[str, Any]:
     """Engine data step vs a hand-written batched loop, same deployment, same documents."""
 
-    from engine.datasteps import make_step
+    from engine.plan.datasteps import make_step
     from engine.schema.models import FieldDef, Schema, StringV, Table
 
     fleet = LocalFleet.start(1, work / "tp-fleet", timeout=120)
@@ -214,7 +214,7 @@ def throughput(work: Path, config: EngineConfig, docs: int, rounds: int = 3) -> 
         files = dict(bundle.files)
         files["convex/handwritten.ts"] = HANDWRITTEN
         bundle = replace(bundle, files=files)
-        from engine.datasteps import suggest_batch_size
+        from engine.plan.datasteps import suggest_batch_size
         batch = suggest_batch_size(schema.tables["notes"])
         with CliDeployAdapter(target, timeout=config.deploy_timeout_s) as adapter:
             adapter.deploy(bundle)

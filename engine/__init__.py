@@ -3,9 +3,9 @@ own Convex deployment.
 
 The public Python API, for the app's backend and for release pipelines. Names resolve
 lazily so ``import engine`` stays cheap (the CLI and the pure core import only what they
-use). Flows whose module shares their name (``engine.connect.connect``,
-``engine.rollout.rollout``, ``engine.disconnect.disconnect``, ``engine.diff.diff``,
-``engine.widen.widen``) are reached through their module, so ``engine.connect`` is always
+use). Flows whose module shares their name (``engine.lifecycle.connect.connect``,
+``engine.fleet.rollout.rollout``, ``engine.lifecycle.disconnect.disconnect``, ``engine.plan.diff.diff``,
+``engine.plan.widen.widen``) are reached through their module, so ``engine.lifecycle.connect`` is always
 the module.
 """
 
@@ -15,34 +15,33 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "Bundle": "engine.compiler",
+    "Bundle": "engine.bundle.compiler",
     "ByodError": "engine.errors",
     "ConvexHttpClient": "engine.convex.http",
     "AsyncConvexHttpClient": "engine.convex.http",
     "DeploymentBlocked": "engine.errors",
-    "DeploymentTarget": "engine.convex.adapter",
+    "DeploymentTarget": "engine.ports.deployment",
     "EngineConfig": "engine.config",
     "LocalFleet": "engine.local.launcher",
     "NotEntitled": "engine.errors",
-    "Plan": "engine.planner",
-    "Router": "engine.routing",
+    "Plan": "engine.plan.planner",
+    "Router": "engine.lifecycle.routing",
     "Schema": "engine.schema.models",
     "SchemaVersion": "engine.schema.models",
     "SqliteStore": "engine.registry.sqlite",
     "Vault": "engine.vault",
-    "VersionGraph": "engine.graph",
-    "check_health": "engine.health:check",
-    "check_versions": "engine.schema.rules",
-    "compile_bundle": "engine.compiler",
-    "compile_version": "engine.compiler",
+    "VersionGraph": "engine.plan.graph",
+    "check_health": "engine.lifecycle.health:check",
+    "check_versions": "engine.check.rules",
+    "compile_bundle": "engine.bundle.compiler",
+    "compile_version": "engine.bundle.compiler",
     "load_config": "engine.config",
     "load_versions": "engine.schema.loader",
-    "monitor": "engine.health",
+    "monitor": "engine.lifecycle.health",
     "open_store": "engine.registry.sqlite",
-    "plan": "engine.planner",
-    "plan_fleet": "engine.planner",
-    "retry_connect": "engine.connect",
-    "test_connection": "engine.connect",
+    "plan_fleet": "engine.plan.planner",
+    "retry_connect": "engine.lifecycle.connect",
+    "test_connection": "engine.lifecycle.connect",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 __all__ = ["AuthConfig", "EngineConfig", "load_config"]
 

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Mapping
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .convex.adapter import DeploymentTarget
-from .errors import DecryptError, KeyConfigError
+from engine.errors import DecryptError, KeyConfigError
+from engine.ports.deployment import DeploymentTarget
 
 if TYPE_CHECKING:
-    from .registry.store import RegistryStore, UserConfig
+    from engine.ports.registry import RegistryStore, UserConfig
 
 __all__ = [
     "ENV_KEY",

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from engine.config import EngineConfig
-from engine.convex.adapter import DeploymentTarget
-from engine.graph import VersionGraph
+from engine.plan.graph import VersionGraph
+from engine.ports.deployment import DeploymentTarget
 from engine.registry.sqlite import SqliteStore
 from engine.schema.loader import load_versions
 from engine.vault import Vault, generate_key
@@ -63,9 +63,9 @@ def start(tmp: Path, users: int, *, with_main: bool = True) -> Env:
 
 
 def connect_all(env: Env, version: str, seed: bool = False) -> dict[str, dict[str, int]]:
-    from engine.connect import connect
     from engine.convex.http import ConvexHttpClient
-    from engine.seed import seed_user
+    from engine.demo.seed import seed_user
+    from engine.lifecycle.connect import connect
 
     v = env.graph.resolve(version)
     seeded = {}

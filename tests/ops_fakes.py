@@ -15,13 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.convex.adapter import DeploymentTarget, VersionInfo
 from engine.errors import (
     DeploymentTimeout,
     DeploymentUnauthorized,
     DeploymentUnreachable,
     FunctionError,
 )
+from engine.ports.deployment import DeploymentTarget, VersionInfo
 from engine.registry.sqlite import SqliteStore
 from engine.schema.models import Location, Schema, SchemaVersion, Table
 from engine.schema.types import parse_field_type

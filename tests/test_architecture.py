@@ -6,10 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE = ["engine.schema.models", "engine.schema.rules", "engine.schema.types", "engine.graph",
-        "engine.diff", "engine.widen", "engine.planner", "engine.datasteps", "engine.compiler"]
+CORE = ["engine.schema.models", "engine.check.rules", "engine.schema.types", "engine.plan.graph",
+        "engine.plan.diff", "engine.plan.widen", "engine.plan.planner", "engine.plan.datasteps", "engine.bundle.compiler"]
 ADAPTERS = ["httpx", "sqlite3", "engine.convex", "engine.registry", "engine.vault",
-            "engine.runner", "engine.rollout", "engine.local"]
+            "engine.fleet.runner", "engine.fleet.rollout", "engine.local"]
 
 
 def test_core_imports_no_adapter() -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from ..bundle_io import ArchiveFormat, write_archive, write_bundle
-from ..compiler import Bundle, compile_version
-from ..config import load_config
-from ..convex.toolchain import Toolchain
-from ..graph import VersionGraph
-from ..schema.loader import load_versions
+from engine.bundle.compiler import Bundle, compile_version
+from engine.bundle.write import ArchiveFormat, write_archive, write_bundle
+from engine.config import load_config
+from engine.convex.toolchain import Toolchain
+from engine.plan.graph import VersionGraph
+from engine.schema.loader import load_versions
 
 commands: list[click.Command] = []
 

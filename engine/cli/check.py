@@ -13,11 +13,11 @@ from typing import Any
 
 import click
 
-from ..config import EngineConfig, load_config
-from ..errors import Problem, ToolchainError, VersionFileError
-from ..schema.loader import load_versions
-from ..schema.models import SchemaVersion
-from ..schema.rules import check_versions
+from engine.check.rules import check_versions
+from engine.config import EngineConfig, load_config
+from engine.errors import Problem, ToolchainError, VersionFileError
+from engine.schema.loader import load_versions
+from engine.schema.models import SchemaVersion
 
 __all__ = ["check_directory", "commands"]
 
@@ -39,11 +39,11 @@ def _deep(versions: list[SchemaVersion], config: EngineConfig) -> list[Problem]:
     offline check works without it."""
 
     try:
-        from ..deepcheck import deep_check  # noqa: PLC0415 - optional, heavy dependency
+        from engine.check.deep import deep_check  # noqa: PLC0415 - optional, heavy dependency
     except ModuleNotFoundError as exc:
         if exc.name != f"{__package__.rsplit('.', 1)[0]}.deepcheck":
             raise
-        raise ToolchainError("--deep is not available: engine.deepcheck is missing") from exc
+        raise ToolchainError("--deep is not available: engine.check.deep is missing") from exc
 
     result = deep_check(versions, config)
     return list(result or [])

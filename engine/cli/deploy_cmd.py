@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 
 import click
 
-from ..compiler import compile_version
-from ..config import EngineConfig, load_config
-from ..convex.adapter import DeploymentTarget
-from ..convex.cli import CliDeployAdapter
-from ..errors import DeployFailed, InvalidCredentials
-from ..graph import VersionGraph
-from ..schema.loader import load_versions
+from engine.bundle.compiler import compile_version
+from engine.config import EngineConfig, load_config
+from engine.convex.deploy_cli import CliDeployAdapter
+from engine.errors import DeployFailed, InvalidCredentials
+from engine.plan.graph import VersionGraph
+from engine.ports.deployment import DeploymentTarget
+from engine.schema.loader import load_versions
 
 __all__ = ["commands", "deploy", "deploy_version"]
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import click
 
-from .. import connect as connect_mod
-from ..config import EngineConfig, load_config
-from ..errors import InvalidCredentials
-from ..registry.sqlite import SqliteStore, open_store
-from ..registry.store import UserConfig
-from ..vault import ENV_KEY, ENV_OLD_KEYS, Vault, generate_key, key_id
+from engine.config import EngineConfig, load_config
+from engine.errors import InvalidCredentials
+from engine.lifecycle import connect as connect_mod
+from engine.ports.registry import UserConfig
+from engine.registry.sqlite import SqliteStore, open_store
+from engine.vault import ENV_KEY, ENV_OLD_KEYS, Vault, generate_key, key_id
 
 __all__ = ["commands"]
 
@@ -125,8 +125,8 @@ def _describe(user: UserConfig) -> str:
 def _version(config: EngineConfig, ref: str) -> Any:
     """The version ``ref`` names (``head`` by default), from the configured directory."""
 
-    from ..graph import VersionGraph
-    from ..schema.loader import load_versions
+    from engine.plan.graph import VersionGraph
+    from engine.schema.loader import load_versions
 
     return VersionGraph(load_versions(config.versions_dir, config)).resolve(ref)
 
@@ -134,7 +134,7 @@ def _version(config: EngineConfig, ref: str) -> Any:
 def _local_credentials(data_dir: Path, name: str) -> tuple[str, str]:
     """URL and admin key of one deployment of a running local fleet (never printed)."""
 
-    from ..local.launcher import LocalFleet
+    from engine.local.launcher import LocalFleet
 
     fleet = LocalFleet.attach(data_dir)
     names = [d.name for d in fleet.deployments]

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from ..errors import LocalFleetError
-from ..local.launcher import LocalFleet
+from engine.errors import LocalFleetError
+from engine.local.launcher import LocalFleet
 
 DEFAULT_DIR = Path(".byod/local")
 

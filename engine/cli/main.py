@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..errors import ByodError
+from engine.errors import ByodError
 
 _COMMAND_MODULES = (
     "check",      # check

@@ -1,5 +1,5 @@
 """``byod health``, ``byod monitor``, ``byod disconnect`` and ``byod demo``: thin wrappers
-over ``engine.health``, ``engine.disconnect`` and ``engine.demo``.
+over ``engine.lifecycle.health``, ``engine.lifecycle.disconnect`` and ``engine.demo.run``.
 
 Exit codes: 0 ok; 1 a domain error, an unhealthy deployment (health) or a failed demo.
 Nothing here prints a URL or a key: every text comes from reports that are sanitized.
@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..config import EngineConfig, load_config
+from engine.config import EngineConfig, load_config
 
 __all__ = ["commands"]
 
@@ -27,10 +27,10 @@ def _dump(data: Any) -> None:
 
 
 def _context() -> tuple[EngineConfig, Any, Any, Any]:
-    from ..graph import VersionGraph
-    from ..registry.sqlite import open_store
-    from ..schema.loader import load_versions
-    from ..vault import Vault
+    from engine.plan.graph import VersionGraph
+    from engine.registry.sqlite import open_store
+    from engine.schema.loader import load_versions
+    from engine.vault import Vault
 
     config = load_config()
     vault = Vault.from_env()
@@ -66,7 +66,7 @@ def health_cmd(users: tuple[str, ...], all_users: bool, concurrency: int, timeou
                as_json: bool) -> None:
     """Check deployments; move them connected <-> error; alert on transitions."""
 
-    from ..health import check
+    from engine.lifecycle.health import check
 
     if users and all_users:
         raise click.UsageError("give --user or --all, not both")
@@ -94,7 +94,7 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
                 timeout: float, as_json: bool) -> None:
     """Run the health check every INTERVAL seconds (alerts go to the webhook)."""
 
-    from ..health import monitor
+    from engine.lifecycle.health import monitor
 
     config, store, vault, graph = _context()
 
@@ -126,7 +126,7 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
 def disconnect_cmd(user_id: str, mode: str, yes: bool, page_size: int, as_json: bool) -> None:
     """Disconnect a user's deployment (migrate reads BYOD_MAIN_URL / BYOD_MAIN_ADMIN_KEY)."""
 
-    from ..disconnect import disconnect
+    from engine.lifecycle.disconnect import disconnect
 
     config, store, vault, graph = _context()
 
@@ -165,7 +165,7 @@ def demo_cmd(directory: Path | None, users: int, as_json: bool) -> None:
     """Run the whole product on local deployments: connect, seed, roll out, check health,
     disconnect with migrate, write the report."""
 
-    from ..demo import run_demo
+    from engine.demo.run import run_demo
 
     logging.getLogger("engine").setLevel(logging.ERROR)  # progress lines say it all
     echo = (lambda _line: None) if as_json else click.echo

@@ -12,13 +12,13 @@ from typing import Any
 
 import click
 
-from ..config import load_config
-from ..diff import Diff, diff
-from ..errors import PlanError
-from ..graph import VersionGraph
-from ..planner import edge_hints, plan, plan_fleet
-from ..schema.loader import load_versions
-from ..schema.models import Location
+from engine.config import load_config
+from engine.errors import PlanError
+from engine.plan.diff import Diff, diff
+from engine.plan.graph import VersionGraph
+from engine.plan.planner import edge_hints, plan, plan_fleet
+from engine.schema.loader import load_versions
+from engine.schema.models import Location
 
 __all__ = ["commands", "diff_versions", "render_graph"]
 
@@ -166,7 +166,7 @@ def _registry_counts(path: Path) -> dict[str, int]:
 
     if not path.exists():
         raise PlanError(f"registry {path} does not exist")
-    from ..registry.sqlite import open_store  # the adapter, only when asked for
+    from engine.registry.sqlite import open_store  # the adapter, only when asked for
 
     store = open_store(path)
     try:

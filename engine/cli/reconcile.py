@@ -1,5 +1,5 @@
 """``byod reconcile``: check the registry against the deployments' own records and, with
-``--apply``, rebuild it from them (a thin wrapper over ``engine.reconcile``).
+``--apply``, rebuild it from them (a thin wrapper over ``engine.fleet.reconcile``).
 
 Exit codes: 0 the registry matches every deployment read; 1 differences remain (after
 ``--apply``: the ones that cannot be fixed, such as drift) or a deployment could not be
@@ -49,12 +49,12 @@ def reconcile_cmd(users: tuple[str, ...], all_users: bool, apply: bool, concurre
     """Compare the registry with every deployment's own record (version, fingerprint,
     deployment status, journal); with --apply, rebuild it from them."""
 
-    from ..config import load_config
-    from ..graph import VersionGraph
-    from ..reconcile import reconcile
-    from ..registry.sqlite import open_store
-    from ..schema.loader import load_versions
-    from ..vault import Vault
+    from engine.config import load_config
+    from engine.fleet.reconcile import reconcile
+    from engine.plan.graph import VersionGraph
+    from engine.registry.sqlite import open_store
+    from engine.schema.loader import load_versions
+    from engine.vault import Vault
 
     if users and all_users:
         raise click.UsageError("give --user or --all, not both")

@@ -1,6 +1,6 @@
 """``byod rollout``: bring every connected deployment to a version, with progress.
 
-A thin layer over ``engine.rollout.rollout``: it builds the store, vault and versions,
+A thin layer over ``engine.fleet.rollout.rollout``: it builds the store, vault and versions,
 renders the rollout's events (a rich progress bar on a terminal, one plain line per event
 otherwise, nothing but the final JSON with ``--json``), writes the JSON and HTML reports,
 and exits 1 when the budget halted the rollout or any deployment failed. A dry run
@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import click
 
-from ..config import load_config
-from ..errors import RolloutError
-from ..events import (
+from engine.config import load_config
+from engine.errors import RolloutError
+from engine.events import (
     BudgetExhausted,
     DeploymentDone,
     DeploymentFailed,
@@ -160,7 +160,7 @@ def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
 def _list_rollouts(as_json: bool) -> None:
     """Recent rollouts from the registry, newest first (so `--resume ID` can be found)."""
 
-    from ..registry.sqlite import open_store
+    from engine.registry.sqlite import open_store
 
     config = load_config()
     docs: list[dict[str, Any]] = []
@@ -221,11 +221,11 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
                 allow_destructive: bool, list_only: bool, as_json: bool) -> None:
     """Roll every connected deployment out to a version: canary, waves, failure budget."""
 
-    from ..registry.sqlite import open_store
-    from ..report import write_reports
-    from ..rollout import parse_budget, parse_waves, rollout
-    from ..schema.loader import load_versions
-    from ..vault import Vault
+    from engine.fleet.report import write_reports
+    from engine.fleet.rollout import parse_budget, parse_waves, rollout
+    from engine.registry.sqlite import open_store
+    from engine.schema.loader import load_versions
+    from engine.vault import Vault
 
     if list_only:
         _list_rollouts(as_json)
@@ -292,8 +292,8 @@ def _no_registry(path: Path, target: str | None, versions: Any, config: Any,
     """A dry run without a registry: nothing is connected, so the plan is empty (and no
     registry file is created by looking)."""
 
-    from ..plankit import PlanKit
-    from ..rollout import RolloutReport
+    from engine.fleet.artifacts import PlanKit
+    from engine.fleet.rollout import RolloutReport
 
     resolved = PlanKit(versions, config).resolve(target) if target else None
     message = f"no registry at {path}: nothing to roll out"

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from ..bundle_io import write_archive, write_bundle
-from ..errors import AdapterUnsupported
-from .adapter import DeployResult, FunctionKind, VersionInfo
+from engine.bundle.write import write_archive, write_bundle
+from engine.errors import AdapterUnsupported
+from engine.ports.deployment import DeployResult, FunctionKind, VersionInfo
 
 __all__ = ["ArchiveAdapter", "ArchiveFormat"]
 

@@ -31,10 +31,10 @@ from typing import Any, Iterable
 
 import brotli
 
-from ..errors import DeploymentError, PushCaptureFailed
-from .adapter import DeploymentTarget
-from .cli import CliDeployAdapter
-from .toolchain import Toolchain
+from engine.convex.deploy_cli import CliDeployAdapter
+from engine.convex.toolchain import Toolchain
+from engine.errors import DeploymentError, PushCaptureFailed
+from engine.ports.deployment import DeploymentTarget
 
 __all__ = ["CAPTURE_FORMAT", "PayloadCache", "PushPayload", "capture_push"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from .adapter import DeploymentTarget, FunctionKind, VersionInfo
-from .http import AsyncConvexHttpClient, ConvexHttpClient
+from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient
+from engine.ports.deployment import DeploymentTarget, FunctionKind, VersionInfo
 
 __all__ = ["AsyncHttpFunctions", "HttpFunctions"]
 

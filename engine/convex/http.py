@@ -25,7 +25,9 @@ from typing import Any, Callable
 
 import httpx
 
-from ..errors import (
+from engine.convex.targets import base_url, check_target
+from engine.convex.values import from_convex_json, to_convex_json
+from engine.errors import (
     AdapterUnsupported,
     DeploymentError,
     DeploymentRequestRejected,
@@ -35,10 +37,13 @@ from ..errors import (
     DeploymentUnreachable,
     FunctionError,
 )
-from ..redact import REDACTED, redact
-from .adapter import DeploymentTarget, DeployResult, FunctionKind, VersionInfo
-from .targets import base_url, check_target
-from .values import from_convex_json, to_convex_json
+from engine.ports.deployment import (
+    DeploymentTarget,
+    DeployResult,
+    FunctionKind,
+    VersionInfo,
+)
+from engine.redact import REDACTED, redact
 
 __all__ = ["AsyncConvexHttpClient", "ConvexHttpClient", "PING_FUNCTION", "VERSION_FUNCTION",
            "hide_request_urls"]

@@ -30,7 +30,12 @@ from urllib.parse import urlsplit
 
 import brotli
 
-from ..errors import (
+from engine.convex.capture import PayloadCache, PushPayload, capture_push
+from engine.convex.delegate import AsyncHttpFunctions, HttpFunctions
+from engine.convex.deploy_cli import classify_cli_failure
+from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient
+from engine.convex.targets import base_url, check_target, is_loopback_host
+from engine.errors import (
     DeployFailed,
     DeploymentError,
     DeploymentRequestRejected,
@@ -38,13 +43,8 @@ from ..errors import (
     DeploymentTimeout,
     SchemaValidationFailed,
 )
-from ..redact import redact
-from .adapter import DeploymentTarget, DeployResult
-from .capture import PayloadCache, PushPayload, capture_push
-from .cli import classify_cli_failure
-from .delegate import AsyncHttpFunctions, HttpFunctions
-from .http import AsyncConvexHttpClient, ConvexHttpClient
-from .targets import base_url, check_target, is_loopback_host
+from engine.ports.deployment import DeploymentTarget, DeployResult
+from engine.redact import redact
 
 __all__ = ["AsyncPushDeployAdapter", "PayloadCache", "Payloads", "PushDeployAdapter",
            "PushPayload", "capture_push"]

@@ -7,13 +7,19 @@ that names the deployment by its label and never echoes the URL or the key.
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ..errors import InvalidCredentials
-from .adapter import DeploymentTarget
+from engine.errors import ConfigError, InvalidCredentials
+from engine.ports.deployment import DeploymentTarget
 
-__all__ = ["KeyKind", "base_url", "check_target", "is_loopback_host", "key_kind"]
+__all__ = ["ENV_MAIN_KEY", "ENV_MAIN_URL", "KeyKind", "base_url", "check_target", "is_loopback_host",
+           "key_kind", "main_target_from_env"]
+
+ENV_MAIN_URL = "BYOD_MAIN_URL"
+ENV_MAIN_KEY = "BYOD_MAIN_ADMIN_KEY"
 
 KeyKind = Literal["cloud", "self_hosted"]
 
@@ -84,3 +90,15 @@ def check_target(target: DeploymentTarget) -> None:
 
 def base_url(target: DeploymentTarget) -> str:
     return target.url.strip().rstrip("/")
+
+
+def main_target_from_env(env: Mapping[str, str] | None = None) -> DeploymentTarget:
+    """The main deployment from ``BYOD_MAIN_URL`` + ``BYOD_MAIN_ADMIN_KEY``."""
+
+    env = os.environ if env is None else env
+    url, key = env.get(ENV_MAIN_URL, "").strip(), env.get(ENV_MAIN_KEY, "").strip()
+    if not url or not key:
+        raise ConfigError(
+            f"the main deployment is not configured: set {ENV_MAIN_URL} and {ENV_MAIN_KEY}")
+    return DeploymentTarget(label="main", url=url, admin_key=key,
+                            allow_insecure_local=url.lower().startswith("http://"))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import ToolchainError
+from engine.errors import ToolchainError
 
 __all__ = ["MIN_NODE_MAJOR", "Toolchain", "node_executable"]
 

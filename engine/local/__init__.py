@@ -1,5 +1,5 @@
 """Local Convex-compatible deployments for tests and the demo (see README.md here)."""
 
-from .launcher import FAULT_MODES, FaultMode, LocalDeployment, LocalFleet
+from engine.local.launcher import FAULT_MODES, FaultMode, LocalDeployment, LocalFleet
 
 __all__ = ["FAULT_MODES", "FaultMode", "LocalDeployment", "LocalFleet"]

@@ -29,8 +29,8 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from ..convex.toolchain import Toolchain, node_executable
-from ..errors import LocalFleetError, ToolchainError
+from engine.convex.toolchain import Toolchain, node_executable
+from engine.errors import LocalFleetError, ToolchainError
 
 __all__ = ["FAULT_MODES", "FaultMode", "LocalDeployment", "LocalFleet"]
 

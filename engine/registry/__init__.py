@@ -1,7 +1,7 @@
 """The registry: the ``RegistryStore`` protocol (``store``) and its embedded SQLite
 implementation (``sqlite``). ``open_store`` is the one way the rest of the engine gets one."""
 
-from .sqlite import SqliteStore, open_store
-from .store import JournalEntry, Lease, RegistryStore, UserConfig
+from engine.ports.registry import JournalEntry, Lease, RegistryStore, UserConfig
+from engine.registry.sqlite import SqliteStore, open_store
 
 __all__ = ["JournalEntry", "Lease", "RegistryStore", "SqliteStore", "UserConfig", "open_store"]

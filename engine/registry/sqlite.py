@@ -23,10 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import InvalidTransition, LeaseHeld, RegistryError, UnknownUser
-from ..redact import redact
-from .ddl import MIGRATIONS, SCHEMA_VERSION
-from .store import (
+from engine.errors import InvalidTransition, LeaseHeld, RegistryError, UnknownUser
+from engine.ports.registry import (
     CONNECTION_TRANSITIONS,
     JOURNAL_TRANSITIONS,
     AuditEntry,
@@ -37,6 +35,8 @@ from .store import (
     Lease,
     UserConfig,
 )
+from engine.redact import redact
+from engine.registry.ddl import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION", "open_store"]
 

@@ -7,7 +7,7 @@ not declare tables with these names.
 
 from __future__ import annotations
 
-from .models import (
+from engine.schema.models import (
     DbIndex,
     FieldDef,
     Float64V,

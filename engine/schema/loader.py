@@ -19,9 +19,9 @@ import yaml
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from ..config import EngineConfig
-from ..errors import Problem, VersionFileError
-from .models import (
+from engine.config import EngineConfig
+from engine.errors import Problem, VersionFileError
+from engine.schema.models import (
     Consent,
     DbIndex,
     FieldDef,
@@ -35,8 +35,8 @@ from .models import (
     Table,
     VectorIndex,
 )
-from .types import TypeSyntaxError, parse_field_type
-from .yamlnodes import NodeReader, closest, join, kind
+from engine.schema.types import TypeSyntaxError, parse_field_type
+from engine.schema.yamlnodes import NodeReader, closest, join, kind
 
 __all__ = ["FILE_NAME_RE", "load_version_file", "load_versions"]
 

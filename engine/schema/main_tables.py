@@ -8,7 +8,15 @@ inserting duplicates.
 
 from __future__ import annotations
 
-from .models import ArrayV, DbIndex, FieldDef, Float64V, Location, StringV, Table
+from engine.schema.models import (
+    ArrayV,
+    DbIndex,
+    FieldDef,
+    Float64V,
+    Location,
+    StringV,
+    Table,
+)
 
 __all__ = ["MAIN_ENGINE_TABLES", "MAIN_ENGINE_TABLE_NAMES"]
 

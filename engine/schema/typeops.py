@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import (
+from engine.schema.models import (
     AnyV,
     ArrayV,
     BooleanV,

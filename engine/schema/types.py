@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .models import (
+from engine.schema.models import (
     AnyV,
     ArrayV,
     BooleanV,

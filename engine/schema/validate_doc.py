@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .models import (
+from engine.schema.models import (
     AnyV,
     ArrayV,
     BooleanV,

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..errors import Problem
+from engine.errors import Problem
 
 __all__ = ["NodeReader", "closest", "join", "kind"]
 

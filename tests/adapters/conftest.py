@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Iterable
 
 import pytest
 
-from engine.convex.adapter import DeploymentTarget
-from engine.graph import VersionGraph
+from engine.plan.graph import VersionGraph
+from engine.ports.deployment import DeploymentTarget
 from engine.schema.loader import load_versions
 
 if TYPE_CHECKING:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from engine.config import EngineConfig
-from engine.convex.adapter import DeployAdapter, DeploymentTarget
 from engine.convex.archive import ArchiveAdapter
-from engine.convex.cli import CliDeployAdapter
-from engine.convex.factory import adapter_for
+from engine.convex.connector import adapter_for
+from engine.convex.deploy_cli import CliDeployAdapter
 from engine.convex.http import ConvexHttpClient
 from engine.convex.toolchain import Toolchain
 from engine.errors import AdapterUnsupported
+from engine.ports.deployment import DeployAdapter, DeploymentTarget
 
 from .test_cli_adapter import make_bundle
 

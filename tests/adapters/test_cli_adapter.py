@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.compiler import MANIFEST_FILE, Bundle
-from engine.convex.adapter import DeployAdapter, DeploymentTarget
-from engine.convex.cli import CliDeployAdapter, classify_cli_failure
+from engine.bundle.compiler import MANIFEST_FILE, Bundle
+from engine.convex.deploy_cli import CliDeployAdapter, classify_cli_failure
 from engine.convex.http import ConvexHttpClient
 from engine.convex.toolchain import Toolchain
 from engine.errors import (
@@ -30,6 +29,7 @@ from engine.errors import (
     DeploymentUnreachable,
     SchemaValidationFailed,
 )
+from engine.ports.deployment import DeployAdapter, DeploymentTarget
 
 from .conftest import ADMIN_KEY, SECRET_PART, assert_logs_clean, assert_no_secret
 

@@ -13,7 +13,6 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from engine.convex.adapter import DeploymentTarget, FunctionRunner, VersionInfo
 from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient
 from engine.convex.values import Int64
 from engine.errors import (
@@ -25,6 +24,7 @@ from engine.errors import (
     DeploymentUnreachable,
     FunctionError,
 )
+from engine.ports.deployment import DeploymentTarget, FunctionRunner, VersionInfo
 
 from .conftest import ADMIN_KEY, SECRET_PART, assert_logs_clean, assert_no_secret
 

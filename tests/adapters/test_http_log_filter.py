@@ -8,8 +8,8 @@ import logging
 import httpx
 import pytest
 
-from engine.convex.adapter import DeploymentTarget
 from engine.convex.http import ConvexHttpClient
+from engine.ports.deployment import DeploymentTarget
 
 KEY = "acme-prod-42|" + "ab" * 32
 

@@ -11,9 +11,9 @@ from typing import Iterator
 
 import pytest
 
-from engine.convex.adapter import DeploymentTarget
 from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient
 from engine.errors import DeploymentTimeout, DeploymentUnreachable
+from engine.ports.deployment import DeploymentTarget
 
 from .conftest import ADMIN_KEY, assert_no_secret
 

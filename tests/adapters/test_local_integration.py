@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterator
 import pytest
 from click.testing import CliRunner
 
+from engine.bundle.compiler import Bundle, compile_version
 from engine.cli.main import cli as byod_cli
-from engine.compiler import Bundle, compile_version
 from engine.config import EngineConfig
-from engine.convex.cli import CliDeployAdapter
+from engine.convex.deploy_cli import CliDeployAdapter
 from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient
 from engine.convex.toolchain import Toolchain
 from engine.errors import (
@@ -28,8 +28,8 @@ from engine.errors import (
     DeploymentUnreachable,
     SchemaValidationFailed,
 )
-from engine.graph import VersionGraph
 from engine.local import LocalDeployment, LocalFleet
+from engine.plan.graph import VersionGraph
 from engine.schema.loader import load_version_file
 
 from .conftest import exception_texts, fleet_keys, local_target

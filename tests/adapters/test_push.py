@@ -17,12 +17,11 @@ import brotli
 import httpx
 import pytest
 
-from engine.compiler import Bundle, compile_version
+from engine.bundle.compiler import Bundle, compile_version
 from engine.config import EngineConfig
-from engine.convex.adapter import DeploymentTarget
 from engine.convex.capture import PayloadCache, PushPayload
-from engine.convex.cli import CliDeployAdapter
-from engine.convex.factory import adapter_for
+from engine.convex.connector import adapter_for
+from engine.convex.deploy_cli import CliDeployAdapter
 from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient
 from engine.convex.push import AsyncPushDeployAdapter, PushDeployAdapter
 from engine.errors import (
@@ -34,10 +33,17 @@ from engine.errors import (
     DeploymentUnreachable,
     SchemaValidationFailed,
 )
-from engine.graph import VersionGraph
+from engine.plan.graph import VersionGraph
+from engine.ports.deployment import DeploymentTarget
 from engine.schema.loader import load_version_file
 
-from .conftest import ADMIN_KEY, assert_logs_clean, assert_no_secret, fleet_keys, local_target
+from .conftest import (
+    ADMIN_KEY,
+    assert_logs_clean,
+    assert_no_secret,
+    fleet_keys,
+    local_target,
+)
 
 CONFIG = EngineConfig()
 LOCAL_URL = "http://127.0.0.1:3999"
@@ -213,7 +219,7 @@ def test_same_fingerprint_other_version_is_refused() -> None:
 
 
 def test_cache_keys_on_the_whole_content(tmp_path: Path) -> None:
-    from engine.compiler import compile_bundle
+    from engine.bundle.compiler import compile_bundle
     from engine.schema.models import FieldDef, Schema, StringV, Table
 
     schema = Schema(tables={"t": Table(name="t", fields={"a": FieldDef(type=StringV())})})

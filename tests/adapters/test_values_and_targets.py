@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.convex.adapter import DeploymentTarget
 from engine.convex.targets import check_target, is_loopback_host, key_kind
 from engine.convex.values import Int64, from_convex_json, to_convex_json
 from engine.errors import InvalidCredentials
+from engine.ports.deployment import DeploymentTarget
 
 from .conftest import ADMIN_KEY, SECRET_PART
 

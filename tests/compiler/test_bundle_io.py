@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.bundle_io import archive_format_of, write_archive, write_bundle
-from engine.compiler import compile_bundle, compile_version
+from engine.bundle.compiler import compile_bundle, compile_version
+from engine.bundle.write import archive_format_of, write_archive, write_bundle
 from engine.config import EngineConfig
 from engine.errors import CompileError
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.compiler import (
+from engine.bundle.compiler import (
     ENGINE_FUNCTIONS,
     UNHASHED_FILES,
     compile_bundle,
@@ -202,7 +202,7 @@ class _Step:
 def test_data_steps_join_the_bundle_manifest_and_fingerprint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import engine.datasteps as datasteps
+    import engine.bundle.migrations as datasteps
 
     seen: list[tuple] = []
 
@@ -230,7 +230,7 @@ def test_data_steps_join_the_bundle_manifest_and_fingerprint(
 
 
 def test_real_data_steps_render_into_the_bundle() -> None:
-    from engine.datasteps import make_step
+    from engine.plan.datasteps import make_step
 
     step = make_step("conversations", "backfill", {"field": "title", "value": "untitled"})
     plain = compile_version(version(), CONFIG)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.compiler import compile_version
+from engine.bundle.compiler import compile_version
 from engine.config import EngineConfig
 from engine.schema.loader import load_versions
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import EngineConfig
-from engine.connect import head_version
+from engine.lifecycle.connect import head_version
 from engine.registry.sqlite import SqliteStore
 from engine.schema.models import SchemaVersion
 from engine.vault import Vault, generate_key

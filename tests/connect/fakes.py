@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.convex.adapter import DeploymentTarget, DeployResult, VersionInfo
 from engine.errors import (
     DeploymentTimeout,
     DeploymentUnauthorized,
@@ -13,6 +12,7 @@ from engine.errors import (
     FunctionError,
     SchemaValidationFailed,
 )
+from engine.ports.deployment import DeploymentTarget, DeployResult, VersionInfo
 
 
 @dataclass

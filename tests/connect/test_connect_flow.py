@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import connect as conn
-from engine.compiler import compile_version
+from engine.bundle.compiler import compile_version
 from engine.config import EngineConfig
 from engine.errors import (
     DeployFailed,
@@ -19,7 +18,7 @@ from engine.errors import (
     RegistryError,
     SchemaValidationFailed,
 )
-from engine.vault import Vault
+from engine.lifecycle import connect as conn
 
 URL = "https://secret-deployment-4711.convex.cloud"
 KEY = "prod:secret-deployment-4711|a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6"

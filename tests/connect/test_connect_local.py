@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine import connect as conn
 from engine.cli.main import cli
 from engine.config import EngineConfig
 from engine.convex.http import ConvexHttpClient
-from engine.convex.adapter import DeploymentTarget
 from engine.errors import (
     DeploymentUnauthorized,
     DeploymentUnreachable,
     InvalidCredentials,
     NotEntitled,
 )
+from engine.lifecycle import connect as conn
+from engine.ports.deployment import DeploymentTarget
 from engine.registry.sqlite import SqliteStore
 from engine.vault import Vault, generate_key
 

@@ -11,12 +11,12 @@ import pytest
 from ops_fakes import FakeDeployment, Fleet, version
 
 from engine.config import EngineConfig
-from engine.connect import STAGES, connect, retry_connect
-from engine.convex.adapter import DeployResult, VersionInfo
-from engine.copyfrom import copy_from_main, copy_progress_id
-from engine.disconnect import disconnect_in_progress
 from engine.errors import CopyFromMainError
-from engine.ownership import owner_rules
+from engine.lifecycle.connect import STAGES, connect, retry_connect
+from engine.lifecycle.copy_from_main import copy_from_main
+from engine.lifecycle.ownership import owner_rules
+from engine.lifecycle.progress import copy_progress_id, disconnect_in_progress
+from engine.ports.deployment import DeployResult, VersionInfo
 from engine.schema.models import DbIndex, Location, Table
 from engine.schema.types import parse_field_type
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from local_ops import needs_toolchain, start
 
-from engine.connect import connect, retry_connect
 from engine.convex.http import ConvexHttpClient
-from engine.demo import deploy_main
+from engine.demo.run import deploy_main
+from engine.demo.seed import seed_user
 from engine.errors import CopyFromMainError, DeploymentUnreachable
-from engine.seed import seed_user
+from engine.lifecycle.connect import connect, retry_connect
 
 pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow, needs_toolchain,
               pytest.mark.timeout(480)]

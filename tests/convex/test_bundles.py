@@ -9,15 +9,24 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from compiler.schemas import (  # tests/compiler (pytest puts tests/ on sys.path)
+    rich_schema,
+    version,
+)
 
-from engine.bundle_io import write_bundle
-from engine.compiler import compile_bundle, compile_version
+from engine.bundle.compiler import compile_bundle, compile_version
+from engine.bundle.write import write_bundle
+from engine.check.deep import CheckItem, check_bundles, deep_check
 from engine.config import EngineConfig
-from engine.deepcheck import CheckItem, check_bundles, deep_check
 from engine.schema.loader import load_versions
-from engine.schema.models import DbIndex, FieldDef, Schema, SchemaVersion, StringV, Table
-
-from compiler.schemas import rich_schema, version  # tests/compiler (pytest puts tests/ on sys.path)
+from engine.schema.models import (
+    DbIndex,
+    FieldDef,
+    Schema,
+    SchemaVersion,
+    StringV,
+    Table,
+)
 
 pytestmark = pytest.mark.toolchain
 
@@ -261,7 +270,7 @@ def test_engine_functions_behave(toolchain, tmp_path: Path) -> None:
 
 
 def test_a_bundle_with_real_data_steps_passes(toolchain) -> None:
-    from engine.datasteps import make_step
+    from engine.plan.datasteps import make_step
 
     steps = [
         make_step("conversations", "backfill", {"field": "title", "value": "untitled"}),

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from engine.compiler import compile_bundle
+from engine.bundle.compiler import compile_bundle
+from engine.check.deep import CheckItem, check_bundles
 from engine.config import EngineConfig
-from engine.deepcheck import CheckItem, check_bundles
 
 from .strategies import schemas
 

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from ops_fakes import FakeDeployment, Fleet, table, version
 
-from engine.disconnect import disconnect, progress_id
 from engine.errors import DeploymentBlocked, DisconnectError
-from engine.remap import copy_order
-from engine.routing import Router
+from engine.lifecycle.disconnect import disconnect
+from engine.lifecycle.progress import progress_id
+from engine.lifecycle.remap import copy_order
+from engine.lifecycle.routing import Router
 
 TABLES = [
     table("messages", conversationId="id(conversations)", content="string",

@@ -3,14 +3,13 @@ it never runs while another runner works the deployment, and stops when it loses
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from ops_fakes import Fleet
 
-from engine.disconnect import progress_id
 from engine.errors import DisconnectError
+from engine.lifecycle.progress import progress_id
 
 from .test_disconnect import USER_TABLES, connect, go  # noqa: F401 - shared setup
 from .test_disconnect import fleet as fleet  # noqa: F401 - the fixture

@@ -9,10 +9,10 @@ import pytest
 from local_ops import connect_all, needs_toolchain, start
 
 from engine.convex.http import ConvexHttpClient
-from engine.demo import deploy_main
-from engine.disconnect import disconnect
+from engine.demo.run import deploy_main
 from engine.errors import DeploymentBlocked
-from engine.routing import Router
+from engine.lifecycle.disconnect import disconnect
+from engine.lifecycle.routing import Router
 
 pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow, needs_toolchain]
 

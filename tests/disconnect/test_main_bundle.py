@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 from local_ops import ROOT, needs_toolchain
 
-from engine import deepcheck
-from engine.compiler import (
+from engine.bundle.compiler import (
     MAIN_FUNCTIONS,
     compile_bundle,
     compile_version,
     deployed_schema,
 )
+from engine.check import deep as deepcheck
 from engine.config import EngineConfig
-from engine.graph import VersionGraph
+from engine.plan.graph import VersionGraph
 from engine.schema.loader import load_versions
 
 CONFIG = EngineConfig()

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from local_ops import connect_all, needs_toolchain, start
 
 from engine.cli.main import cli
-from engine.demo import deploy_main
+from engine.demo.run import deploy_main
 
 pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow, needs_toolchain]
 

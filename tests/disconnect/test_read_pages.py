@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import DeploymentServerError
-from engine.progress import read_pages
+from engine.lifecycle.progress import read_pages
 
 
 def test_reads_every_page_in_order() -> None:

@@ -25,11 +25,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from engine.bundle.compiler import compile_version
 from engine.cli.main import cli
-from engine.compiler import compile_version
 from engine.config import EngineConfig
-from engine.graph import VersionGraph
-from engine.planner import plan
+from engine.plan.graph import VersionGraph
+from engine.plan.planner import plan
 from engine.registry.sqlite import open_store
 from engine.schema.loader import load_versions
 from engine.vault import Vault

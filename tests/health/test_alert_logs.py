@@ -9,7 +9,7 @@ import logging
 import httpx
 import pytest
 
-from engine.alerts import send_alert
+from engine.lifecycle.alerts import send_alert
 
 TOKEN = "T0ken-in-the-path-9f8e7d6c"
 HOOK = f"https://hooks.example.com/services/T01/B02/{TOKEN}"

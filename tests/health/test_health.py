@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from ops_fakes import ADMIN_KEY_SECRET, AsyncFake, Fleet, table, version
 
-from engine.compiler import compile_version
+from engine.bundle.compiler import compile_version
 from engine.config import EngineConfig
-from engine.graph import VersionGraph
-from engine.health import check, monitor
+from engine.lifecycle.health import check, monitor
+from engine.plan.graph import VersionGraph
 
 from .webhook import Receiver
 

@@ -8,7 +8,7 @@ import pytest
 from local_ops import connect_all, needs_toolchain, start
 
 from engine.config import EngineConfig
-from engine.health import check
+from engine.lifecycle.health import check
 
 from .webhook import Receiver
 
@@ -54,8 +54,8 @@ def test_faults_transitions_and_alerts_on_real_deployments(tmp_path: Path) -> No
 
 
 def test_a_deployment_left_on_a_widened_bundle_is_migrating(tmp_path: Path) -> None:
-    from engine.connect import default_adapter_factory, test_connection
-    from engine.plankit import PlanKit
+    from engine.fleet.artifacts import PlanKit
+    from engine.lifecycle.connect import default_adapter_factory, test_connection
 
     env = start(tmp_path, 1, with_main=False)
     try:

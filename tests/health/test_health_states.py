@@ -10,15 +10,15 @@ import pytest
 from click.testing import CliRunner
 from ops_fakes import ADMIN_KEY_SECRET, FakeDeployment, Fleet, table, version
 
-from engine import connect as conn
+from engine.bundle.compiler import compile_version
 from engine.cli.main import cli
-from engine.compiler import compile_version
 from engine.config import AuthConfig, EngineConfig
 from engine.errors import KeyConfigError, VaultKeyMismatch
-from engine.graph import VersionGraph
-from engine.health import check, monitor
-from engine.plankit import PlanKit
-from engine.registry.store import JournalEntry
+from engine.fleet.artifacts import PlanKit
+from engine.lifecycle import connect as conn
+from engine.lifecycle.health import check, monitor
+from engine.plan.graph import VersionGraph
+from engine.ports.registry import JournalEntry
 from engine.schema.models import MigrationOp
 from engine.vault import Vault, generate_key
 

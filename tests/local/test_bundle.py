@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.local, pytest.mark.toolchain, needs_toolchain, pytest.
 
 
 def test_compiled_bundle_deploys_and_answers(tmp_path: Path, versions_dir: Path, fleet: LocalFleet) -> None:
-    compiler = pytest.importorskip("engine.compiler")
-    bundle_io = pytest.importorskip("engine.bundle_io")
+    compiler = pytest.importorskip("engine.bundle.compiler")
+    bundle_io = pytest.importorskip("engine.bundle.write")
     from engine.config import EngineConfig
     from engine.schema.loader import load_versions
 

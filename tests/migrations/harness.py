@@ -13,16 +13,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.bundle_io import write_bundle
-from engine.compiler import compile_bundle
+from engine.bundle.compiler import compile_bundle
+from engine.bundle.write import write_bundle
 from engine.config import EngineConfig
-from engine.datasteps import DataStep, apply_step
+from engine.plan.datasteps import DataStep, apply_step
+from engine.plan.widen import widen
 from engine.schema.models import (
-    AnyV, ArrayV, BooleanV, BytesV, FieldDef, Float64V, IdV, Int64V, LiteralV, Location, NullV,
-    ObjectV, RecordV, Schema, StringV, UnionV,
+    AnyV,
+    ArrayV,
+    BooleanV,
+    BytesV,
+    FieldDef,
+    Float64V,
+    IdV,
+    Int64V,
+    LiteralV,
+    Location,
+    NullV,
+    ObjectV,
+    RecordV,
+    Schema,
+    StringV,
+    UnionV,
 )
 from engine.schema.validate_doc import Int64, validate_document, validate_value
-from engine.widen import widen
 
 DOCS_PER_TABLE = 25
 BATCH_SIZE = 7  # several pages per table

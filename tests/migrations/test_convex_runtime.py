@@ -12,13 +12,21 @@ import pytest
 
 from engine.config import EngineConfig
 from engine.convex.toolchain import Toolchain, node_executable
-from engine.graph import VersionGraph
-from engine.planner import edge_diff
+from engine.plan.diff import diff
+from engine.plan.graph import VersionGraph
+from engine.plan.planner import edge_diff
 from engine.schema.loader import load_versions
 from engine.schema.models import (
-    Consent, FieldDef, Float64V, LiteralV, MigrationOp, Schema, StringV, Table, UnionV,
+    Consent,
+    FieldDef,
+    Float64V,
+    LiteralV,
+    MigrationOp,
+    Schema,
+    StringV,
+    Table,
+    UnionV,
 )
-from engine.diff import diff
 from engine.schema.validate_doc import validate_document
 from tests.migrations.harness import Case, _pythonic, expected_docs, write_case
 
@@ -148,8 +156,8 @@ def test_custom_code_is_type_checked_in_the_bundle() -> None:
     """tsc over a widened bundle accepts well-typed custom code and rejects a transform
     that returns a value the schema does not allow."""
 
-    from engine.compiler import compile_bundle
-    from engine.deepcheck import CheckItem, check_bundles
+    from engine.bundle.compiler import compile_bundle
+    from engine.check.deep import CheckItem, check_bundles
 
     toolchain = Toolchain.find()
     if not (toolchain.node_modules / "typescript").exists():

@@ -9,8 +9,19 @@ from typing import Any
 from hypothesis import strategies as st
 
 from engine.schema.models import (
-    ArrayV, BooleanV, Consent, DbIndex, FieldDef, Float64V, LiteralV, MigrationOp, ObjectV,
-    Schema, StringV, Table, UnionV,
+    ArrayV,
+    BooleanV,
+    Consent,
+    DbIndex,
+    FieldDef,
+    Float64V,
+    LiteralV,
+    MigrationOp,
+    ObjectV,
+    Schema,
+    StringV,
+    Table,
+    UnionV,
 )
 
 LITS = ("a", "b", "c", "d")

@@ -52,7 +52,7 @@ def test_graph_formats(versions_dir: Path) -> None:
     code, out = run("graph", "--format", "dot", "--versions", str(versions_dir))
     assert "digraph versions" in out and "peripheries=2" in out
     from engine.cli.planning import render_graph
-    from engine.graph import VersionGraph
+    from engine.plan.graph import VersionGraph
     from engine.schema.loader import load_versions
 
     text = render_graph(VersionGraph(load_versions(versions_dir)), counts={"0003_content_package": 7})

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from engine.datasteps import (
-    MAX_BATCH_SIZE, TX_MAX_BYTES, apply_step, estimate_doc_bytes, make_step,
-    render_data_steps_module, suggest_batch_size,
+from engine.bundle.migrations import render_data_steps_module
+from engine.plan.datasteps import (
+    MAX_BATCH_SIZE,
+    TX_MAX_BYTES,
+    apply_step,
+    estimate_doc_bytes,
+    make_step,
+    suggest_batch_size,
 )
-from engine.graph import VersionGraph
-from engine.planner import plan
+from engine.plan.graph import VersionGraph
+from engine.plan.planner import plan
 from engine.schema.loader import load_versions
 from engine.schema.models import ArrayV, FieldDef, Float64V, StringV, Table, VectorIndex
 

@@ -7,13 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from engine.diff import CODES, diff
 from engine.errors import PlanError
+from engine.plan.diff import CODES, diff
+from engine.plan.widen import data_steps_for
 from engine.schema.models import (
-    ArrayV, Consent, DbIndex, FieldDef, Float64V, LiteralV, Location, MigrationOp, Schema,
-    SearchIndex, StringV, Table, UnionV, VectorIndex,
+    ArrayV,
+    Consent,
+    DbIndex,
+    FieldDef,
+    Float64V,
+    LiteralV,
+    Location,
+    MigrationOp,
+    Schema,
+    SearchIndex,
+    StringV,
+    Table,
+    UnionV,
+    VectorIndex,
 )
-from engine.widen import data_steps_for
 
 S, N = FieldDef(type=StringV()), FieldDef(type=Float64V())
 OS, ON = FieldDef(type=StringV(), optional=True), FieldDef(type=Float64V(), optional=True)

@@ -3,11 +3,18 @@ up (``String(value)``), so rolling back finds every converted value or is refuse
 
 from __future__ import annotations
 
-from engine.datasteps import apply_step
-from engine.diff import diff
-from engine.diff_rules import js_string
+from engine.plan.datasteps import apply_step, js_string
+from engine.plan.diff import diff
 from engine.schema.models import (
-    FieldDef, Float64V, LiteralV, MigrationOp, NullV, Schema, StringV, Table, UnionV,
+    FieldDef,
+    Float64V,
+    LiteralV,
+    MigrationOp,
+    NullV,
+    Schema,
+    StringV,
+    Table,
+    UnionV,
 )
 
 

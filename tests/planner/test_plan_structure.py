@@ -4,10 +4,17 @@ the whole document runs only after earlier writes to its table are deployed and 
 
 from __future__ import annotations
 
-from engine.graph import VersionGraph
-from engine.planner import plan
+from engine.plan.graph import VersionGraph
+from engine.plan.planner import plan
 from engine.schema.models import (
-    Consent, FieldDef, Float64V, MigrationOp, Schema, SchemaVersion, StringV, Table,
+    Consent,
+    FieldDef,
+    Float64V,
+    MigrationOp,
+    Schema,
+    SchemaVersion,
+    StringV,
+    Table,
 )
 
 S = FieldDef(type=StringV())

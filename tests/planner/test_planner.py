@@ -9,13 +9,25 @@ from pathlib import Path
 import pytest
 
 from engine.errors import (
-    DestructivePath, DriftDetected, MultipleHeads, NoPath, UnknownVersion, UnsafeChange,
+    DestructivePath,
+    DriftDetected,
+    MultipleHeads,
+    NoPath,
+    UnknownVersion,
+    UnsafeChange,
 )
-from engine.graph import VersionGraph
-from engine.planner import plan, plan_deployment, plan_fleet
+from engine.plan.graph import VersionGraph
+from engine.plan.planner import plan, plan_deployment, plan_fleet
 from engine.schema.loader import load_versions
 from engine.schema.models import (
-    Consent, FieldDef, Float64V, MigrationOp, Schema, SchemaVersion, StringV, Table,
+    Consent,
+    FieldDef,
+    Float64V,
+    MigrationOp,
+    Schema,
+    SchemaVersion,
+    StringV,
+    Table,
 )
 
 S, N = FieldDef(type=StringV()), FieldDef(type=Float64V())

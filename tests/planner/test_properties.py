@@ -8,11 +8,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.datasteps import apply_step
-from engine.diff import diff
+from engine.plan.datasteps import apply_step
+from engine.plan.diff import diff
+from engine.plan.widen import data_steps_for, widen, widen_all
 from engine.schema.models import Schema
 from engine.schema.validate_doc import validate_document
-from engine.widen import data_steps_for, widen, widen_all
 from tests.planner.strategies import doc_for_fields, evolutions, schemas
 
 SETTINGS = settings(max_examples=80, deadline=None,

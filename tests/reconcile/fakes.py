@@ -9,8 +9,8 @@ from typing import Any
 
 from ops_fakes import AsyncFake, FakeDeployment, Fleet
 
-from engine.convex.adapter import DeploymentTarget, VersionInfo
-from engine.registry.store import JournalEntry
+from engine.ports.deployment import DeploymentTarget, VersionInfo
+from engine.ports.registry import JournalEntry
 
 
 class RecordingDeployment(FakeDeployment):

@@ -20,13 +20,13 @@ from .test_reconcile import FP, V1, V2, V3
 
 @pytest.fixture
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RecordingFleet, Any]:
-    import engine.reconcile
+    import engine.fleet.reconcile
     import engine.schema.loader
 
     key = generate_key()
     fleet = RecordingFleet(tmp_path)
     fleet.vault = Vault.from_hex(key)
-    monkeypatch.setattr(engine.reconcile, "_default_async_factory", fleet.async_client)
+    monkeypatch.setattr(engine.fleet.reconcile, "_default_async_factory", fleet.async_client)
     monkeypatch.setattr(engine.schema.loader, "load_versions", lambda *_a, **_k: [V1, V2, V3])
     environ = {"BYOD_REGISTRY": str(fleet.store.path), "BYOD_ENCRYPTION_KEY": key,
                "BYOD_CONFIG": str(tmp_path / "none.toml")}

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from ops_fakes import ADMIN_KEY_SECRET, table, version
 
-from engine.compiler import compile_version
+from engine.bundle.compiler import compile_version
 from engine.config import EngineConfig
-from engine.graph import VersionGraph
-from engine.plankit import PlanKit, plan_id_of
-from engine.reconcile import reconcile
-from engine.registry.store import JournalEntry
+from engine.fleet.artifacts import PlanKit, plan_id_of
+from engine.fleet.reconcile import reconcile
+from engine.plan.graph import VersionGraph
+from engine.ports.registry import JournalEntry
 from engine.schema.models import MigrationOp
 
 from .fakes import RecordingDeployment, RecordingFleet

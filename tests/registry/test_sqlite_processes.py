@@ -9,8 +9,8 @@ import time
 import pytest
 
 from engine.errors import LeaseHeld
+from engine.ports.registry import JournalEntry
 from engine.registry.sqlite import SqliteStore
-from engine.registry.store import JournalEntry
 
 CTX = mp.get_context("fork")
 DEPLOYMENTS = [f"dep-{i}" for i in range(15)]

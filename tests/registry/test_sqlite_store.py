@@ -11,14 +11,14 @@ import pytest
 
 from engine.config import EngineConfig
 from engine.errors import InvalidTransition, LeaseHeld, RegistryError, UnknownUser
-from engine.registry import open_store
-from engine.registry.sqlite import SCHEMA_VERSION, SqliteStore
-from engine.registry.store import (
+from engine.ports.registry import (
     CONNECTION_TRANSITIONS,
     JOURNAL_TRANSITIONS,
     JournalEntry,
     RegistryStore,
 )
+from engine.registry import open_store
+from engine.registry.sqlite import SCHEMA_VERSION, SqliteStore
 
 
 class Clock:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.events import Event
+from engine.fleet.rollout import rollout
 from engine.registry.sqlite import SqliteStore
-from engine.rollout import rollout
 from engine.schema.loader import load_versions
 from engine.vault import Vault
 

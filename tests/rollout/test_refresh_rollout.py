@@ -16,12 +16,12 @@ from runner.fakes import RecordingKit
 from engine.cli.main import cli
 from engine.cli.rollout import _summary
 from engine.config import AuthConfig, EngineConfig
-from engine.connect import ConnectionTest
 from engine.errors import DestructivePath
-from engine.graph import VersionGraph
-from engine.plankit import PlanKit
+from engine.fleet.artifacts import PlanKit
+from engine.fleet.report import render_html
+from engine.lifecycle.connect import ConnectionTest
+from engine.plan.graph import VersionGraph
 from engine.registry.sqlite import SqliteStore
-from engine.report import render_html
 from engine.schema.loader import load_versions
 from engine.vault import generate_key
 
@@ -140,7 +140,7 @@ def test_allow_destructive_reaches_the_planner(tmp_path, monkeypatch):
     ("healthy", None),
 ])
 def test_test_connection_shows_state_and_note(tmp_path, monkeypatch, state, note):
-    import engine.connect as connect_mod
+    import engine.lifecycle.connect as connect_mod
 
     def fake(user_id, **_kw):
         return ConnectionTest(user_id, True, "connected", 12.0, deployed_version="0001_initial",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from engine.report import graph_svg, render_html, write_reports
+from engine.fleet.report import graph_svg, render_html, write_reports
 
 from .test_rollout_unit import Fleet
 

@@ -3,8 +3,6 @@ its leases: it takes them over, and the older run's next renewal fails, so it st
 
 from __future__ import annotations
 
-import pytest
-
 from engine.errors import LeaseHeld
 from engine.events import EventLog
 

@@ -16,17 +16,16 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from engine.config import EngineConfig
-from engine.connect import connect
 from engine.convex.http import ConvexHttpClient
 from engine.events import EventLog
-from engine.graph import VersionGraph
+from engine.fleet.rollout import rollout
+from engine.lifecycle.connect import connect
 from engine.local import LocalFleet
+from engine.plan.graph import VersionGraph
 from engine.registry.sqlite import SqliteStore
-from engine.rollout import rollout
 from engine.schema.loader import load_versions
 from engine.schema.validate_doc import validate_document
 from engine.vault import Vault, generate_key
-
 
 
 def _toolchain_ready() -> bool:

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from runner.fakes import Crash, FakeAdapter, FakeDeployment, RecordingKit, SchemaBook
 
-from engine.convex.adapter import DeploymentTarget
 from engine.errors import DeploymentUnauthorized, RolloutError
 from engine.events import (
     BudgetExhausted,
@@ -20,11 +20,16 @@ from engine.events import (
     RolloutFinished,
     WaveStarted,
 )
+from engine.fleet.rollout import (
+    parse_budget,
+    parse_waves,
+    plan_waves,
+    rollout,
+    rollout_async,
+)
+from engine.ports.deployment import DeploymentTarget
 from engine.registry.sqlite import SqliteStore
-from engine.rollout import parse_budget, parse_waves, plan_waves, rollout, rollout_async
 from engine.vault import Vault, generate_key
-
-from runner.fakes import Crash, FakeAdapter, FakeDeployment, RecordingKit, SchemaBook
 
 SECRET_KEY = "convex-self-hosted|" + "ab" * 24
 

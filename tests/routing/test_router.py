@@ -8,8 +8,8 @@ import pytest
 from ops_fakes import FakeDeployment, Fleet, table, version
 
 from engine.errors import DeploymentBlocked, UnknownTable
-from engine.graph import VersionGraph
-from engine.routing import Router
+from engine.lifecycle.routing import Router
+from engine.plan.graph import VersionGraph
 
 V1 = version("v1", 1, table("notes", title="string"), table("users", "main", name="string"))
 V2 = version("v2", 2, table("notes", title="string"), table("tags", name="string"),

@@ -9,10 +9,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine.compiler import Bundle, compile_bundle
+from engine.bundle.compiler import Bundle, compile_bundle
 from engine.config import EngineConfig
-from engine.convex.adapter import DeployResult, VersionInfo
-from engine.datasteps import DataStep
 from engine.errors import (
     DeploymentServerError,
     DeploymentTimeout,
@@ -20,8 +18,10 @@ from engine.errors import (
     FunctionError,
     SchemaValidationFailed,
 )
-from engine.graph import VersionGraph
-from engine.plankit import PlanKit
+from engine.fleet.artifacts import PlanKit
+from engine.plan.datasteps import DataStep
+from engine.plan.graph import VersionGraph
+from engine.ports.deployment import DeployResult, VersionInfo
 from engine.schema.models import (
     BooleanV,
     FieldDef,

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from engine.errors import RegistryError, RolloutError
+from engine.fleet.context import DeploymentLease, RunContext
 from engine.registry.sqlite import SqliteStore
-from engine.runcontext import DeploymentLease, RunContext
 
 
 class _BusyRenewals(SqliteStore):

@@ -12,10 +12,10 @@ import pytest
 
 from engine.config import AuthConfig, EngineConfig
 from engine.events import DeploymentDone, DeploymentReconciled, EventLog, StepStarted
-from engine.healthstate import classify_answer
-from engine.plankit import is_refresh
-from engine.runcontext import KitExpectations
-from engine.runner import run_plan
+from engine.fleet.artifacts import is_refresh
+from engine.fleet.context import KitExpectations
+from engine.fleet.health_states import classify_answer
+from engine.fleet.runner import run_plan
 
 from .conftest import add_user
 from .fakes import Crash, FakeAdapter, RecordingKit

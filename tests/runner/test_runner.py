@@ -18,7 +18,7 @@ from engine.events import (
     StepSkipped,
     StepStarted,
 )
-from engine.runner import run_plan
+from engine.fleet.runner import run_plan
 
 from .conftest import add_user
 from .fakes import Crash, FakeAdapter

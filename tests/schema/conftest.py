@@ -8,10 +8,10 @@ from typing import Callable
 
 import pytest
 
+from engine.check.rules import check_versions
 from engine.config import EngineConfig
 from engine.errors import Problem, VersionFileError
 from engine.schema.loader import load_versions
-from engine.schema.rules import check_versions
 
 WriteFn = Callable[..., Path]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from engine.check.rules import check_versions
 from engine.errors import UnsafeChange
-from engine.graph import VersionGraph
-from engine.planner import plan
+from engine.plan.graph import VersionGraph
+from engine.plan.planner import plan
 from engine.schema.loader import load_versions
-from engine.schema.rules import check_versions
 
 PARENT = """
 parents: []

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from engine.errors import CycleDetected, MultipleHeads, NoPath, UnknownVersion
-from engine.graph import VersionGraph
+from engine.plan.graph import VersionGraph
 from engine.schema.models import Schema, SchemaVersion
 
 

@@ -4,7 +4,7 @@ Convex's): otherwise a change from ``true`` to ``1`` is invisible to the diff an
 
 from __future__ import annotations
 
-from engine.diff import diff
+from engine.plan.diff import diff
 from engine.schema.models import FieldDef, LiteralV, Schema, Table, UnionV
 from engine.schema.typeops import flatten, is_subtype, widen_type
 

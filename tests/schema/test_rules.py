@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.check.rules import check_versions, identifier_problem
 from engine.config import EngineConfig
 from engine.errors import Problem
-from engine.schema.rules import check_versions, identifier_problem
 
 from .reference import MESSAGES_DRAFT
 

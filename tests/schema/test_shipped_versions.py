@@ -11,13 +11,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from engine.check.rules import check_versions
 from engine.cli.check import check
 from engine.config import EngineConfig
-from engine.graph import VersionGraph
+from engine.plan.graph import VersionGraph
 from engine.schema.jsonschema import render_version_schema
 from engine.schema.loader import load_versions
 from engine.schema.models import ArrayV, Float64V, Location, StringV
-from engine.schema.rules import check_versions
 
 V1_USER = {"conversations", "messages", "memories", "files", "projects", "notes", "tasks",
            "bookmarks", "usageRecords"}

@@ -1,0 +1,287 @@
+"""``byod demo``: the whole product on the embedded default, on loopback only.
+
+1. a fresh demo directory with a SQLite registry and an encryption key (a 0600 file there,
+   never printed);
+2. local Convex-compatible deployments: one per user plus the app's main deployment;
+3. main gets the head version's *main* bundle (every table + the migrate-back functions);
+4. each user connects at version 1 and gets realistic content (``engine.demo.seed``);
+5. a rollout brings every user to the head, with progress;
+6. a health check of the fleet;
+7. one user disconnects with ``migrate``: content copied to main, verified;
+8. the rollout report (JSON + HTML) and a demo summary (JSON + HTML) are written;
+9. the deployments are stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from engine.bundle.compiler import compile_bundle, templates_dir
+from engine.config import EngineConfig
+from engine.errors import ByodError
+from engine.events import Event
+from engine.ports.deployment import DeploymentTarget
+
+__all__ = ["DemoResult", "deploy_main", "run_demo"]
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class DemoResult:
+    directory: Path
+    users: list[str]
+    rollout: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)
+    disconnect: dict[str, Any] = field(default_factory=dict)
+    seeded: dict[str, dict[str, int]] = field(default_factory=dict)
+    fleet: list[dict[str, Any]] = field(default_factory=list)
+    reports: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+    ok: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"directory": str(self.directory), "users": self.users, "ok": self.ok,
+                "duration_s": round(self.duration_s, 1), "seeded": self.seeded,
+                "fleet": self.fleet, "rollout": self.rollout, "health": self.health,
+                "disconnect": self.disconnect, "reports": self.reports}
+
+
+def default_versions_dir(config: EngineConfig) -> Path:
+    """``schema_versions`` from the config, else the one beside the engine package."""
+
+    if config.versions_dir.is_dir():
+        return config.versions_dir
+    return templates_dir().parent / "schema_versions"
+
+
+def fresh_dir(base: Path | None) -> Path:
+    """``base`` when given (must be empty or absent), else ``.byod/demo/<timestamp>``."""
+
+    if base is None:
+        base = Path(".byod") / "demo" / time.strftime("%Y%m%d-%H%M%S")
+        n = 1
+        while base.exists():
+            base = base.with_name(f"{base.name.split('.')[0]}.{n}")
+            n += 1
+    if base.exists() and any(base.iterdir()):
+        raise ByodError(f"demo directory {base} is not empty; pass a new --dir or remove it")
+    base.mkdir(parents=True, exist_ok=True)
+    return base.resolve()
+
+
+def write_key(directory: Path) -> str:
+    """A new encryption key in ``<dir>/encryption.key`` (0600); the hex is returned to
+    the caller and never printed."""
+
+    from engine.vault import generate_key
+
+    key = generate_key()
+    path = directory / "encryption.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def deploy_main(target: DeploymentTarget, version: Any, config: EngineConfig) -> str:
+    """Deploy ``version``'s main bundle to the main deployment and record it there."""
+
+    from engine.convex.deploy_cli import CliDeployAdapter
+
+    bundle = compile_bundle(version.schema, version_id=version.id, config=config,
+                            target="main")
+    with CliDeployAdapter(target, timeout=config.deploy_timeout_s,
+                          http_timeout=config.http_timeout_s) as adapter:
+        adapter.deploy(bundle)
+        adapter.mutation("byod:recordVersion", {"version": version.id,
+                                                "fingerprint": bundle.fingerprint,
+                                                "kind": "version"})
+    return bundle.fingerprint
+
+
+class _Progress:
+    """Renders rollout events as short lines (no secrets: events carry none)."""
+
+    def __init__(self, echo: Echo):
+        self.echo = echo
+        self.done = 0
+        self.total = 0
+        self.detailed: str | None = None  # the canary's steps are shown, the rest summed up
+
+    def __call__(self, event: Event) -> None:
+        d = event.to_dict()
+        name = d["event"]
+        if name == "rollout_started":
+            self.total = d["total"]
+            self.echo(f"  rollout {d['rollout_id']} → {d['target']}: {d['total']} "
+                      f"deployment(s), waves {list(d['waves'])}")
+        elif name == "wave_started":
+            if self.detailed is None and d["deployments"]:
+                self.detailed = d["deployments"][0]
+            self.echo(f"  wave {d['wave']}: {', '.join(d['deployments'])}")
+        elif name == "deployment_done":
+            self.done += 1
+            self.echo(f"  [{self.done}/{self.total}] {d['user_id']}: {d['source']} → "
+                      f"{d['target']} in {d['duration_s']:.1f} s ({d['deploys']} deploys)")
+        elif name == "step_completed" and d["user_id"] == self.detailed:
+            self.echo(f"      {d['kind']:<15} {d['step_id']} ({d['duration_s']:.1f} s)")
+        elif name == "deployment_failed":
+            self.done += 1
+            first = str(d["error"]).strip().splitlines()[0] if d["error"] else d["error_type"]
+            self.echo(f"  [{self.done}/{self.total}] {d['user_id']}: FAILED {first[:300]}")
+
+
+def _table(rows: list[list[str]], echo: Echo) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        echo("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if n == 0:
+            echo("  " + "  ".join("-" * w for w in widths))
+
+
+def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = print,
+             config: EngineConfig | None = None) -> DemoResult:
+    """Run the demo (see the module docstring); the deployments are always stopped."""
+
+    from engine.local.launcher import LocalFleet
+    from engine.plan.graph import VersionGraph
+    from engine.registry.sqlite import SqliteStore
+    from engine.schema.loader import load_versions
+    from engine.vault import Vault
+
+    if not 1 <= users <= 50:
+        raise ByodError("--users must be between 1 and 50")
+    started = time.monotonic()
+    base = config or EngineConfig()
+    versions_dir = default_versions_dir(base)
+    work = fresh_dir(directory)
+    config = base.model_copy(update={"registry_path": work / "registry.sqlite3",
+                                     "versions_dir": versions_dir})
+    result = DemoResult(directory=work, users=[f"user_{i + 1}" for i in range(users)])
+    echo(f"byod demo in {work}")
+
+    versions = load_versions(versions_dir, config)
+    graph = VersionGraph(versions)
+    v1, head = graph.resolve(1), graph.resolve("head")
+    echo(f"  {len(versions)} schema versions in {versions_dir.name}/: "
+         f"{v1.id} … {head.id} (head)")
+    vault = Vault.from_hex(write_key(work))
+    store = SqliteStore(config.registry_path)
+    echo("  registry: registry.sqlite3, encryption key: encryption.key (0600, not shown)")
+
+    echo(f"\n1. starting {users + 1} local deployments (main + {users} users)")
+    fleet = LocalFleet.start(users + 1, work / "fleet", timeout=120)
+    try:
+        _run(result, fleet, store, vault, config, graph, v1, head, echo)
+    finally:
+        fleet.stop()
+        store.close()
+        echo("\ndeployments stopped.")
+    result.duration_s = time.monotonic() - started
+    _write_summary(result, work)
+    echo(f"reports: {result.reports.get('demo_html')}")
+    echo(f"         {result.reports.get('rollout_html')}")
+    echo(f"done in {result.duration_s:.0f} s: "
+         + ("everything verified." if result.ok else "SOMETHING FAILED, see above."))
+    return result
+
+
+def _run(result: DemoResult, fleet: Any, store: Any, vault: Any, config: EngineConfig,
+         graph: Any, v1: Any, head: Any, echo: Echo) -> None:
+    from engine.convex.http import ConvexHttpClient
+    from engine.demo.seed import seed_user
+    from engine.fleet.report import write_reports
+    from engine.fleet.rollout import rollout
+    from engine.lifecycle.connect import connect
+    from engine.lifecycle.disconnect import disconnect
+    from engine.lifecycle.health import check
+    from engine.lifecycle.routing import Router
+
+    main_dep, *user_deps = fleet.deployments
+    main_target = DeploymentTarget(label="main", url=main_dep.url,
+                                   admin_key=main_dep.admin_key, allow_insecure_local=True)
+    echo(f"\n2. deploying {head.id} to main (all tables + migrate-back functions)")
+    deploy_main(main_target, head, config)
+
+    echo(f"\n3. connecting {len(user_deps)} users at {v1.id} and seeding their content")
+    for uid, dep in zip(result.users, user_deps):
+        connect(uid, dep.url, dep.admin_key, store=store, vault=vault, config=config,
+                versions=[v1], allow_insecure_local=True)
+        with ConvexHttpClient(vault.target_for(store.get_user(uid))) as client:
+            result.seeded[uid] = seed_user(client, uid)
+        echo(f"  {uid}: connected at {v1.id}, {sum(result.seeded[uid].values())} documents "
+             f"in {len(result.seeded[uid])} tables")
+
+    echo(f"\n4. rolling every user out to {head.id}")
+    report = rollout(head.id, store=store, vault=vault, config=config,
+                     versions=list(graph.versions.values()),
+                     concurrency=min(4, len(user_deps)), canary=1, waves=("100%",),
+                     emit=_Progress(echo))
+    json_path, html_path = write_reports(report, result.directory / "reports")
+    result.rollout = {"id": report.rollout_id, "status": report.status,
+                      "counts": report.counts, "duration_s": round(report.duration_s, 1)}
+    result.reports.update(rollout_json=str(json_path), rollout_html=str(html_path))
+    echo(f"  rollout {report.status}: {report.counts}")
+
+    echo("\n5. health check")
+    health = check("all", store=store, vault=vault, config=config, graph=graph,
+                   concurrency=8, timeout=5.0)
+    result.health = health.to_dict()
+    rows = [["user", "state", "version", "latency"]]
+    rows += [[r.user_id, r.state, r.version or "-",
+              f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-"]
+             for r in health.results]
+    _table(rows, echo)
+
+    on_head = [u for u in result.users if store.get_user(u).schema_version == head.id]
+    if not on_head:
+        echo(f"\n6. skipped: no user reached {head.id}, so none can migrate back to main")
+        result.fleet = [store.get_user(uid).public_dict() for uid in result.users]
+        return
+    leaving = on_head[0]
+    echo(f"\n6. {leaving} disconnects and takes their data back to main (migrate)")
+    with ConvexHttpClient(main_target, timeout=config.http_timeout_s) as main_client:
+        router = Router(store, vault, config, graph, main_client)
+        before = router.route(leaving, "messages").destination
+        outcome = disconnect(leaving, "migrate", store=store, vault=vault, config=config,
+                             main_client=main_client, graph=graph, router=router)
+        after = router.route(leaving, "messages").destination
+        router.close()
+    result.disconnect = {**outcome.to_dict(), "routing_before": before, "routing_after": after}
+    rows = [["table", "source", "on main", "checksum", "verified"]]
+    rows += [[name, str(t["source_count"]), str(t["main_count"]), t["checksum"],
+              "yes" if t["verified"] else "NO"]
+             for name, t in outcome.tables.items() if t["source_count"]]
+    _table(rows, echo)
+    empty = sum(1 for t in outcome.tables.values() if not t["source_count"])
+    echo(f"  ({empty} empty tables verified too; {outcome.patched} references patched in a "
+         f"second pass; routing for {leaving}: {before} → {after})")
+
+    result.fleet = [store.get_user(uid).public_dict() for uid in result.users]
+    result.ok = (report.ok and health.ok and outcome.verified
+                 and outcome.status == "disconnected" and after == "main")
+
+
+def _write_summary(result: DemoResult, directory: Path) -> None:
+    reports = directory / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = reports / "demo.json", reports / "demo.html"
+    result.reports.update(demo_json=str(json_path), demo_html=str(html_path))
+    data = result.to_dict()
+    json_path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    rollout_name = Path(result.reports.get("rollout_html", "")).name
+    html = env.get_template("demo.html.j2").render(
+        demo=data, rollout_href=rollout_name,
+        generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    html_path.write_text(html)

@@ -1,0 +1,225 @@
+"""What the runner and the rollout need from the pure core, in one place.
+
+``PlanKit`` binds a version graph and the engine config to the planner and the compiler,
+and caches: the same plan and the same bundle serve every deployment on the same source
+version, so a fleet of thousands compiles a handful of bundles. It does no I/O beyond
+rendering templates. The accessors below (``step_kind``, ``step_data``, ``plan_id_of``) are
+the runner's whole view of a frozen plan.
+
+A *refresh* plan (``PlanKit.refresh_plan``) redeploys a version a deployment already runs
+because the version now compiles to another bundle (a ``byod.toml`` change such as
+``auth`` or ``convex_version``, or a change of the engine's own functions): deploy →
+verify → record, nothing else. Its step ids carry the new fingerprint, so a second
+refresh of the same version after another config change is a new plan with its own
+journal, never the first one's completed steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from typing import Any, Callable, Iterable
+
+from engine.bundle.compiler import Bundle, compile_bundle, compile_version
+from engine.config import EngineConfig
+from engine.errors import PlanError
+from engine.plan.graph import VersionGraph
+from engine.schema.models import SchemaVersion
+
+__all__ = ["PlanKit", "is_refresh", "plan_id_of", "step_data", "step_kind", "step_version"]
+
+PlanFn = Callable[[VersionGraph, str, str], Any]
+DEFAULT_BATCH = 100
+REFRESH_PREFIX = "refresh:"
+
+
+def step_kind(step: Any) -> str:
+    return str(getattr(step, "kind"))
+
+
+def step_data(step: Any) -> Any:
+    """The ``DataStep`` a ``run_data_step`` step carries."""
+
+    for name in ("data_step", "step", "data"):
+        value = getattr(step, name, None)
+        if value is not None and hasattr(value, "function_path"):
+            return value
+    if hasattr(step, "function_path"):
+        return step
+    raise PlanError(f"plan step {getattr(step, 'id', '?')!r} carries no data step")
+
+
+def step_version(plan: Any, step: Any) -> str:
+    """The version a deploy_target / verify / record step puts in place (a plan split
+    into several groups passes through intermediate versions)."""
+
+    return str(getattr(step, "version", None) or plan.target)
+
+
+def is_refresh(plan: Any) -> bool:
+    """Whether ``plan`` only redeploys the version it starts on (``PlanKit.refresh_plan``)."""
+
+    steps = list(getattr(plan, "steps", ()))
+    return bool(steps) and str(plan.source) == str(plan.target) and all(
+        str(s.id).startswith(REFRESH_PREFIX) for s in steps)
+
+
+def plan_id_of(plan: Any) -> str:
+    """The plan's own id, or a stable digest of what it does (same plan → same id, so a
+    resumed run finds its journal)."""
+
+    for name in ("id", "plan_id"):
+        value = getattr(plan, name, None)
+        if isinstance(value, str) and value:
+            return value
+    text = "\n".join([str(plan.source), str(plan.target)] + [str(s.id) for s in plan.steps])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class PlanKit:
+    """Graph + config + planner + compiler, cached and thread-safe."""
+
+    def __init__(self, graph: VersionGraph | Iterable[SchemaVersion], config: EngineConfig,
+                 *, plan_fn: PlanFn | None = None, max_batch: int | None = None,
+                 allow_destructive: bool = False):
+        self.graph = graph if isinstance(graph, VersionGraph) else VersionGraph(graph)
+        self.config = config
+        self._plan_fn = plan_fn
+        self.max_batch = max_batch  # an operator's cap on documents per page
+        # down paths that delete data are refused by the planner unless the operator
+        # allowed them (``byod rollout --allow-destructive``)
+        self.allow_destructive = allow_destructive
+        self._lock = threading.Lock()
+        self._plans: dict[tuple[str, str], Any] = {}
+        self._refresh: dict[str, Any] = {}
+        self._bundles: dict[tuple[str, ...], Bundle] = {}
+
+    # -- versions and plans ---------------------------------------------------------------
+    def resolve(self, ref: str | int) -> str:
+        return self.graph.resolve(ref).id
+
+    def plan(self, source: str, target: str) -> Any:
+        key = (source, target)
+        with self._lock:
+            if key in self._plans:
+                return self._plans[key]
+        plan = (self._plan_fn or _default_plan_fn(self.allow_destructive))(
+            self.graph, source, target)
+        with self._lock:
+            self._plans.setdefault(key, plan)
+            return self._plans[key]
+
+    def remember(self, plan: Any) -> None:
+        """Seed the cache with a plan computed elsewhere (``plan_fleet``)."""
+
+        with self._lock:
+            self._plans.setdefault((str(plan.source), str(plan.target)), plan)
+
+    def refresh_plan(self, version_id: str) -> Any:
+        """Redeploy ``version_id`` as it compiles now: deploy_target → verify → record
+        (no widening, no data steps: the schema is the same, only the bundle differs)."""
+
+        from engine.plan.planner import Plan, PlanStep
+
+        vid = self.resolve(version_id)
+        with self._lock:
+            cached = self._refresh.get(vid)
+        if cached is not None:
+            return cached
+        fingerprint = self.version_bundle(vid).fingerprint
+        tag = f"{REFRESH_PREFIX}{vid}@{fingerprint[:12]}"
+        plan = Plan(
+            source=vid, target=vid, path=(vid,), direction="none",
+            steps=(PlanStep(id=f"{tag}:deploy_target", kind="deploy_target", version=vid),
+                   PlanStep(id=f"{tag}:verify", kind="verify", version=vid),
+                   PlanStep(id=f"{tag}:record", kind="record", version=vid)),
+            groups=((vid,),),
+            notes=(f"refresh: {vid} now compiles to fingerprint {fingerprint[:12]} (a "
+                   "byod.toml change such as auth or convex_version); redeploy it, no "
+                   "data changes",))
+        with self._lock:
+            return self._refresh.setdefault(vid, plan)
+
+    def compiled_fingerprint(self, version_id: str) -> str:
+        """The fingerprint ``version_id`` compiles to with this kit's config."""
+
+        return self.version_bundle(version_id).fingerprint
+
+    # -- bundles --------------------------------------------------------------------------
+    def version_bundle(self, version_id: str) -> Bundle:
+        key = ("version", version_id)
+        with self._lock:
+            cached = self._bundles.get(key)
+        if cached is None:
+            cached = compile_version(self.graph.get(version_id), self.config)
+            with self._lock:
+                self._bundles.setdefault(key, cached)
+        return cached
+
+    def step_bundle(self, plan: Any, step: Any) -> Bundle:
+        """The bundle a deploy step puts on the deployment."""
+
+        kind = step_kind(step)
+        given = getattr(step, "bundle", None)
+        if isinstance(given, Bundle):
+            return given
+        if kind == "deploy_target":
+            return self.version_bundle(step_version(plan, step))
+        if kind != "deploy_widened":
+            raise PlanError(f"step {step.id!r} ({kind}) deploys nothing")
+        key = ("widen", str(step.id), plan_id_of(plan))
+        with self._lock:
+            cached = self._bundles.get(key)
+        if cached is None:
+            schema = getattr(step, "schema", None) or getattr(plan, "widened", None)
+            if schema is None:
+                raise PlanError(f"plan step {step.id!r} names no widened schema")
+            version_id = str(getattr(step, "version", None) or getattr(step, "version_id", None)
+                             or f"{plan.source}-to-{plan.target}-widen")
+            # Each widened deploy carries its own group's steps (custom code is typed
+            # against that group's schema); only plans without per-step data fall back.
+            carried = getattr(step, "data_steps", None)
+            if carried is None:
+                carried = self.data_steps(plan)
+            cached = compile_bundle(schema, version_id=version_id, kind="widen",
+                                    data_steps=list(carried), config=self.config)
+            with self._lock:
+                self._bundles.setdefault(key, cached)
+        return cached
+
+    def step_fingerprint(self, plan: Any, step: Any) -> str | None:
+        kind = step_kind(step)
+        if kind in ("deploy_widened", "deploy_target"):
+            return self.step_bundle(plan, step).fingerprint
+        if kind in ("verify", "record"):
+            return self.version_bundle(step_version(plan, step)).fingerprint
+        return None
+
+    @staticmethod
+    def data_steps(plan: Any) -> list[Any]:
+        given = getattr(plan, "data_steps", None)
+        if given is not None:
+            return list(given)
+        return [step_data(s) for s in plan.steps if step_kind(s) == "run_data_step"]
+
+    def batch_size(self, plan: Any, data_step: Any) -> int:
+        """Start from the size the datasteps module suggests for the table's schema
+        (capped by ``max_batch``); the runner adapts it to the limits it meets."""
+
+        from engine.plan.datasteps import suggest_batch_size
+
+        size = DEFAULT_BATCH
+        for vid in (str(plan.target), str(plan.source)):
+            version = self.graph.versions.get(vid)
+            if version is not None and data_step.table in version.schema.tables:
+                size = int(suggest_batch_size(version.schema.tables[data_step.table]))
+                break
+        return max(1, min(size, self.max_batch)) if self.max_batch else size
+
+
+def _default_plan_fn(allow_destructive: bool = False) -> PlanFn:
+    from engine.plan import planner as planner
+    if allow_destructive:
+        return functools.partial(planner.plan_deployment, allow_destructive=True)
+    return planner.plan_deployment

@@ -1,0 +1,557 @@
+"""Connecting a user's own Convex deployment: validate, test, save, deploy, record.
+
+Each stage is written to the registry as the user's deployment progress (once a row exists)
+and reported to an optional ``on_stage`` callback::
+
+    validating → testing → saving → deploying → recording → (copying) → done
+
+Why the order: input is checked before any I/O; the deployment is proven reachable and the
+key accepted before anything is stored; credentials are stored (encrypted, updated in place
+on a re-connect) before the deploy so a failed deploy can be retried from them
+(``retry_connect``). A failure before saving leaves the row ``pending`` (if there is one); a
+failure after saving leaves it ``error`` with a sanitized reason. A lease on the user id keeps
+a rollout and a connect from working the same deployment at once.
+
+A deployment that already runs a byod bundle of the *head* version is not redeployed; one that
+runs another byod version is recorded as it is (not overwritten: its data may not fit the head
+schema yet) and left for a rollout to migrate.
+
+With ``copy_from_main`` the user's existing content is copied from the app's main deployment
+(``engine.lifecycle.copy_from_main``) in a ``copying`` stage after the deploy: the user is blocked (status
+``error``, "copying") so nothing is written to main mid-copy, and is marked connected only
+once the copy verified. A failed copy keeps its progress; ``retry_connect`` resumes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, NamedTuple
+from urllib.parse import urlsplit
+
+from engine.bundle.compiler import Bundle, compile_version
+from engine.config import EngineConfig
+from engine.errors import (
+    ByodError,
+    CopyFromMainError,
+    DeployFailed,
+    DeploymentError,
+    InvalidCredentials,
+    RegistryError,
+)
+from engine.fleet.health_states import nothing_deployed as _nothing_deployed
+from engine.lifecycle.copy_from_main import CopyPlan, plan_copy, run_copy_stage
+from engine.lifecycle.gate import Entitlement, check_entitled, grandfathered
+from engine.lifecycle.progress import copy_progress_id
+from engine.ports.deployment import (
+    DeployAdapter,
+    DeploymentTarget,
+    FunctionRunner,
+    VersionInfo,
+)
+from engine.ports.registry import RegistryStore, UserConfig
+from engine.redact import redact
+from engine.schema.models import SchemaVersion
+from engine.vault import Vault
+
+__all__ = [
+    "AdapterFactory",
+    "ConnectionTest",
+    "KeyShape",
+    "STAGES",
+    "connect",
+    "default_adapter_factory",
+    "head_version",
+    "retry_connect",
+    "test_connection",
+    "validate_deploy_key",
+    "validate_url",
+]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("validating", "testing", "saving", "deploying", "recording", "copying", "done")
+AdapterFactory = Callable[[DeploymentTarget], DeployAdapter]
+StageCallback = Callable[[str, str], None]
+
+# -- input validation (pure) -----------------------------------------------------------------
+
+_SLUG = r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?"
+KeyKind = Literal["prod", "dev", "preview", "project", "admin"]
+_KEY_PREFIXES: dict[KeyKind, re.Pattern[str]] = {
+    "prod": re.compile(rf"prod:({_SLUG})"),
+    "dev": re.compile(rf"dev:({_SLUG})"),
+    "preview": re.compile(rf"preview:({_SLUG}):({_SLUG})"),
+    "project": re.compile(rf"project:({_SLUG}):({_SLUG})"),
+    "admin": re.compile(rf"({_SLUG})"),  # raw admin key or self-hosted "<instance>|<hex>"
+}
+_SECRET = re.compile(r"[A-Za-z0-9+/=_-]+")
+_MIN_SECRET_CHARS = 16
+_MIN_SECRET_DISTINCT = 6
+
+
+class KeyShape(NamedTuple):
+    """What kind of key was given (never the key itself)."""
+
+    kind: KeyKind
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback  # 127.0.0.0/8 and ::1
+    except ValueError:
+        return False
+
+
+def validate_url(url: str, allow_insecure_local: bool = False, *, label: str = "") -> str:
+    """The deployment's root URL, normalized (no trailing slash). https only; plain http only
+    to 127.0.0.0/8, ::1 or localhost and only when explicitly allowed. Messages never
+    repeat the URL."""
+
+    def bad(message: str) -> InvalidCredentials:
+        return InvalidCredentials(message, deployment=label)
+
+    if not isinstance(url, str) or not url.strip():
+        raise bad("the deployment URL is empty")
+    text = url.strip()
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise bad("the deployment URL contains spaces or control characters")
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise bad("the deployment URL is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise bad("the deployment URL must start with https:// "
+                  "(e.g. https://<deployment>.convex.cloud)")
+    if not host:
+        raise bad("the deployment URL has no host name")
+    if parts.username is not None or parts.password is not None:
+        raise bad("the deployment URL must not contain credentials; give the key separately")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise bad("the deployment URL must not have a query string or fragment; "
+                  "give the key separately")
+    if parts.path not in ("", "/"):
+        raise bad("the deployment URL must be the deployment's root URL, without a path")
+    if parts.scheme == "http":
+        if not _is_loopback(host):
+            raise bad("plain http is not allowed: use https (http is accepted only for a "
+                      "loopback deployment on 127.0.0.0/8, ::1 or localhost)")
+        if not allow_insecure_local:
+            raise bad("plain http to a loopback deployment needs --allow-insecure-local")
+    return text.rstrip("/")
+
+
+def validate_deploy_key(key: str, *, label: str = "") -> KeyShape:
+    """Check a Convex deploy or admin key's shape: ``prod:<name>|secret``,
+    ``dev:<name>|secret``, ``preview:<team>:<project>|secret``,
+    ``project:<team>:<project>|secret``, ``<name>|secret`` or self-hosted
+    ``<instance>|<hex>``. Messages never repeat the key."""
+
+    def bad(message: str) -> InvalidCredentials:
+        return InvalidCredentials(
+            message + " (expected e.g. 'prod:<deployment>|<secret>' or '<instance>|<hex>')",
+            deployment=label)
+
+    if not isinstance(key, str) or not key.strip():
+        raise bad("the deploy key is empty")
+    text = key.strip()
+    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in text):
+        raise bad("the deploy key contains spaces, control or non-ASCII characters")
+    if "|" not in text:
+        raise bad("the deploy key has no '|' separating its name from its secret")
+    prefix, secret = text.split("|", 1)
+    kind = next((k for k, rx in _KEY_PREFIXES.items() if rx.fullmatch(prefix)), None)
+    if kind is None:
+        head = prefix.split(":", 1)[0] if ":" in prefix else ""
+        if head in ("prod", "dev", "preview", "project"):
+            raise bad(f"the deploy key's {head!r} part is malformed")
+        raise bad("the deploy key's name part is not a known key type")
+    if not _SECRET.fullmatch(secret):
+        raise bad("the deploy key's secret part has characters no Convex key uses")
+    if len(secret) < _MIN_SECRET_CHARS or len(set(secret)) < _MIN_SECRET_DISTINCT:
+        raise bad("the deploy key's secret part is too short or trivial to be a real key")
+    return KeyShape(kind)
+
+
+# -- adapters --------------------------------------------------------------------------------
+
+def default_adapter_factory(config: EngineConfig) -> AdapterFactory:
+    """The real thing: ``npx convex deploy`` for deploys, the HTTP API for functions (the
+    CLI adapter carries an HTTP client for its function calls). Imported lazily so pure
+    callers never load the toolchain."""
+
+    def make(target: DeploymentTarget) -> DeployAdapter:
+        from engine.convex.deploy_cli import CliDeployAdapter
+
+        return CliDeployAdapter(target, timeout=config.deploy_timeout_s,
+                                http_timeout=config.http_timeout_s)
+
+    return make
+
+
+def head_version(versions: Any, config: EngineConfig) -> SchemaVersion:
+    """The head version from a ``VersionGraph``, a version, a list/mapping of versions, or
+    (None) the config's ``versions_dir``."""
+
+    from engine.plan.graph import VersionGraph
+
+    if versions is None:
+        from engine.schema.loader import load_versions
+
+        versions = load_versions(config.versions_dir, config)
+    if isinstance(versions, SchemaVersion):
+        return versions
+    if not hasattr(versions, "resolve"):
+        versions = VersionGraph(versions.values() if isinstance(versions, dict) else versions)
+    return versions.resolve("head")
+
+
+# -- the flow ----------------------------------------------------------------------------------
+
+def _close(adapter: Any) -> None:
+    closer = getattr(adapter, "close", None)
+    if closer is not None:
+        try:
+            closer()
+        except Exception:  # closing must never mask the real outcome
+            log.debug("closing an adapter failed", exc_info=True)
+
+
+class _Flow:
+    """The mutable bits of one connect attempt: the stage reached and the secrets in scope."""
+
+    def __init__(self, user_id: str, store: RegistryStore, secrets: tuple[str, ...],
+                 on_stage: StageCallback | None):
+        self.user_id = user_id
+        self.store = store
+        self.secrets = secrets
+        self.on_stage = on_stage
+        self.stage = "validating"
+        self.saved = False
+
+    def enter(self, stage: str, progress: str | None = None) -> None:
+        self.stage = stage
+        log.info("connect %s: %s", self.user_id, stage)
+        if self.on_stage is not None:
+            self.on_stage(self.user_id, stage)
+        # Validation is pure: it leaves an existing row exactly as it was.
+        if stage != "validating" and self.store.find_user(self.user_id) is not None:
+            self.store.set_deployment(self.user_id, progress=progress or stage)
+
+    def clean(self, exc: BaseException) -> str:
+        return redact(str(exc) or type(exc).__name__, self.secrets)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the failure on the user's row (if any), sanitized. A registry problem
+        while recording is logged, never allowed to hide the original failure."""
+
+        try:
+            self._record_failure(exc)
+        except ByodError as record_exc:
+            log.warning("connect %s: could not record the failure: %s", self.user_id,
+                        self.clean(record_exc))
+
+    def _record_failure(self, exc: BaseException) -> None:
+        if self.stage == "validating":  # bad input or a closed gate: nothing was attempted
+            return
+        reason = f"{self.stage}: {self.clean(exc)}"
+        user = self.store.find_user(self.user_id)
+        if user is None:
+            return
+        if self.saved:
+            self.store.set_connection_status(self.user_id, "error", error=reason)
+            self.store.set_deployment(
+                self.user_id, progress=f"failed at {self.stage}",
+                status="failed" if self.stage in ("deploying", "recording") else None)
+        else:
+            self.store.set_deployment(self.user_id, progress=f"failed at {self.stage}")
+            if user.connection_status == "pending":
+                self.store.set_connection_status(self.user_id, "pending", error=reason)
+
+    def reraise(self, exc: BaseException) -> ByodError:
+        """The error to hand the caller: the original when it is already clean."""
+
+        if isinstance(exc, ByodError) and self.clean(exc) == str(exc):
+            return exc
+        return DeployFailed(f"{self.stage} failed: {self.clean(exc)}", deployment=self.user_id)
+
+
+def _probe(adapter: DeployAdapter, label: str) -> VersionInfo | None:
+    """Prove reachability and auth. None: reachable, but no byod bundle deployed yet."""
+
+    try:
+        return adapter.read_version()
+    except DeploymentError as exc:
+        if _nothing_deployed(exc):
+            return None
+        raise
+
+
+def _lease_ttl(config: EngineConfig) -> float:
+    return config.deploy_timeout_s + 4 * config.http_timeout_s + 60.0
+
+
+def _copy_stage(flow: _Flow, adapter: DeployAdapter, plan: CopyPlan, *,
+                store: RegistryStore, head: SchemaVersion, holder: str, ttl: float) -> str:
+    """Block the user, copy and verify (resuming an interrupted copy); the progress note."""
+
+    flow.enter("copying")
+    user_id = flow.user_id
+
+    def renew(event: str, detail: dict[str, Any]) -> None:  # a long copy keeps its lease
+        store.renew_lease(user_id, holder, ttl)
+
+    report = run_copy_stage(user_id, plan, store=store, version=head, dest=adapter, hook=renew)
+    return f"done: {report.copied} documents copied from main and verified"
+
+
+def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: Vault,
+         config: EngineConfig, factory: AdapterFactory, head: SchemaVersion, bundle: Bundle,
+         save: bool, copy: CopyPlan | None = None) -> UserConfig:
+    """testing → (saving) → deploying → recording → (copying) → done, under the user's
+    lease."""
+
+    holder = f"connect:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    user_id = flow.user_id
+    store.acquire_lease(user_id, holder, _lease_ttl(config))
+    adapter: DeployAdapter | None = None
+    try:
+        flow.enter("testing")
+        adapter = factory(target)
+        info = _probe(adapter, user_id)
+        tested_at = time.time()
+
+        if save:
+            flow.enter("saving")
+            before = store.find_user(user_id)
+            url_ct, key_ct = vault.encrypt_credentials(user_id, target.url, target.admin_key)
+            store.upsert_credentials(user_id, url_ct=url_ct, key_ct=key_ct)
+            # A user already set up keeps their status (never "pending": that would route
+            # their content to main mid-reconnect); anyone else is pending until done.
+            status = before.connection_status if grandfathered(before) else "pending"
+            store.set_connection_status(user_id, status,
+                                        tested_at=tested_at)
+        flow.saved = True
+
+        flow.enter("deploying")
+        if info is not None and info.version != head.id:
+            # Another byod version is live there: record it, never deploy over its data.
+            store.set_deployment(user_id, status="deployed", version=info.version,
+                                 fingerprint=info.fingerprint)
+            store.audit(user_id, "connect_found_version",
+                        {"version": info.version, "head": head.id})
+            if copy is not None:
+                flow.enter("copying")
+                raise CopyFromMainError(
+                    f"the deployment already runs {info.version} (head is {head.id}); content "
+                    "is copied from main only onto a deployment on the head version: run a "
+                    "rollout, then retry the connect with the copy")
+            flow.enter("done", f"done: found {info.version} deployed; head is {head.id}, "
+                               "run a rollout")
+            return store.set_connection_status(user_id, "connected", tested_at=tested_at)
+        if info is None or info.fingerprint != bundle.fingerprint:
+            store.set_deployment(user_id, status="deploying")
+            adapter.deploy(bundle)
+
+        flow.enter("recording")
+        recorded = info.recorded if info is not None else None
+        if not (recorded and recorded.get("version") == head.id
+                and recorded.get("fingerprint") == bundle.fingerprint
+                and info is not None and info.fingerprint == bundle.fingerprint):
+            adapter.mutation("byod:recordVersion", {
+                "version": head.id, "fingerprint": bundle.fingerprint, "kind": "version"})
+        check = _probe(adapter, user_id)
+        if check is None:
+            raise DeployFailed(f"after deploying {head.id} the deployment reports no byod "
+                               "version (the deploy did not take)", deployment=user_id)
+        if check.version != head.id or check.fingerprint != bundle.fingerprint:
+            raise DeployFailed(
+                f"after deploying {head.id} the deployment reports version {check.version} "
+                f"with fingerprint {check.fingerprint[:12]}", deployment=user_id)
+        store.set_deployment(user_id, status="deployed", version=head.id,
+                             fingerprint=bundle.fingerprint)
+        note = None
+        if copy is not None:
+            note = _copy_stage(flow, adapter, copy, store=store, head=head, holder=holder,
+                               ttl=_lease_ttl(config))
+        flow.enter("done", note)
+        user = store.set_connection_status(user_id, "connected", tested_at=time.time())
+        store.audit(user_id, "connected", {"version": head.id,
+                                           "fingerprint": bundle.fingerprint})
+        return user
+    finally:
+        if adapter is not None:
+            _close(adapter)
+        store.release_lease(user_id, holder)
+
+
+def connect(user_id: str, url: str, deploy_key: str, *, store: RegistryStore, vault: Vault,
+            config: EngineConfig, adapter_factory: AdapterFactory | None = None,
+            versions: Any = None, allow_insecure_local: bool = False,
+            entitlement: Entitlement | None = None,
+            on_stage: StageCallback | None = None, copy_from_main: bool = False,
+            main_client: FunctionRunner | None = None,
+            copy_page_size: int = 200) -> UserConfig:
+    """Connect (or re-connect) ``user_id`` to their deployment and put it on the head
+    version. Returns the user's row (never with plaintext secrets). Raises
+    ``InvalidCredentials``, ``NotEntitled``, a classified ``DeploymentError``, or
+    ``LeaseHeld`` when a rollout is working the deployment. ``copy_from_main`` copies the
+    user's existing content from the main deployment (``main_client``, or
+    ``BYOD_MAIN_URL`` + ``BYOD_MAIN_ADMIN_KEY``) before the user is marked connected;
+    it raises ``CopyFromMainError`` when the copy stops or does not verify."""
+
+    secrets = tuple(s for s in (url, deploy_key, url.strip() if isinstance(url, str) else None,
+                                deploy_key.strip() if isinstance(deploy_key, str) else None) if s)
+    flow = _Flow(user_id, store, secrets, on_stage)
+    owned: list[Any] = []
+    try:
+        flow.enter("validating")
+        if not isinstance(user_id, str) or not user_id.strip():
+            raise InvalidCredentials("a user id is required")
+        check_entitled(user_id, config=config, store=store, entitlement=entitlement)
+        clean_url = validate_url(url, allow_insecure_local, label=user_id)
+        validate_deploy_key(deploy_key, label=user_id)
+        head = head_version(versions, config)
+        bundle = compile_version(head, config)
+        target = DeploymentTarget(label=user_id, url=clean_url, admin_key=deploy_key.strip(),
+                                  allow_insecure_local=allow_insecure_local)
+        factory = adapter_factory or default_adapter_factory(config)
+        plan = _copy_plan(flow, copy_from_main, main_client, copy_page_size, config, owned)
+        return _run(flow, target, store=store, vault=vault, config=config, factory=factory,
+                    head=head, bundle=bundle, save=True, copy=plan)
+    except ByodError as exc:
+        flow.fail(exc)
+        raise flow.reraise(exc) from None
+    except Exception as exc:  # an adapter bug must not leak secrets through a traceback
+        flow.fail(exc)
+        raise flow.reraise(exc) from None
+    finally:
+        for client in owned:
+            _close(client)
+
+
+def _copy_plan(flow: _Flow, wanted: bool, main_client: FunctionRunner | None,
+               page_size: int, config: EngineConfig, owned: list[Any]) -> CopyPlan | None:
+    """Checked while validating: a missing main deployment fails before anything is
+    stored or deployed. The main deployment's secrets join the ones redacted."""
+
+    plan, secrets = plan_copy(wanted, main_client, page_size, config, owned)
+    flow.secrets = flow.secrets + secrets
+    return plan
+
+
+def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: EngineConfig,
+                  adapter_factory: AdapterFactory | None = None, versions: Any = None,
+                  entitlement: Entitlement | None = None,
+                  on_stage: StageCallback | None = None, copy_from_main: bool | None = None,
+                  main_client: FunctionRunner | None = None,
+                  copy_page_size: int = 200) -> UserConfig:
+    """Run the connect flow again from the credentials already saved for ``user_id``.
+    ``copy_from_main=None`` resumes a copy from main that an earlier attempt started and
+    did not finish (True starts or resumes one, False skips it)."""
+
+    user = store.get_user(user_id)
+    if not user.url_ct or not user.key_ct:
+        raise RegistryError(
+            f"user {user_id!r} has no saved credentials to retry with; connect with "
+            "--url and --key-stdin")
+    if user.connection_status == "disconnected":
+        raise RegistryError(f"user {user_id!r} is disconnected; connect again with "
+                            "--url and --key-stdin")
+    target = vault.target_for(user)
+    flow = _Flow(user_id, store, target.secrets, on_stage)
+    flow.saved = True
+    owned: list[Any] = []
+    if copy_from_main is None:
+        progress = store.load_rollout(copy_progress_id(user_id)) or {}
+        copy_from_main = progress.get("state") == "running"
+    try:
+        flow.enter("validating")
+        plan = _copy_plan(flow, copy_from_main, main_client, copy_page_size, config, owned)
+        if not grandfathered(user):
+            check_entitled(user_id, config=config, store=store, entitlement=entitlement)
+        validate_url(target.url, target.allow_insecure_local, label=user_id)
+        validate_deploy_key(target.admin_key, label=user_id)
+        head = head_version(versions, config)
+        bundle = compile_version(head, config)
+        factory = adapter_factory or default_adapter_factory(config)
+        return _run(flow, target, store=store, vault=vault, config=config, factory=factory,
+                    head=head, bundle=bundle, save=False, copy=plan)
+    except ByodError as exc:
+        flow.fail(exc)
+        raise flow.reraise(exc) from None
+    except Exception as exc:
+        flow.fail(exc)
+        raise flow.reraise(exc) from None
+    finally:
+        for client in owned:
+            _close(client)
+
+
+@dataclass(frozen=True)
+class ConnectionTest:
+    """The outcome of ``test_connection`` (sanitized). ``state`` is the health state
+    (``engine.fleet.health_states``); ``ok`` means the user's app works with this deployment
+    (healthy, migrating or stale), and ``note`` explains a migrating or stale one."""
+
+    user_id: str
+    ok: bool
+    connection_status: str
+    latency_ms: float
+    deployed_version: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    state: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def test_connection(user_id: str, *, store: RegistryStore, vault: Vault,
+                    config: EngineConfig, adapter_factory: AdapterFactory | None = None,
+                    versions: Any = None) -> ConnectionTest:
+    """Ask the deployment for its version with the saved credentials and classify the
+    answer exactly as a health check does (``versions``: a ``VersionGraph`` or versions;
+    None loads ``config.versions_dir``); record the time and move ``connected`` ↔
+    ``error``. Pending and disconnected users keep their status (only the time and reason
+    are recorded); credentials that do not decrypt change nothing. Never consults the
+    premium gate."""
+
+    from engine.lifecycle.health import (
+        check_one,  # health imports disconnect → routing; keep lazy
+    )
+
+    if versions is None:
+        from engine.schema.loader import load_versions
+
+        versions = load_versions(config.versions_dir, config)
+    factory = adapter_factory or default_adapter_factory(config)
+
+    def read(target: DeploymentTarget) -> VersionInfo:
+        adapter = factory(target)
+        try:
+            return adapter.read_version()
+        finally:
+            _close(adapter)
+
+    res = check_one(user_id, store=store, vault=vault, config=config, graph=versions,
+                    read_version=read)
+    ok = res.routable
+    return ConnectionTest(user_id, ok, res.status_after, res.latency_ms or 0.0,
+                          deployed_version=res.version,
+                          error=None if ok else res.reason,
+                          error_kind=None if ok else res.error_kind,
+                          state=res.state, note=res.reason if ok else None)
+
+
+test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

@@ -1,0 +1,448 @@
+"""Disconnect a user from their own deployment: keep, migrate back, or delete their data.
+
+* ``keep``    — status ``disconnected``; nothing is deleted anywhere.
+* ``migrate`` — every user-located table is copied from the user's deployment to the main
+  deployment (parents before children), page by page, every ``id(table)`` remapped to the
+  new ids; references that cannot be remapped yet (self-references, cycles) are patched
+  in afterwards; then counts and checksums are verified per table.
+* ``delete``  — needs ``confirm``; every user-located table is emptied in batches and
+  verified empty.
+
+While a data step runs, the user is blocked (status ``error`` with a "disconnect in
+progress" reason) so no write lands on the old deployment mid-copy. Progress — per table
+cursor, the old→new id map, deferred patches — is saved in the registry after every page
+(``store.save_rollout(progress_id(user), ...)``), and every page is imported on main with
+a receipt in the same transaction, so an interrupted run is simply run again: it resumes
+and creates no duplicates. Nothing is marked ``disconnected`` before its data step has
+verifiably finished. The data step holds the user's registry lease (renewed before every
+write), so it never runs alongside a rollout or another disconnect of the same user.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.config import EngineConfig
+from engine.convex.targets import main_target_from_env
+from engine.errors import ByodError, DisconnectError, LeaseHeld, UnknownVersion
+from engine.lifecycle.progress import ProgressRun, progress_id, read_pages
+from engine.lifecycle.remap import (
+    IdMaps,
+    TableDigest,
+    Unresolved,
+    copy_order,
+    final_form,
+    prepare,
+    remap_value,
+)
+from engine.plan.versions import as_version_source
+from engine.ports.deployment import DeploymentTarget, FunctionRunner
+from engine.ports.registry import RegistryStore, UserConfig
+from engine.redact import redact
+from engine.schema.engine_tables import ENGINE_TABLE_NAMES
+from engine.schema.models import Location, Table
+
+__all__ = ["DisconnectReport", "Mode", "disconnect"]
+
+Mode = Literal["keep", "migrate", "delete"]
+MODES: tuple[str, ...] = ("keep", "migrate", "delete")
+
+Hook = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class DisconnectReport:
+    user_id: str
+    mode: str
+    status: str = ""  # the connection status at the end
+    resumed: bool = False
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dangling: list[dict[str, str]] = field(default_factory=list)
+    patched: int = 0
+    duration_s: float = 0.0
+    message: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return all(t.get("verified") for t in self.tables.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "mode": self.mode, "status": self.status,
+                "resumed": self.resumed, "verified": self.verified, "tables": self.tables,
+                "dangling": self.dangling, "patched": self.patched,
+                "duration_s": round(self.duration_s, 3), "message": self.message}
+
+
+class _Run(ProgressRun):
+    """One disconnect data step: the clients, the persisted progress, the hooks."""
+
+    TABLE_COUNTERS = ("copied", "deleted")
+
+    def __init__(self, user: UserConfig, mode: str, store: RegistryStore,
+                 tables: dict[str, Table], source: FunctionRunner,
+                 main: FunctionRunner | None, page_size: int, hook: Hook | None,
+                 secrets: tuple[str, ...]):
+        self.user, self.mode, self.store = user, mode, store
+        self.tables, self.source, self.main = tables, source, main
+        self.page_size, self.hook, self.secrets = page_size, hook, secrets
+        self.pid = progress_id(user.user_id)
+        doc = store.load_rollout(self.pid)
+        self.resumed = doc is not None and doc.get("state") == "running"
+        if doc is None or not self.resumed:
+            doc = {"kind": "disconnect", "user_id": user.user_id, "mode": mode,
+                   "run": uuid.uuid4().hex[:16], "version": user.schema_version,
+                   "started_at": time.time(), "tables": {}, "ids": {}, "patches": [],
+                   "dangling": [], "patched": False}
+        assert doc is not None
+        doc["state"] = "running"
+        self.doc = doc
+        self.ids = IdMaps.from_json(doc.get("ids"), tables)
+        self.keep_lease: Callable[[], object] = lambda: None
+
+    def save(self) -> None:
+        # Renewed before every remote write and at every save: a lease lost to another
+        # runner stops this one before its next write instead of racing it.
+        self.keep_lease()
+        super().save()
+
+    # -- migrate ---------------------------------------------------------------------------
+    def copy(self) -> None:
+        assert self.main is not None
+        order, group = copy_order(self.tables)
+        self.doc["order"] = order
+        for name in order:
+            state = self.tstate(name)
+            while not state["done"]:
+                self._copy_page(name, state, group[name])
+            self.ids.done.add(name)
+            self.save()
+        if not self.doc["patched"]:
+            self._patch()
+            self.doc["patched"] = True
+            self.save()
+
+    def _copy_page(self, name: str, state: dict[str, Any], pending: frozenset[str]) -> None:
+        assert self.main is not None
+        table = self.tables[name]
+        result = self.source.query("byod:exportPage", {"table": name, "cursor": state["cursor"],
+                                                       "numItems": self.page_size})
+        docs = list(result.get("page") or [])
+        if docs:
+            prepared = [prepare(table, d, self.ids, pending) for d in docs]
+            receipt = f"{self.doc['run']}:{name}:{state['page']}"
+            self.keep_lease()  # still ours right before writing to main
+            new_ids = self.main.mutation("byodMain:importPageOnce", {
+                "table": name, "documents": [p.fields for p in prepared],
+                "receipt": receipt, "run": self.doc["run"]})
+            if not isinstance(new_ids, list) or len(new_ids) != len(docs):
+                raise DisconnectError(
+                    f"importing a page of {name} into main returned "
+                    f"{len(new_ids) if isinstance(new_ids, list) else 'no'} ids for "
+                    f"{len(docs)} documents")
+            olds = [str(d["_id"]) for d in docs]
+            self.ids.add(name, olds, [str(i) for i in new_ids])
+            for old, p in zip(olds, prepared):
+                if p.deferred:
+                    self.doc["patches"].append({"table": name, "id": old, "fields": p.deferred})
+                for fname, ref_table, ref_id in p.dangling:
+                    self.doc["dangling"].append({"table": name, "id": old, "field": fname,
+                                                 "references": f"{ref_table} {ref_id}"})
+        state["cursor"] = result.get("continueCursor")
+        state["done"] = bool(result.get("isDone"))
+        state["page"] += 1
+        state["copied"] += len(docs)
+        self.save()
+        self.fire("page", table=name, page=state["page"], copied=state["copied"])
+
+    def _patch(self) -> None:
+        """Second pass: fill in references whose targets were not copied at import time."""
+
+        assert self.main is not None
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for item in self.doc["patches"]:
+            table = self.tables[item["table"]]
+            fields: dict[str, Any] = {}
+            for fname, raw in item["fields"].items():
+                fdef = table.fields[fname]
+                try:
+                    fields[fname] = remap_value(fdef.type, raw, self.ids)
+                except Unresolved as exc:  # optional by construction: leave it absent
+                    self.doc["dangling"].append({"table": table.name, "id": item["id"],
+                                                 "field": fname,
+                                                 "references": f"{exc.table} {exc.old_id}"})
+            if fields:
+                new_id = self.ids.resolve(table.name, item["id"])
+                by_table.setdefault(table.name, []).append({"id": new_id, "fields": fields})
+        for name, patches in by_table.items():
+            for start in range(0, len(patches), self.page_size):
+                self.main.mutation("byodMain:patchPage",
+                                   {"table": name, "patches": patches[start:start + self.page_size]})
+        self.doc["patch_count"] = sum(len(p) for p in by_table.values())
+        self.fire("patched", count=self.doc["patch_count"])
+
+    def verify_copy(self) -> dict[str, dict[str, Any]]:
+        """Re-read every table on both sides: counts and checksums must match."""
+
+        assert self.main is not None
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.doc.get("order", list(self.tables)):
+            table = self.tables[name]
+            expected, actual = TableDigest(), TableDigest()
+            missing: list[str] = []
+            source_count = 0
+            pages = read_pages(lambda cursor: self.source.query("byod:exportPage", {
+                "table": name, "cursor": cursor, "numItems": self.page_size}),
+                what=f"reading {name}", deployment=self.user.user_id)
+            for result in pages:
+                docs = list(result.get("page") or [])
+                source_count += len(docs)
+                forms = []
+                for d in docs:
+                    try:
+                        forms.append(final_form(table, d, self.ids))
+                    except Unresolved:
+                        missing.append(f"{d['_id']} (not copied)")
+                for f in forms:
+                    expected.add(f)
+                if forms:
+                    got = self.main.query("byodMain:getByIds",
+                                          {"table": name, "ids": [f["_id"] for f in forms]})
+                    for f, g in zip(forms, got or []):
+                        if g is None:
+                            missing.append(f"{f['_id']} (on main)")
+                        else:
+                            actual.add(g)
+                if not result.get("isDone"):
+                    self.keep_lease()
+            mapped = len(self.ids.maps.get(name, {}))
+            ok = (not missing and source_count == expected.count == actual.count == mapped
+                  and expected.hexdigest == actual.hexdigest)
+            out[name] = {"source_count": source_count,
+                         "copied": mapped, "main_count": actual.count,
+                         "checksum": expected.hexdigest[:16],
+                         "main_checksum": actual.hexdigest[:16], "verified": ok}
+            if missing:
+                out[name]["missing"] = missing[:10]
+        return out
+
+    def cleanup_receipts(self) -> None:
+        assert self.main is not None
+        while True:
+            res = self.main.mutation("byodMain:clearReceipts",
+                                     {"run": self.doc["run"], "numItems": 500})
+            if res.get("isDone"):
+                return
+
+    # -- delete ----------------------------------------------------------------------------
+    def delete(self) -> dict[str, dict[str, Any]]:
+        order, _ = copy_order(self.tables)
+        out: dict[str, dict[str, Any]] = {}
+        for name in reversed(order):  # children first
+            state = self.tstate(name)
+            while not state["done"]:
+                self.keep_lease()  # still ours right before deleting
+                res = self.source.mutation("byod:deletePage",
+                                           {"table": name, "numItems": self.page_size})
+                state["deleted"] += int(res.get("deleted", 0))
+                state["done"] = bool(res.get("isDone"))
+                self.save()
+                self.fire("deleted", table=name, deleted=state["deleted"])
+            left = self.source.query("byod:countPage",
+                                     {"table": name, "cursor": None, "numItems": 1})
+            empty = left.get("count", 1) == 0 and bool(left.get("isDone"))
+            out[name] = {"deleted": state["deleted"], "verified": empty}
+        return out
+
+
+def _user_tables(user: UserConfig, versions: Any) -> dict[str, Table]:
+    source = as_version_source(versions)
+    if not user.schema_version:
+        raise DisconnectError(
+            f"user {user.user_id!r} has no deployed schema version on record; "
+            "run `byod test-connection` or a rollout first")
+    try:
+        schema = source.schema(user.schema_version)
+    except UnknownVersion as exc:
+        raise DisconnectError(
+            f"user {user.user_id!r} is on version {user.schema_version}, which is not in "
+            f"the version files ({exc})") from None
+    return {n: t for n, t in schema.tables.items()
+            if t.location == Location.USER and n not in ENGINE_TABLE_NAMES}
+
+
+def _default_client(target: DeploymentTarget, config: EngineConfig) -> FunctionRunner:
+    from engine.convex.http import ConvexHttpClient
+
+    return ConvexHttpClient(target, timeout=config.http_timeout_s)
+
+
+def disconnect(
+    user_id: str, mode: str, *, confirm: bool = False, store: RegistryStore, vault: Any,
+    config: EngineConfig | None = None, main_client: FunctionRunner | None = None,
+    graph: Any, client_factory: Callable[[DeploymentTarget], FunctionRunner] | None = None,
+    router: Any = None, page_size: int = 200, hook: Hook | None = None,
+) -> DisconnectReport:
+    """Disconnect one user (see the module docstring). Re-running after an interruption
+    resumes; re-running after success reports that the user is already disconnected."""
+
+    config = config or EngineConfig()
+    started = time.monotonic()
+    if mode not in MODES:
+        raise DisconnectError(f"unknown disconnect mode {mode!r}; use one of {', '.join(MODES)}")
+    if not 1 <= page_size <= 8192:
+        raise DisconnectError("page_size must be between 1 and 8192")
+    user = store.get_user(user_id)
+    report = DisconnectReport(user_id=user_id, mode=mode)
+    progress = store.load_rollout(progress_id(user_id)) or {}
+    running = progress.get("state") == "running"
+    if running and progress.get("mode") != mode:
+        raise DisconnectError(
+            f"a {progress.get('mode')} disconnect of user {user_id!r} was interrupted; "
+            f"finish it with --data {progress.get('mode')} (it resumes where it stopped)")
+    if user.connection_status == "disconnected" and not running:
+        report.status = "disconnected"
+        report.message = "already disconnected; nothing to do"
+        return report
+    if mode == "delete" and not confirm:
+        raise DisconnectError(
+            f"deleting user {user_id!r}'s content from their deployment cannot be undone; "
+            "pass --yes (confirm=True) to go ahead")
+
+    if mode == "keep":
+        store.set_connection_status(user_id, "disconnected")
+        store.audit(user_id, "disconnected", {"mode": "keep"})
+        _invalidate(router, user_id)
+        report.status = "disconnected"
+        report.message = "disconnected; the data stays on the user's deployment"
+        report.duration_s = time.monotonic() - started
+        return report
+
+    tables = _user_tables(user, graph)
+    target = vault.target_for(user)
+    factory = client_factory or (lambda t: _default_client(t, config))
+    # The user's lease (the one a rollout's runner takes too): two disconnects, or a
+    # disconnect and a rollout, never work the same deployment at once.
+    holder = f"disconnect:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    ttl = 4 * config.http_timeout_s + 60.0
+    try:
+        store.acquire_lease(user_id, holder, ttl)
+    except LeaseHeld as exc:
+        raise DisconnectError(
+            f"user {user_id!r} is being worked by another runner ({exc.holder}); run the "
+            "disconnect again once it has finished") from None
+    owned: list[Any] = []
+    try:
+        if mode == "migrate" and main_client is None:
+            main_client = factory(main_target_from_env())
+            owned.append(main_client)
+        source = factory(target)
+        owned.append(source)
+        return _data_step(user, mode, store=store, tables=tables, source=source,
+                          main_client=main_client, page_size=page_size, hook=hook,
+                          secrets=target.secrets, router=router, report=report,
+                          started=started,
+                          keep_lease=lambda: store.renew_lease(user_id, holder, ttl))
+    finally:
+        for client in owned:
+            _close(client)
+        try:
+            store.release_lease(user_id, holder)
+        except ByodError:
+            pass  # it expires on its own
+
+
+def _data_step(user: UserConfig, mode: str, *, store: RegistryStore, tables: dict[str, Table],
+               source: FunctionRunner, main_client: FunctionRunner | None, page_size: int,
+               hook: Hook | None, secrets: tuple[str, ...], router: Any,
+               report: DisconnectReport, started: float,
+               keep_lease: Callable[[], object] | None = None) -> DisconnectReport:
+    user_id = user.user_id
+    if mode == "migrate":
+        _check_main_version(main_client, user)  # before blocking the user: fail early
+    run = _Run(user, mode, store, tables, source, main_client, page_size, hook, secrets)
+    if keep_lease is not None:
+        run.keep_lease = keep_lease
+    report.resumed = run.resumed
+    run.save()  # "running" before blocking: health leaves the user alone from here on
+    if user.connection_status in ("connected", "error"):
+        store.set_connection_status(
+            user_id, "error",
+            error=f"disconnect ({mode}) in progress: content is being "
+                  f"{'copied to main' if mode == 'migrate' else 'deleted'}")
+    _invalidate(router, user_id)
+    store.audit(user_id, "disconnect_started", {"mode": mode, "resumed": run.resumed})
+    try:
+        if mode == "migrate":
+            run.copy()
+            report.tables = run.verify_copy()
+        else:
+            report.tables = run.delete()
+    except ByodError as exc:
+        _interrupted(store, run, user_id, mode, redact(str(exc), secrets))
+        raise DisconnectError(
+            f"disconnect ({mode}) of user {user_id!r} stopped: {redact(str(exc), secrets)}; "
+            "progress is saved, run the same command again to resume") from exc
+    report.dangling = list(run.doc.get("dangling", []))
+    report.patched = int(run.doc.get("patch_count", 0))
+    if not report.verified:
+        bad = sorted(n for n, t in report.tables.items() if not t.get("verified"))
+        _interrupted(store, run, user_id, mode, f"verification failed for {', '.join(bad)}")
+        raise DisconnectError(
+            f"disconnect ({mode}) of user {user_id!r}: verification failed for "
+            f"{', '.join(bad)}; the user stays blocked and nothing was marked disconnected")
+    if mode == "migrate":
+        try:
+            run.cleanup_receipts()
+        except ByodError:  # receipts are bookkeeping; a later run's cleanup is harmless
+            pass
+    run.doc["state"] = "done"
+    run.doc["verified"] = {n: t for n, t in report.tables.items()}
+    run.doc["finished_at"] = time.time()
+    run.save()
+    store.set_connection_status(user_id, "disconnected")
+    store.audit(user_id, "disconnected", {"mode": mode, "tables": len(report.tables)})
+    _invalidate(router, user_id)
+    report.status = "disconnected"
+    report.duration_s = time.monotonic() - started
+    report.message = ("content copied to main and verified" if mode == "migrate"
+                      else "content deleted and verified empty")
+    return report
+
+
+def _check_main_version(main: FunctionRunner | None, user: UserConfig) -> None:
+    assert main is not None
+    info = main.read_version()
+    if info.version != user.schema_version:
+        raise DisconnectError(
+            f"the main deployment is on version {info.version} but user {user.user_id!r} is "
+            f"on {user.schema_version}; bring them to the same version before migrating back "
+            "(a rollout of the user, or a deploy of main)")
+
+
+def _interrupted(store: RegistryStore, run: _Run, user_id: str, mode: str, why: str) -> None:
+    run.doc["last_error"] = why
+    try:
+        run.save()
+        current = store.get_user(user_id)
+        if current.connection_status in ("connected", "error"):
+            store.set_connection_status(
+                user_id, "error",
+                error=f"disconnect ({mode}) interrupted: {why}; re-run byod disconnect")
+    except ByodError:
+        pass
+
+
+def _invalidate(router: Any, user_id: str) -> None:
+    if router is not None:
+        router.invalidate(user_id)
+
+
+def _close(client: Any) -> None:
+    close = getattr(client, "close", None)
+    if callable(close):
+        close()

@@ -1,0 +1,437 @@
+"""Health checks and the monitor loop.
+
+Each check asks every deployment, concurrently and with a timeout, for its version
+(``byod:version``) and classifies the answer with ``engine.fleet.health_states`` (the same rules
+``byod test-connection`` uses for one user):
+
+* ``healthy``      — answered, and it runs what the registry says it runs;
+* ``migrating``    — on a widened bundle this engine built (a rollout deployed it and has
+                     not finished): the app keeps working, a rollout has to finish it;
+* ``stale``        — runs exactly what the registry recorded, but that version now compiles
+                     to another fingerprint (a byod.toml change): redeploy with a rollout;
+* ``drifted``      — answered, but the version or fingerprint differs from the registry, or
+                     the version or widened bundle is unknown (``drift`` names what differs);
+* ``slow``         — no answer within the timeout;
+* ``unreachable``  — connection refused, dropped, or a 5xx (``server_error``);
+* ``unauthorized`` — the key was rejected (revoked);
+* ``broken``       — anything else (no byod bundle deployed, a malformed answer);
+* ``vault_error``  — the stored credentials do not decrypt with the configured keys.
+
+Then it moves connection status ``connected`` → ``error`` (with a sanitized reason and the
+time) for blocking states and ``error`` → ``connected`` for routable ones (healthy,
+migrating, stale). A ``vault_error`` is the operator's problem, not the user's: it never
+changes a status, it is logged and alerted, and when no checked deployment decrypts the run
+fails with ``VaultKeyMismatch``. It never touches ``pending`` or ``disconnected`` users, nor
+a user whose disconnect is in progress. An alert goes to ``config.webhook_url`` on
+transitions (and on new vault errors) only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from engine.config import EngineConfig
+from engine.errors import ByodError, InvalidTransition, VaultKeyMismatch
+from engine.fleet.health_states import (
+    BLOCKING,
+    ROUTABLE,
+    STATES,
+    UNHEALTHY,
+    Expectations,
+    Verdict,
+    classify_answer,
+    classify_failure,
+    target_status,
+)
+from engine.lifecycle.alerts import AlertResult, build_alert, send_alert
+from engine.lifecycle.progress import disconnect_in_progress
+from engine.ports.deployment import DeploymentTarget, VersionInfo
+from engine.ports.registry import RegistryStore, UserConfig
+from engine.redact import redact
+from engine.vault import ENV_KEY, ENV_OLD_KEYS, envelope_key_id
+
+__all__ = ["BLOCKING", "ROUTABLE", "UNHEALTHY", "DeploymentHealth", "HealthReport", "check",
+           "check_async", "check_one", "monitor", "probe_sync"]
+
+log = logging.getLogger(__name__)
+
+AsyncClientFactory = Callable[[DeploymentTarget, float], Any]
+ReadVersion = Callable[[DeploymentTarget], VersionInfo]
+
+
+@dataclass(frozen=True)
+class DeploymentHealth:
+    """One deployment's result. ``reason`` is sanitized; ``status_*`` are the registry's
+    connection status before and after this check."""
+
+    user_id: str
+    state: str
+    reason: str | None = None
+    latency_ms: float | None = None
+    version: str | None = None
+    fingerprint: str | None = None
+    expected_version: str | None = None
+    drift: tuple[str, ...] = ()
+    status_before: str = ""
+    status_after: str = ""
+    error_kind: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "healthy"
+
+    @property
+    def routable(self) -> bool:
+        """The user's app works (healthy, migrating or stale)."""
+
+        return self.state in ROUTABLE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id, "state": self.state, "reason": self.reason,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+            "version": self.version, "fingerprint": self.fingerprint,
+            "expected_version": self.expected_version, "drift": list(self.drift),
+            "status_before": self.status_before, "status_after": self.status_after,
+            "error_kind": self.error_kind,
+        }
+
+
+@dataclass
+class HealthReport:
+    started_at: float
+    finished_at: float = 0.0
+    results: list[DeploymentHealth] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[AlertResult] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATES}
+        for r in self.results:
+            out[r.state] = out.get(r.state, 0) + 1
+        return {k: v for k, v in out.items() if v}
+
+    @property
+    def unhealthy(self) -> list[DeploymentHealth]:
+        return [r for r in self.results if r.state in UNHEALTHY]
+
+    @property
+    def vault_errors(self) -> list[DeploymentHealth]:
+        return [r for r in self.results if r.state == "vault_error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.unhealthy
+
+    def result(self, user_id: str) -> DeploymentHealth:
+        for r in self.results:
+            if r.user_id == user_id:
+                return r
+        raise KeyError(user_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "duration_s": round(self.finished_at - self.started_at, 3),
+            "ok": self.ok, "counts": self.counts,
+            "results": [r.to_dict() for r in self.results],
+            "transitions": list(self.transitions),
+            "alerts": [a.to_dict() for a in self.alerts],
+        }
+
+
+# -- one deployment --------------------------------------------------------------------------
+
+
+def _base(user: UserConfig) -> dict[str, Any]:
+    return {"user_id": user.user_id, "expected_version": user.schema_version,
+            "status_before": user.connection_status, "status_after": user.connection_status}
+
+
+def _result(user: UserConfig, verdict: Verdict, secrets: Sequence[str], latency: float,
+            info: VersionInfo | None = None) -> DeploymentHealth:
+    clean = redact(verdict.reason, list(secrets)) if verdict.reason else None
+    return DeploymentHealth(
+        state=verdict.state, reason=clean, latency_ms=latency,
+        version=info.version if info else None, fingerprint=info.fingerprint if info else None,
+        drift=tuple(redact(d, list(secrets)) for d in verdict.drift),
+        error_kind=verdict.error_kind, **_base(user))
+
+
+def _default_async_factory(target: DeploymentTarget, timeout: float) -> Any:
+    from engine.convex.http import AsyncConvexHttpClient
+
+    return AsyncConvexHttpClient(target, timeout=timeout, retries=0)
+
+
+async def _probe(user: UserConfig, *, vault: Any, factory: AsyncClientFactory,
+                 timeout: float, expect: Expectations) -> DeploymentHealth:
+    secrets: tuple[str, ...] = ()
+    started = time.monotonic()
+    try:
+        target = vault.target_for(user)
+        secrets = target.secrets
+        client = factory(target, timeout)
+        try:
+            info = await asyncio.wait_for(client.read_version(), timeout + 1.0)
+        finally:
+            closer = getattr(client, "aclose", None)
+            if closer is not None:
+                await closer()
+    except (ByodError, TimeoutError) as exc:
+        latency = (time.monotonic() - started) * 1000
+        return _result(user, classify_failure(exc, timeout=timeout), secrets, latency)
+    latency = (time.monotonic() - started) * 1000
+    return _result(user, classify_answer(user, info, expect), secrets, latency, info)
+
+
+def probe_sync(user: UserConfig, *, vault: Any, read_version: ReadVersion,
+               expect: Expectations) -> DeploymentHealth:
+    """The same probe as the fleet check, for one user over a synchronous adapter
+    (``read_version`` gets the decrypted target). Never raises for a deployment problem."""
+
+    secrets: tuple[str, ...] = ()
+    started = time.monotonic()
+    try:
+        target = vault.target_for(user)
+        secrets = target.secrets
+        info = read_version(target)
+    except Exception as exc:  # noqa: BLE001 - classified; nothing may leak a secret
+        latency = (time.monotonic() - started) * 1000
+        return _result(user, classify_failure(exc), secrets, latency)
+    latency = (time.monotonic() - started) * 1000
+    return _result(user, classify_answer(user, info, expect), secrets, latency, info)
+
+
+def _select(store: RegistryStore, users: Iterable[str] | str | None) -> list[UserConfig]:
+    if users is None or users == "all":
+        return store.list_users(connection_status=["connected", "error"])
+    if isinstance(users, str):
+        users = [users]
+    return [store.get_user(uid) for uid in users]
+
+
+def _apply(store: RegistryStore, result: DeploymentHealth, now: float,
+           block_on_drift: bool, *, record_untouched: bool = False,
+           ) -> tuple[DeploymentHealth, dict[str, Any] | None]:
+    """Move connected ↔ error for one result; returns the result and the transition.
+    ``record_untouched`` (a connection test of one user): users whose status is not ours
+    to move (pending, disconnected) still get the time and a failure's reason."""
+
+    target = target_status(result.state, block_on_drift=block_on_drift)
+    if target is None:  # vault_error, not_checked, skipped: the status is not the user's
+        return result, None
+    fresh = store.find_user(result.user_id)
+    if fresh is None or disconnect_in_progress(store, result.user_id):
+        return result, None
+    bad = target == "error"
+    if fresh.connection_status not in ("connected", "error"):
+        if record_untouched:
+            updated = store.set_connection_status(
+                result.user_id, fresh.connection_status,
+                error=result.reason if result.state in BLOCKING else None, tested_at=now)
+            return replace(result, status_after=updated.connection_status), None
+        return result, None  # pending / disconnected (maybe changed meanwhile): hands off
+    try:
+        updated = store.set_connection_status(
+            result.user_id, target, error=result.reason if bad else None, tested_at=now)
+    except InvalidTransition:
+        return result, None
+    after = replace(result, status_after=updated.connection_status)
+    if fresh.connection_status == target:
+        return after, None
+    event = "unhealthy" if bad else "recovered"
+    store.audit(result.user_id, f"health_{event}", {"state": result.state,
+                                                   "reason": result.reason})
+    return after, {"user_id": result.user_id, "from": fresh.connection_status, "to": target,
+                   "event": event, "state": result.state, "reason": result.reason, "at": now}
+
+
+def check_one(user_id: str, *, store: RegistryStore, vault: Any, config: EngineConfig,
+              graph: Any, read_version: ReadVersion, block_on_drift: bool = True,
+              clock: Callable[[], float] = time.time) -> DeploymentHealth:
+    """Check one user over a synchronous adapter and apply the result (what
+    ``byod test-connection`` does). A ``vault_error`` changes nothing."""
+
+    user = store.get_user(user_id)
+    expect = Expectations(graph, config, store)
+    result = probe_sync(user, vault=vault, read_version=read_version, expect=expect)
+    if result.state == "vault_error":
+        log.error("user %s: %s", user_id, result.reason)
+        return result
+    result, _ = _apply(store, result, clock(), block_on_drift, record_untouched=True)
+    return result
+
+
+def _key_mismatch(vault: Any, store: RegistryStore, failed: list[DeploymentHealth],
+                  report: HealthReport) -> VaultKeyMismatch:
+    named: set[str] = set()
+    for r in failed:
+        user = store.find_user(r.user_id)
+        for envelope in (user.url_ct, user.key_ct) if user is not None else ():
+            kid = envelope_key_id(envelope or "")
+            if kid:
+                named.add(kid)
+    current = getattr(vault, "key_id", None)
+    olds = tuple(getattr(vault, "old_key_ids", ()) or ())
+    configured = ", ".join(k for k in (current, *olds) if k) or "unknown"
+    found = ", ".join(sorted(named)) or "none readable"
+    err = VaultKeyMismatch(
+        f"none of the {len(failed)} checked deployment(s) have credentials that decrypt with "
+        f"the configured keys (configured key id(s) {configured}; the stored credentials "
+        f"name key id(s) {found}): check {ENV_KEY} and {ENV_OLD_KEYS}. No connection status "
+        "was changed.",
+        user_ids=[r.user_id for r in failed], key_ids=sorted(named))
+    err.report = report
+    return err
+
+
+async def check_async(
+    users: Iterable[str] | str | None = "all", *, store: RegistryStore, vault: Any,
+    graph: Any, config: EngineConfig | None = None, concurrency: int = 16,
+    timeout: float | None = None, budget_s: float | None = None,
+    client_factory: AsyncClientFactory | None = None, apply: bool = True,
+    alert: bool = True, block_on_drift: bool = True,
+    alert_transport: Any = None, clock: Callable[[], float] = time.time,
+    alerted_vault_errors: Collection[str] = (),
+) -> HealthReport:
+    """Check deployments concurrently; see the module docstring. ``budget_s`` bounds the
+    whole call (checks get 80% of it, alerts the rest); deployments not answered in time
+    are ``not_checked`` and keep their status. ``alerted_vault_errors``: users whose vault
+    error an earlier run already alerted (the monitor passes them). Raises
+    ``VaultKeyMismatch`` (with ``.report``) when no checked deployment's credentials
+    decrypt."""
+
+    config = config or EngineConfig()
+    timeout = float(timeout or min(config.http_timeout_s, 10.0))
+    if budget_s is not None:
+        timeout = min(timeout, max(0.1, budget_s * 0.8 - 0.2))
+    expect = Expectations(graph, config, store)
+    factory = client_factory or _default_async_factory
+    report = HealthReport(started_at=clock())
+    began = time.monotonic()
+    selected = _select(store, users)
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(user: UserConfig) -> DeploymentHealth:
+        if user.connection_status == "disconnected" or not user.url_ct:
+            return DeploymentHealth(user.user_id, "skipped",
+                                    f"connection {user.connection_status}: not checked",
+                                    status_before=user.connection_status,
+                                    status_after=user.connection_status)
+        async with sem:
+            return await _probe(user, vault=vault, factory=factory, timeout=timeout,
+                                expect=expect)
+
+    tasks = [asyncio.ensure_future(one(u)) for u in selected]
+    wait_for = None if budget_s is None else max(0.1, budget_s * 0.8)
+    if tasks:
+        await asyncio.wait(tasks, timeout=wait_for)
+    results: list[DeploymentHealth] = []
+    for user, task in zip(selected, tasks):
+        if task.done() and not task.cancelled() and task.exception() is None:
+            results.append(task.result())
+            continue
+        if not task.done():
+            task.cancel()
+        reason = ("not checked: this run's time budget ran out" if not task.done() or
+                  task.cancelled() else f"check failed: {type(task.exception()).__name__}")
+        results.append(DeploymentHealth(user.user_id, "not_checked", reason,
+                                        status_before=user.connection_status,
+                                        status_after=user.connection_status))
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    now = clock()
+    for res in results:
+        if apply:
+            res, transition = _apply(store, res, now, block_on_drift)
+            if transition:
+                report.transitions.append(transition)
+        report.results.append(res)
+    failed = report.vault_errors
+    for r in failed:
+        log.error("health %s: %s (connection status left as %s)", r.user_id, r.reason,
+                  r.status_after)
+    new_vault = [r for r in failed if r.user_id not in set(alerted_vault_errors)]
+    if alert and config.webhook_url and (report.transitions or new_vault):
+        remaining = None if budget_s is None else budget_s - (time.monotonic() - began)
+        report.alerts = await _send_alerts(config.webhook_url, report, now, remaining,
+                                           alert_transport, new_vault, send_moves=apply)
+    report.finished_at = clock()
+    checked = [r for r in report.results if r.state not in ("skipped", "not_checked")]
+    if checked and len(failed) == len(checked):
+        raise _key_mismatch(vault, store, failed, report)
+    return report
+
+
+async def _send_alerts(url: str, report: HealthReport, now: float, budget: float | None,
+                       transport: Any, vault_errors: list[DeploymentHealth],
+                       send_moves: bool = True) -> list[AlertResult]:
+    out: list[AlertResult] = []
+    batches: list[tuple[str, list[dict[str, Any]]]] = []
+    if vault_errors:  # first: it explains every other symptom of a wrong key
+        batches.append(("vault_error", [
+            {"user_id": r.user_id, "state": r.state, "reason": r.reason,
+             "status": r.status_after} for r in vault_errors]))
+    for event in ("unhealthy", "recovered") if send_moves else ():
+        items = [t for t in report.transitions if t["event"] == event]
+        if items:
+            batches.append((event, [{"user_id": t["user_id"], "state": t["state"],
+                                     "reason": t["reason"], "status": t["to"]}
+                                    for t in items]))
+    deadline = None if budget is None else time.monotonic() + budget
+    for event, deployments in batches:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        payload = build_alert(event, deployments, report.counts, now)
+        out.append(await send_alert(url, payload, budget_s=remaining, transport=transport))
+    return out
+def check(users: Iterable[str] | str | None = "all", **kwargs: Any) -> HealthReport:
+    """Synchronous ``check_async`` (for the CLI and scripts)."""
+
+    return asyncio.run(check_async(users, **kwargs))
+
+
+def monitor(interval: float, *, max_runs: int | None = None,
+            on_report: Callable[[HealthReport], None] | None = None,
+            sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+            **kwargs: Any) -> list[HealthReport]:
+    """Run ``check`` every ``interval`` seconds (each run bounded by the interval) until
+    ``max_runs`` runs are done (forever when None). Returns the last 100 reports. A run
+    where no credentials decrypt raises ``VaultKeyMismatch`` and ends the monitor."""
+
+    if interval <= 0:
+        raise ValueError("the monitor interval must be positive")
+
+    async def loop() -> list[HealthReport]:
+        reports: list[HealthReport] = []
+        alerted: frozenset[str] = frozenset()  # vault errors alert once, not every run
+        run = 0
+        while max_runs is None or run < max_runs:
+            started = time.monotonic()
+            report = await check_async(budget_s=interval, alerted_vault_errors=alerted,
+                                       **kwargs)
+            alerted = frozenset(r.user_id for r in report.vault_errors)
+            run += 1
+            reports = (reports + [report])[-100:]
+            if on_report is not None:
+                on_report(report)
+            if max_runs is not None and run >= max_runs:
+                break
+            await sleep(max(0.0, interval - (time.monotonic() - started)))
+        return reports
+
+    return asyncio.run(loop())
+
+
+def summarize(reports: Sequence[HealthReport]) -> dict[str, Any]:
+    """Totals over several runs (for the monitor's final line)."""
+
+    return {"runs": len(reports),
+            "transitions": sum(len(r.transitions) for r in reports),
+            "alerts_sent": sum(1 for r in reports for a in r.alerts if a.delivered)}
