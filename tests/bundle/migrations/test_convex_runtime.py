@@ -28,7 +28,7 @@ from engine.schema.models import (
     UnionV,
 )
 from engine.schema.validate_doc import validate_document
-from tests.migrations.harness import Case, _pythonic, expected_docs, write_case
+from tests.bundle.migrations.harness import Case, _pythonic, expected_docs, write_case
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.slow]
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from runner.fakes import Crash, FakeAdapter, FakeDeployment, RecordingKit, SchemaBook
 
 from engine.errors import DeploymentUnauthorized, RolloutError
 from engine.events import (
@@ -30,6 +29,13 @@ from engine.fleet.rollout import (
 from engine.ports.deployment import DeploymentTarget
 from engine.registry.sqlite import SqliteStore
 from engine.vault import Vault, generate_key
+from fleet.runner.fakes import (
+    Crash,
+    FakeAdapter,
+    FakeDeployment,
+    RecordingKit,
+    SchemaBook,
+)
 
 SECRET_KEY = "convex-self-hosted|" + "ab" * 24
 

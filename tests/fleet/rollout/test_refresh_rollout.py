@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from runner.fakes import RecordingKit
 
 from engine.cli.main import cli
 from engine.cli.rollout import _summary
@@ -24,6 +23,7 @@ from engine.plan.graph import VersionGraph
 from engine.registry.sqlite import SqliteStore
 from engine.schema.loader import load_versions
 from engine.vault import generate_key
+from fleet.runner.fakes import RecordingKit
 
 from .test_rollout_unit import Fleet
 

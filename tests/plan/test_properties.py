@@ -13,7 +13,7 @@ from engine.plan.diff import diff
 from engine.plan.widen import data_steps_for, widen, widen_all
 from engine.schema.models import Schema
 from engine.schema.validate_doc import validate_document
-from tests.planner.strategies import doc_for_fields, evolutions, schemas
+from tests.plan.strategies import doc_for_fields, evolutions, schemas
 
 SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from compiler.schemas import (  # tests/compiler (pytest puts tests/ on sys.path)
+
+from bundle.schemas import (  # tests/bundle (pytest puts tests/ on sys.path)
     rich_schema,
     version,
 )
-
 from engine.bundle.compiler import compile_bundle, compile_version
 from engine.bundle.write import write_bundle
 from engine.check.deep import CheckItem, check_bundles, deep_check

@@ -1,7 +1,7 @@
 """Every file of every bundle of every shipped version, snapshotted (syrupy).
 
 A change here is a change to what deploys to every user's deployment: review the diff,
-then update with ``pytest tests/compiler --snapshot-update``.
+then update with ``pytest tests/bundle --snapshot-update``.
 """
 
 from __future__ import annotations
