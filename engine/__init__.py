@@ -1,7 +1,9 @@
 """byod: declarative schema versions and fleet migrations for apps whose users bring their
 own Convex deployment.
 
-The public Python API, for the app's backend and for release pipelines. Names resolve
+The public Python API, for the app's backend and for release pipelines. Its door is
+``engine.commands``: one function per verb over a ``Workspace`` (config, store, vault,
+versions and connector built in one place), the same functions the CLI wraps. Names resolve
 lazily so ``import engine`` stays cheap (the CLI and the pure core import only what they
 use). Flows whose module shares their name (``engine.lifecycle.connect.connect``,
 ``engine.fleet.rollout.rollout``, ``engine.lifecycle.disconnect.disconnect``, ``engine.plan.diff.diff``,
@@ -19,6 +21,9 @@ _EXPORTS: dict[str, str] = {
     "ByodError": "engine.errors",
     "ConvexHttpClient": "engine.convex.http",
     "AsyncConvexHttpClient": "engine.convex.http",
+    "Connector": "engine.ports.deployment",
+    "HttpConnector": "engine.convex.connector",
+    "Workspace": "engine.commands.workspace",
     "DeploymentBlocked": "engine.errors",
     "DeploymentTarget": "engine.ports.deployment",
     "EngineConfig": "engine.config",

@@ -26,3 +26,37 @@ def test_no_export_shadows_a_submodule() -> None:
 
     submodules = {m.name for m in pkgutil.iter_modules(engine.__path__)}
     assert not submodules & set(engine.__all__)
+
+
+# The door: every verb the CLI wraps, by name. A verb added or removed changes this list.
+VERBS = ["CheckResult", "Workspace", "build", "check", "connect", "deploy", "diff", "disconnect",
+         "entitle", "fleet_status", "graph", "health", "list_rollouts", "monitor", "plan",
+         "plan_fleet", "reconcile", "retry_connect", "rollout", "rotate_keys",
+         "test_connection", "user_status", "version_counts", "write_reports"]
+
+
+def test_the_commands_door_lists_every_verb() -> None:
+    from engine import commands
+
+    assert commands.__all__ == VERBS
+    for name in VERBS:
+        assert callable(getattr(commands, name)), name
+
+
+def test_importing_the_door_is_lazy() -> None:
+    code = ("import sys, engine.commands; "
+            "print(sorted(m for m in sys.modules if m.startswith('engine.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "['engine.commands']"
+
+
+def test_a_workspace_builds_nothing_until_asked(tmp_path) -> None:
+    from engine.commands import Workspace
+    from engine.config import EngineConfig
+
+    ws = Workspace.open(EngineConfig(registry_path=tmp_path / "r.sqlite3",
+                                     versions_dir=tmp_path / "none"))
+    assert not ws.registry_exists()
+    assert ws.connector is ws.connector  # one connector per workspace
+    assert not (tmp_path / "r.sqlite3").exists()

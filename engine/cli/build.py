@@ -9,12 +9,10 @@ from typing import Any
 
 import click
 
-from engine.bundle.compiler import Bundle, compile_version
-from engine.bundle.write import ArchiveFormat, write_archive, write_bundle
-from engine.config import load_config
+from engine.bundle.write import ArchiveFormat
+from engine.commands import authoring as verbs
+from engine.commands.workspace import Workspace
 from engine.convex.toolchain import Toolchain
-from engine.plan.graph import VersionGraph
-from engine.schema.loader import load_versions
 
 commands: list[click.Command] = []
 
@@ -25,21 +23,6 @@ def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     else:
         for line in lines:
             click.echo(line)
-
-
-def _write(bundle: Bundle, out: Path, archive: ArchiveFormat | None) -> dict[str, Any]:
-    write_bundle(bundle, out)
-    entry: dict[str, Any] = {
-        "version": bundle.version_id,
-        "kind": bundle.kind,
-        "fingerprint": bundle.fingerprint,
-        "out": str(out),
-        "files": len(bundle.files),
-    }
-    if archive:
-        suffix = ".tar.gz" if archive == "tar.gz" else ".zip"
-        entry["archive"] = str(write_archive(bundle, out.with_name(out.name + suffix), archive))
-    return entry
 
 
 @click.command("build")
@@ -78,15 +61,8 @@ def build(
 
     if build_all == (version is not None):
         raise click.UsageError("give exactly one of VERSION or --all")
-    config = load_config()
-    versions = load_versions(versions_dir or config.versions_dir, config)
-    graph = VersionGraph(versions)
-    chosen = list(graph.versions.values()) if build_all else [graph.resolve(version or "")]
-    results = []
-    for schema_version in sorted(chosen, key=lambda v: (v.number, v.id)):
-        bundle = compile_version(schema_version, config)
-        target = out / schema_version.id if build_all else out
-        results.append(_write(bundle, target, archive))
+    ws = Workspace.open().with_versions_dir(versions_dir)
+    results = verbs.build(ws, None if build_all else version, out, archive=archive)
     _emit(
         {"bundles": results},
         as_json,

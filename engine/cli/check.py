@@ -13,40 +13,11 @@ from typing import Any
 
 import click
 
-from engine.check.rules import check_versions
-from engine.config import EngineConfig, load_config
-from engine.errors import Problem, ToolchainError, VersionFileError
-from engine.schema.loader import load_versions
-from engine.schema.models import SchemaVersion
+from engine.commands import authoring as verbs
+from engine.commands.workspace import Workspace
+from engine.errors import Problem
 
-__all__ = ["check_directory", "commands"]
-
-
-def check_directory(directory: Path, config: EngineConfig,
-                    ) -> tuple[list[SchemaVersion], list[Problem]]:
-    """Load and validate ``directory``: the versions (empty when loading failed) and every
-    problem found. Loading problems stop the rules, which need whole versions."""
-
-    try:
-        versions = load_versions(directory, config)
-    except VersionFileError as exc:
-        return [], exc.problems
-    return versions, check_versions(versions, config)
-
-
-def _deep(versions: list[SchemaVersion], config: EngineConfig) -> list[Problem]:
-    """The toolchain-backed check (tsc and the real convex export), imported lazily so the
-    offline check works without it."""
-
-    try:
-        from engine.check.deep import deep_check  # noqa: PLC0415 - optional, heavy dependency
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__.rsplit('.', 1)[0]}.deepcheck":
-            raise
-        raise ToolchainError("--deep is not available: engine.check.deep is missing") from exc
-
-    result = deep_check(versions, config)
-    return list(result or [])
+__all__ = ["commands"]
 
 
 def _summary(problems: list[Problem], versions: int, strict: bool = False) -> str:
@@ -73,16 +44,10 @@ def _summary(problems: list[Problem], versions: int, strict: bool = False) -> st
 def check(versions_dir: Path | None, as_json: bool, deep: bool, strict: bool) -> None:
     """Validate every schema version file and the version graph."""
 
-    config = load_config()
-    if versions_dir is not None:
-        config = config.model_copy(update={"versions_dir": versions_dir})
-    directory = Path(config.versions_dir)
-    versions, problems = check_directory(directory, config)
-    offline_errors = any(p.severity == "error" for p in problems)
-    if deep and versions and not offline_errors:
-        problems = problems + _deep(versions, config)
-    errors = sum(p.severity == "error" for p in problems)
-    failed = errors > 0 or (strict and len(problems) > 0)
+    result = verbs.check(Workspace.open().with_versions_dir(versions_dir), deep=deep)
+    versions, problems = result.versions, list(result.problems)
+    errors = result.errors
+    failed = result.failed(strict)
     if as_json:
         report: dict[str, Any] = {
             "ok": not failed,

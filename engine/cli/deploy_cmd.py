@@ -6,22 +6,17 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import click
 
-from engine.bundle.compiler import compile_version
-from engine.config import EngineConfig, load_config
-from engine.convex.deploy_cli import CliDeployAdapter
-from engine.errors import DeployFailed, InvalidCredentials
-from engine.plan.graph import VersionGraph
+from engine.commands import authoring as verbs
+from engine.commands.workspace import Workspace
+from engine.errors import InvalidCredentials
 from engine.ports.deployment import DeploymentTarget
-from engine.schema.loader import load_versions
 
-__all__ = ["commands", "deploy", "deploy_version"]
+__all__ = ["commands", "deploy"]
 
 
 def _read_key() -> str:
@@ -41,42 +36,6 @@ def _default_label(url: str) -> str:
         return parts.netloc.rsplit("@", 1)[-1] or "deployment"
     except ValueError:
         return "deployment"
-
-
-def deploy_version(ref: str, target: DeploymentTarget, config: EngineConfig, *,
-                   timeout: float | None = None, versions_dir: Path | None = None,
-                   record: bool = True) -> dict[str, Any]:
-    """Compile ``ref`` (id, number or ``head``), deploy it, verify, record; a summary."""
-
-    versions = load_versions(versions_dir or config.versions_dir, config)
-    version = VersionGraph(versions).resolve(ref)
-    bundle = compile_version(version, config)
-    started = time.monotonic()
-    with CliDeployAdapter(target, timeout=timeout or config.deploy_timeout_s,
-                          http_timeout=config.http_timeout_s) as adapter:
-        result = adapter.deploy(bundle)
-        info = adapter.read_version()
-        if info.version != bundle.version_id or info.fingerprint != bundle.fingerprint:
-            error = DeployFailed(
-                f"the deploy finished but the deployment answers {info.version} "
-                f"(fingerprint {info.fingerprint[:12]}) instead of {bundle.version_id}",
-                deployment=target.label)
-            error.kind = "verify"
-            raise error
-        if record:
-            adapter.mutation("byod:recordVersion", {
-                "version": bundle.version_id, "fingerprint": bundle.fingerprint,
-                "kind": "version"})
-    return {
-        "deployment": target.label,
-        "version": bundle.version_id,
-        "kind": bundle.kind,
-        "fingerprint": bundle.fingerprint,
-        "deploy_s": round(result.duration_s, 3),
-        "duration_s": round(time.monotonic() - started, 3),
-        "verified": True,
-        "recorded": record,
-    }
 
 
 @click.command("deploy")
@@ -108,15 +67,16 @@ def deploy(version: str, url: str, key_stdin: bool, allow_insecure_local: bool,
     if not key_stdin:
         raise click.UsageError(
             "pass the key on stdin with --key-stdin (keys are never taken from the command line)")
-    config = load_config()
+    ws = Workspace.open().with_versions_dir(versions_dir)
+    if timeout is not None:
+        ws = Workspace.open(ws.config.model_copy(update={"deploy_timeout_s": timeout}))
     name = label or _default_label(url)
     key = _read_key()
     if not key:
         raise InvalidCredentials("no key on stdin", deployment=name)
     target = DeploymentTarget(label=name, url=url, admin_key=key,
                               allow_insecure_local=allow_insecure_local)
-    summary = deploy_version(version, target, config, timeout=timeout,
-                             versions_dir=versions_dir, record=not no_record)
+    summary = verbs.deploy(ws, version, target, record=not no_record)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return

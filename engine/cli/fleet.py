@@ -16,12 +16,11 @@ from typing import Any
 
 import click
 
-from engine.config import EngineConfig, load_config
+from engine.commands import users
+from engine.commands.workspace import Workspace
 from engine.errors import InvalidCredentials
-from engine.lifecycle import connect as connect_mod
 from engine.ports.registry import UserConfig
-from engine.registry.sqlite import SqliteStore, open_store
-from engine.vault import ENV_KEY, ENV_OLD_KEYS, Vault, generate_key, key_id
+from engine.vault import ENV_KEY, ENV_OLD_KEYS, generate_key, key_id
 
 __all__ = ["commands"]
 
@@ -34,11 +33,6 @@ def _dump(data: Any) -> None:
 
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
-def _context() -> tuple[EngineConfig, SqliteStore]:
-    config = load_config()
-    return config, open_store(config)
 
 
 def _read_key() -> str:
@@ -83,10 +77,8 @@ def keys_generate(as_json: bool) -> None:
 def keys_rotate(as_json: bool) -> None:
     """Re-encrypt every stored credential under the current key (resumable)."""
 
-    _config, store = _context()
-    vault = Vault.from_env()
-    with store:
-        report = vault.rotate(store)
+    with Workspace.open() as ws:
+        report = users.rotate_keys(ws)
     if as_json:
         _dump(report.to_dict())
     else:
@@ -120,15 +112,6 @@ def _describe(user: UserConfig) -> str:
     if user.deployment_progress and user.deployment_progress not in ("done",):
         line += f" — {user.deployment_progress}"
     return line
-
-
-def _version(config: EngineConfig, ref: str) -> Any:
-    """The version ``ref`` names (``head`` by default), from the configured directory."""
-
-    from engine.plan.graph import VersionGraph
-    from engine.schema.loader import load_versions
-
-    return VersionGraph(load_versions(config.versions_dir, config)).resolve(ref)
 
 
 def _local_credentials(data_dir: Path, name: str) -> tuple[str, str]:
@@ -180,24 +163,19 @@ def connect(user_id: str, url: str | None, key_stdin: bool, allow_insecure_local
     elif not url or not key_stdin:
         raise click.UsageError("give --url and --key-stdin (the key is read from stdin, "
                                "never from the command line), --local NAME, or --retry")
-    config, store = _context()
-    vault = Vault.from_env()
-    with store:
+    with Workspace.open() as ws:
         if retry:
-            user = connect_mod.retry_connect(user_id, store=store, vault=vault, config=config,
-                                             on_stage=_progress(as_json),
-                                             copy_from_main=True if copy_from_main else None)
+            user = users.retry_connect(ws, user_id, on_stage=_progress(as_json),
+                                       copy_from_main=True if copy_from_main else None)
         else:
             if local_name:
                 url, key = _local_credentials(local_dir, local_name)
                 allow_insecure_local = True
             else:
                 key = _read_key()
-            user = connect_mod.connect(user_id, url or "", key, store=store, vault=vault,
-                                       config=config, versions=_version(config, version_ref),
-                                       allow_insecure_local=allow_insecure_local,
-                                       on_stage=_progress(as_json),
-                                       copy_from_main=copy_from_main)
+            user = users.connect(ws, user_id, url or "", key, version=version_ref,
+                                 allow_insecure_local=allow_insecure_local,
+                                 on_stage=_progress(as_json), copy_from_main=copy_from_main)
     if as_json:
         _dump(user.public_dict())
     else:
@@ -210,10 +188,8 @@ def connect(user_id: str, url: str | None, key_stdin: bool, allow_insecure_local
 def test_connection(user_id: str, as_json: bool) -> None:
     """Check a user's deployment with the saved credentials; connected ↔ error."""
 
-    config, store = _context()
-    vault = Vault.from_env()
-    with store:
-        result = connect_mod.test_connection(user_id, store=store, vault=vault, config=config)
+    with Workspace.open() as ws:
+        result = users.test_connection(ws, user_id)
     state = result.state or ("healthy" if result.ok else "failed")
     if as_json:
         _dump(result.to_dict())
@@ -238,36 +214,23 @@ def test_connection(user_id: str, as_json: bool) -> None:
 def status(user_id: str | None, as_json: bool) -> None:
     """Users' connection and deployment state (never credentials)."""
 
-    config, store = _context()
-    with store:
+    with Workspace.open() as ws:
         if user_id is not None:
-            user = store.get_user(user_id)
-            data = user.public_dict()
-            data["lease"] = None
-            lease = store.current_lease(user_id)
-            if lease is not None:
-                data["lease"] = {"holder": lease.holder, "expires_at": lease.expires_at}
-            data["history"] = [{"at": e.at, "event": e.event, "detail": e.detail}
-                               for e in store.audit_log(user_id, limit=20)]
-            journal = store.journal(user_id)
-            latest = journal[-1].plan_id if journal else None
-            data["journal"] = [
-                {"plan_id": e.plan_id, "step_id": e.step_id, "seq": e.seq, "kind": e.kind,
-                 "status": e.status, "processed": e.processed, "attempts": e.attempts,
-                 "cursor": e.cursor, "error": e.error}
-                for e in journal if e.plan_id == latest]
+            data = users.user_status(ws, user_id)
+            latest = data.pop("journal_plan")
+            lease = data["lease"]
             if as_json:
                 _dump(data)
                 return
-            click.echo(_describe(user))
+            click.echo(_describe(ws.store.get_user(user_id)))
             for name in ("deployment_status", "deployment_progress", "schema_version",
                          "schema_fingerprint", "connection_error", "entitled"):
                 click.echo(f"  {name:<20} {data[name] if data[name] is not None else '-'}")
             for name in ("last_connection_test", "created_at", "updated_at"):
                 click.echo(f"  {name:<20} {_when(data[name])}")
             if lease is not None:
-                click.echo(f"  {'lease':<20} held by {lease.holder} until "
-                           f"{_when(lease.expires_at)}")
+                click.echo(f"  {'lease':<20} held by {lease['holder']} until "
+                           f"{_when(lease['expires_at'])}")
             if data["journal"]:
                 click.echo(f"  journal of plan {latest}:")
                 for step in data["journal"]:
@@ -277,20 +240,17 @@ def status(user_id: str | None, as_json: bool) -> None:
                     click.echo(f"    {step['seq']:>2}. {step['status']:<9} {step['kind']:<15} "
                                f"{step['step_id']}{extra}")
             return
-        users = store.list_users()
-    counts: dict[str, int] = {}
-    for u in users:
-        counts[u.connection_status] = counts.get(u.connection_status, 0) + 1
+        fleet = users.fleet_status(ws)
     if as_json:
-        _dump({"availability": config.availability, "counts": counts,
-               "users": [u.public_dict() for u in users]})
+        _dump(fleet)
         return
+    counts, rows = fleet["counts"], fleet["users"]
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no users"
-    click.echo(f"{len(users)} user(s): {summary} (availability: {config.availability})")
-    for u in users:
-        click.echo(f"  {u.user_id:<24} {u.connection_status:<12} {u.deployment_status:<11} "
-                   f"{u.schema_version or '-':<24} {_when(u.last_connection_test):<19} "
-                   f"{u.connection_error or ''}")
+    click.echo(f"{len(rows)} user(s): {summary} (availability: {fleet['availability']})")
+    for u in rows:
+        click.echo(f"  {u['user_id']:<24} {u['connection_status']:<12} "
+                   f"{u['deployment_status']:<11} {u['schema_version'] or '-':<24} "
+                   f"{_when(u['last_connection_test']):<19} {u['connection_error'] or ''}")
 
 
 @click.command("entitle")
@@ -300,9 +260,9 @@ def status(user_id: str | None, as_json: bool) -> None:
 def entitle(user_id: str, revoke: bool, as_json: bool) -> None:
     """Grant (or revoke) a user's entitlement to connect when availability is premium."""
 
-    config, store = _context()
-    with store:
-        user = store.set_entitled(user_id, not revoke)
+    with Workspace.open() as ws:
+        user = users.entitle(ws, user_id, entitled=not revoke)
+        config = ws.config
     if as_json:
         _dump({"user_id": user_id, "entitled": user.entitled,
                "availability": config.availability})

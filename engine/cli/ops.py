@@ -15,7 +15,9 @@ from typing import Any
 
 import click
 
-from engine.config import EngineConfig, load_config
+from engine.commands import fleet, users
+from engine.commands.workspace import Workspace
+from engine.config import load_config
 
 __all__ = ["commands"]
 
@@ -24,18 +26,6 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Machine-rea
 
 def _dump(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
-
-
-def _context() -> tuple[EngineConfig, Any, Any, Any]:
-    from engine.plan.graph import VersionGraph
-    from engine.registry.sqlite import open_store
-    from engine.schema.loader import load_versions
-    from engine.vault import Vault
-
-    config = load_config()
-    vault = Vault.from_env()
-    graph = VersionGraph(load_versions(config.versions_dir, config))
-    return config, open_store(config), vault, graph
 
 
 def _render_health(report: Any) -> None:
@@ -66,13 +56,11 @@ def health_cmd(users: tuple[str, ...], all_users: bool, concurrency: int, timeou
                as_json: bool) -> None:
     """Check deployments; move them connected <-> error; alert on transitions."""
 
-    from engine.lifecycle.health import check
-
     if users and all_users:
         raise click.UsageError("give --user or --all, not both")
-    config, store, vault, graph = _context()
-    report = check(list(users) if users else "all", store=store, vault=vault, config=config,
-                   graph=graph, concurrency=concurrency, timeout=timeout)
+    with Workspace.open() as ws:
+        report = fleet.health(ws, list(users) if users else "all", concurrency=concurrency,
+                              timeout=timeout)
     if as_json:
         _dump(report.to_dict())
     else:
@@ -94,10 +82,6 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
                 timeout: float, as_json: bool) -> None:
     """Run the health check every INTERVAL seconds (alerts go to the webhook)."""
 
-    from engine.lifecycle.health import monitor
-
-    config, store, vault, graph = _context()
-
     def show(report: Any) -> None:
         if as_json:
             click.echo(json.dumps(report.to_dict(), default=str, sort_keys=True))
@@ -108,9 +92,9 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
         click.echo(f"[{stamp}] {counts}" + (f"; {moved}" if moved else ""))
 
     try:
-        monitor(interval, max_runs=1 if once else max_runs, store=store, vault=vault,
-                config=config, graph=graph, concurrency=concurrency, timeout=timeout,
-                on_report=show)
+        with Workspace.open() as ws:
+            fleet.monitor(ws, interval, max_runs=1 if once else max_runs,
+                          concurrency=concurrency, timeout=timeout, on_report=show)
     except KeyboardInterrupt:
         click.echo("monitor stopped.", err=True)
 
@@ -126,10 +110,6 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
 def disconnect_cmd(user_id: str, mode: str, yes: bool, page_size: int, as_json: bool) -> None:
     """Disconnect a user's deployment (migrate reads BYOD_MAIN_URL / BYOD_MAIN_ADMIN_KEY)."""
 
-    from engine.lifecycle.disconnect import disconnect
-
-    config, store, vault, graph = _context()
-
     def progress(event: str, detail: dict[str, Any]) -> None:
         if as_json:
             return
@@ -138,8 +118,9 @@ def disconnect_cmd(user_id: str, mode: str, yes: bool, page_size: int, as_json: 
         elif event == "deleted":
             click.echo(f"  deleted {detail['table']}: {detail['deleted']}", err=True)
 
-    report = disconnect(user_id, mode, confirm=yes, store=store, vault=vault, config=config,
-                        graph=graph, page_size=page_size, hook=progress)
+    with Workspace.open() as ws:
+        report = users.disconnect(ws, user_id, mode, confirm=yes, page_size=page_size,
+                                  hook=progress)
     if as_json:
         _dump(report.to_dict())
         return

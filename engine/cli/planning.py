@@ -12,15 +12,11 @@ from typing import Any
 
 import click
 
-from engine.config import load_config
+from engine.commands import authoring as verbs
+from engine.commands.workspace import Workspace
 from engine.errors import PlanError
-from engine.plan.diff import Diff, diff
-from engine.plan.graph import VersionGraph
-from engine.plan.planner import edge_hints, plan, plan_fleet
-from engine.schema.loader import load_versions
-from engine.schema.models import Location
 
-__all__ = ["commands", "diff_versions", "render_graph"]
+__all__ = ["commands"]
 
 _VERSIONS = click.option("--versions", "versions_dir", default=None,
                          type=click.Path(path_type=Path, file_okay=False),
@@ -28,26 +24,8 @@ _VERSIONS = click.option("--versions", "versions_dir", default=None,
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _graph(versions_dir: Path | None) -> VersionGraph:
-    config = load_config()
-    directory = Path(versions_dir or config.versions_dir)
-    return VersionGraph(load_versions(directory, config))
-
-
-def diff_versions(graph: VersionGraph, a: str, b: str) -> tuple[str, str, Diff, str]:
-    """(source id, target id, diff, how hints were chosen). Going up, ``b``'s hints (minus
-    those ``a`` already ran) and consent apply; otherwise the raw schema diff is shown."""
-
-    va, vb = graph.resolve(a), graph.resolve(b)
-    if va.id == vb.id or graph.is_ancestor(va.id, vb.id):
-        d = diff(va.schema, vb.schema, edge_hints(graph, va.id, vb.id), vb.consent,
-                 location=Location.USER)
-        how = f"hints and consent from {vb.id}"
-    else:
-        d = diff(va.schema, vb.schema, location=Location.USER)
-        how = (f"{vb.id} does not descend from {va.id}: no hints apply; "
-               f"`byod plan --from {va.id} --to {vb.id}` says whether a path exists")
-    return va.id, vb.id, d, how
+def _workspace(versions_dir: Path | None) -> Workspace:
+    return Workspace.open().with_versions_dir(versions_dir)
 
 
 @click.command("diff")
@@ -59,7 +37,7 @@ def diff_cmd(a: str, b: str, versions_dir: Path | None, as_json: bool) -> None:
     """Classified changes from version A to version B (user-deployed tables). Exits 1 when
     a change blocks planning (a missing hint or consent, or an impossible change)."""
 
-    src, dst, d, how = diff_versions(_graph(versions_dir), a, b)
+    src, dst, d, how = verbs.diff(_workspace(versions_dir), a, b)
     blocked = len(d.blocking)
     if as_json:
         click.echo(json.dumps({"source": src, "target": dst, "hints": how, **d.to_dict()},
@@ -103,10 +81,10 @@ def plan_cmd(source: str | None, target: str, fleet_file: Path | None, allow_des
              versions_dir: Path | None, as_json: bool) -> None:
     """The steps that bring a deployment (or a fleet) from one version to another."""
 
-    graph = _graph(versions_dir)
+    ws = _workspace(versions_dir)
     if fleet_file is not None:
-        fleet = plan_fleet(graph, _read_fleet(fleet_file), target,
-                           allow_destructive=allow_destructive)
+        fleet = verbs.plan_fleet(ws, _read_fleet(fleet_file), target,
+                                    allow_destructive=allow_destructive)
         click.echo(json.dumps(fleet.to_dict(), indent=2, default=str) if as_json
                    else fleet.render_text())
         if fleet.errors or fleet.drifted:
@@ -114,69 +92,8 @@ def plan_cmd(source: str | None, target: str, fleet_file: Path | None, allow_des
         return
     if source is None:
         raise click.UsageError("give --from VERSION (or --fleet FILE)")
-    p = plan(graph, source, target, allow_destructive=allow_destructive)
+    p = verbs.plan(ws, source, target, allow_destructive=allow_destructive)
     click.echo(json.dumps(p.to_dict(), indent=2, default=str) if as_json else p.render_text())
-
-
-def render_graph(graph: VersionGraph, fmt: str = "mermaid",
-                 counts: dict[str, int] | None = None) -> str:
-    """The version graph as Mermaid or DOT; heads are marked, and ``counts`` (deployments
-    per version id, from a registry) are shown when given."""
-
-    heads = set(graph.heads())
-    order = graph.topological_order()
-
-    def label(vid: str) -> str:
-        v = graph.get(vid)
-        text = vid + (" (head)" if vid in heads else "")
-        if v.description:
-            text += "\\n" + v.description.split(".")[0][:48]
-        if counts is not None:
-            text += f"\\n{counts.get(vid, 0)} deployment(s)"
-        return text
-
-    node = {vid: f"v{graph.get(vid).number}_{i}" for i, vid in enumerate(order)}
-    if fmt == "dot":
-        lines = ["digraph versions {", "  rankdir=LR;", "  node [shape=box];"]
-        for vid in order:
-            style = ", style=bold, peripheries=2" if vid in heads else ""
-            lines.append(f'  {node[vid]} [label="{label(vid)}"{style}];')
-        for vid in order:
-            for child in graph.children(vid):
-                lines.append(f"  {node[vid]} -> {node[child]};")
-        lines.append("}")
-        return "\n".join(lines)
-    if fmt != "mermaid":
-        raise PlanError(f"unknown graph format {fmt!r}: use mermaid or dot")
-    lines = ["graph LR"]
-    for vid in order:
-        text = label(vid).replace("\\n", "<br/>").replace('"', "'")
-        lines.append(f'  {node[vid]}["{text}"]')
-    for vid in order:
-        for child in graph.children(vid):
-            lines.append(f"  {node[vid]} --> {node[child]}")
-    if heads:
-        lines.append("  classDef head stroke-width:3px")
-        lines.append("  class " + ",".join(node[h] for h in sorted(heads)) + " head")
-    return "\n".join(lines)
-
-
-def _registry_counts(path: Path) -> dict[str, int]:
-    """Deployments per schema version in a registry file (connected or not)."""
-
-    if not path.exists():
-        raise PlanError(f"registry {path} does not exist")
-    from engine.registry.sqlite import open_store  # the adapter, only when asked for
-
-    store = open_store(path)
-    try:
-        counts: dict[str, int] = {}
-        for user in store.list_users():
-            if user.schema_version:
-                counts[user.schema_version] = counts.get(user.schema_version, 0) + 1
-        return counts
-    finally:
-        store.close()
 
 
 @click.command("graph")
@@ -194,14 +111,9 @@ def graph_cmd(fmt: str, registry: Path | None, no_registry: bool, versions_dir: 
 
     if registry is not None and no_registry:
         raise click.UsageError("--registry and --no-registry exclude each other")
-    graph = _graph(versions_dir)
-    counts = None
-    if registry is not None:
-        counts = _registry_counts(registry)
-    elif not no_registry:
-        configured = Path(load_config().registry_path)
-        if configured.is_file():
-            counts = _registry_counts(configured)
+    ws = _workspace(versions_dir)
+    graph = ws.graph
+    counts = None if no_registry else verbs.version_counts(ws, registry)
     if as_json:
         click.echo(json.dumps({
             "versions": [{"id": v, "parents": graph.parents(v), "head": v in graph.heads(),
@@ -210,7 +122,7 @@ def graph_cmd(fmt: str, registry: Path | None, no_registry: bool, versions_dir: 
             "heads": graph.heads(),
         }, indent=2))
         return
-    click.echo(render_graph(graph, fmt, counts))
+    click.echo(verbs.graph(ws, fmt, counts))
 
 
 commands: list[click.Command] = [diff_cmd, plan_cmd, graph_cmd]

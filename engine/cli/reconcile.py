@@ -49,22 +49,14 @@ def reconcile_cmd(users: tuple[str, ...], all_users: bool, apply: bool, concurre
     """Compare the registry with every deployment's own record (version, fingerprint,
     deployment status, journal); with --apply, rebuild it from them."""
 
-    from engine.config import load_config
-    from engine.fleet.reconcile import reconcile
-    from engine.plan.graph import VersionGraph
-    from engine.registry.sqlite import open_store
-    from engine.schema.loader import load_versions
-    from engine.vault import Vault
+    from engine.commands import fleet
+    from engine.commands.workspace import Workspace
 
     if users and all_users:
         raise click.UsageError("give --user or --all, not both")
-    config = load_config()
-    vault = Vault.from_env()
-    graph = VersionGraph(load_versions(config.versions_dir, config))
-    with open_store(config) as store:
-        report = reconcile(list(users) if users else "all", store=store, vault=vault,
-                           config=config, graph=graph, apply=apply,
-                           concurrency=concurrency, timeout=timeout)
+    with Workspace.open() as ws:
+        report = fleet.reconcile(ws, list(users) if users else "all", apply=apply,
+                                 concurrency=concurrency, timeout=timeout)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str, sort_keys=True))
     else:

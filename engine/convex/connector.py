@@ -1,22 +1,24 @@
-"""Choosing the adapter for one deployment: the one place that knows which classes exist,
-so the runner, health checks and CLI ask for "an adapter for this target" and nothing more."""
+"""Every client and deployer is built here: the one place that knows which classes exist,
+so the runner, health checks, routing, disconnect and the CLI ask the ``Connector`` for "a
+client (or deployer) for this target" and nothing more."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.config import EngineConfig
 from engine.convex.archive import ArchiveAdapter, ArchiveFormat
 from engine.convex.deploy_cli import CliDeployAdapter
-from engine.convex.http import ConvexHttpClient
+from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient
 from engine.convex.toolchain import Toolchain
-from engine.ports.deployment import DeployAdapter, DeploymentTarget
+from engine.ports.deployment import AsyncFunctionRunner, DeployAdapter, DeploymentTarget
 
 if TYPE_CHECKING:
     from engine.convex.push import Payloads
 
-__all__ = ["AdapterKind", "adapter_for", "payload_dir"]
+__all__ = ["AdapterKind", "HttpConnector", "adapter_for", "payload_dir"]
 
 AdapterKind = Literal["cli", "http", "archive", "push"]
 
@@ -54,3 +56,51 @@ def adapter_for(target: DeploymentTarget, config: EngineConfig, *, kind: Adapter
         return ArchiveAdapter(archive_dir or Path(".byod/archives"), archive_format,
                               label=target.label)
     raise ValueError(f"adapter kind must be 'cli', 'push', 'http' or 'archive', not {kind!r}")
+
+
+@dataclass
+class HttpConnector:
+    """The real ``Connector``: functions over the Convex HTTP API (httpx), deploys with
+    ``kind`` (``cli`` by default, ``push`` for rollouts that replay one captured push per
+    bundle). One per workspace; the push payload cache is shared by every deployer it
+    builds, so a bundle is captured once per run."""
+
+    config: EngineConfig
+    kind: AdapterKind = "cli"
+    toolchain: Toolchain | None = None
+    work_root: Path | None = None
+    _payloads: "Payloads | None" = field(default=None, repr=False)
+
+    def client(self, target: DeploymentTarget) -> ConvexHttpClient:
+        return ConvexHttpClient(target, timeout=self.config.http_timeout_s)
+
+    def async_client(self, target: DeploymentTarget, *, retries: int | None = None
+                     ) -> AsyncConvexHttpClient:
+        if retries is None:
+            return AsyncConvexHttpClient(target, timeout=self.config.http_timeout_s)
+        return AsyncConvexHttpClient(target, timeout=self.config.http_timeout_s,
+                                     retries=retries)
+
+    def payloads(self) -> "Payloads":
+        """The push-payload cache (beside the registry), created on first use."""
+
+        if self._payloads is None:
+            from engine.convex.push import PayloadCache
+
+            self._payloads = PayloadCache(payload_dir(self.config), toolchain=self.toolchain,
+                                          timeout=self.config.deploy_timeout_s)
+        return self._payloads
+
+    def deployer(self, target: DeploymentTarget) -> DeployAdapter:
+        return adapter_for(target, self.config, kind=self.kind, toolchain=self.toolchain,
+                           work_root=self.work_root,
+                           payloads=self.payloads() if self.kind == "push" else None)
+
+    def async_deployer(self, target: DeploymentTarget) -> tuple[Any, AsyncFunctionRunner | None]:
+        functions = self.async_client(target)
+        if self.kind == "push":
+            from engine.convex.push import AsyncPushDeployAdapter
+
+            return AsyncPushDeployAdapter(target, payloads=self.payloads(), http_client=functions,
+                                          timeout=self.config.deploy_timeout_s), functions
+        return self.deployer(target), functions

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["fleet_to_dict", "plan_to_dict", "render_fleet_text", "render_plan_text"]
+from engine.errors import PlanError
+
+if TYPE_CHECKING:
+    from engine.plan.graph import VersionGraph
+
+__all__ = ["fleet_to_dict", "plan_to_dict", "render_fleet_text", "render_graph", "render_plan_text"]
 
 
 def _step_dict(step: Any) -> dict[str, Any]:
@@ -124,4 +129,47 @@ def render_fleet_text(fleet: Any) -> str:
         lines.append(f"{len(fleet.drifted)} drifted deployment(s) (not planned):")
         lines += [f"  - {d['deployment']} on {d['version']}: expected {d['expected'][:12]}, "
                   f"found {d['actual'][:12]}" for d in fleet.drifted]
+    return "\n".join(lines)
+
+
+def render_graph(graph: "VersionGraph", fmt: str = "mermaid",
+                 counts: dict[str, int] | None = None) -> str:
+    """The version graph as Mermaid or DOT; heads are marked, and ``counts`` (deployments
+    per version id, from a registry) are shown when given."""
+
+    heads = set(graph.heads())
+    order = graph.topological_order()
+
+    def label(vid: str) -> str:
+        v = graph.get(vid)
+        text = vid + (" (head)" if vid in heads else "")
+        if v.description:
+            text += "\\n" + v.description.split(".")[0][:48]
+        if counts is not None:
+            text += f"\\n{counts.get(vid, 0)} deployment(s)"
+        return text
+
+    node = {vid: f"v{graph.get(vid).number}_{i}" for i, vid in enumerate(order)}
+    if fmt == "dot":
+        lines = ["digraph versions {", "  rankdir=LR;", "  node [shape=box];"]
+        for vid in order:
+            style = ", style=bold, peripheries=2" if vid in heads else ""
+            lines.append(f'  {node[vid]} [label="{label(vid)}"{style}];')
+        for vid in order:
+            for child in graph.children(vid):
+                lines.append(f"  {node[vid]} -> {node[child]};")
+        lines.append("}")
+        return "\n".join(lines)
+    if fmt != "mermaid":
+        raise PlanError(f"unknown graph format {fmt!r}: use mermaid or dot")
+    lines = ["graph LR"]
+    for vid in order:
+        text = label(vid).replace("\\n", "<br/>").replace('"', "'")
+        lines.append(f'  {node[vid]}["{text}"]')
+    for vid in order:
+        for child in graph.children(vid):
+            lines.append(f"  {node[vid]} --> {node[child]}")
+    if heads:
+        lines.append("  classDef head stroke-width:3px")
+        lines.append("  class " + ",".join(node[h] for h in sorted(heads)) + " head")
     return "\n".join(lines)

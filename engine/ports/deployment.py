@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
+    "AsyncDeployAdapter",
+    "AsyncFunctionRunner",
+    "Connector",
     "DeployAdapter",
     "DeploymentTarget",
     "DeployResult",
@@ -85,3 +88,55 @@ class DeployAdapter(FunctionRunner, Protocol):
     """Deploy a bundle, then run functions and read the version like a FunctionRunner."""
 
     def deploy(self, bundle: Any) -> DeployResult: ...
+
+
+@runtime_checkable
+class AsyncFunctionRunner(Protocol):
+    """``FunctionRunner`` for the event loop: the fleet-wide checks and rollouts run many
+    deployments at once on one loop."""
+
+    async def run(self, kind: FunctionKind, path: str,
+                  args: dict[str, Any] | None = None) -> Any: ...
+
+    async def query(self, path: str, args: dict[str, Any] | None = None) -> Any: ...
+
+    async def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any: ...
+
+    async def read_version(self) -> VersionInfo: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncDeployAdapter(AsyncFunctionRunner, Protocol):
+    """``DeployAdapter`` for the event loop."""
+
+    async def deploy(self, bundle: Any) -> DeployResult: ...
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """Builds every client and deployer a flow needs, from a target and nothing else.
+
+    The one seam between the flows and the outside world: the CLI and the app get the real
+    one (``engine.convex.connector.HttpConnector``), tests an in-memory fleet. Timeouts and
+    retries are the connector's business, so flows never pass them around."""
+
+    def client(self, target: DeploymentTarget) -> FunctionRunner:
+        """Functions over HTTP on one deployment (sync)."""
+        ...
+
+    def async_client(self, target: DeploymentTarget, *, retries: int | None = None
+                     ) -> AsyncFunctionRunner:
+        """Functions over HTTP on one deployment, for the event loop."""
+        ...
+
+    def deployer(self, target: DeploymentTarget) -> DeployAdapter:
+        """Deploys bundles to one deployment and runs its functions (sync)."""
+        ...
+
+    def async_deployer(self, target: DeploymentTarget
+                       ) -> tuple[Any, AsyncFunctionRunner | None]:
+        """A deployer for the rollout runner and, when it is not itself async, the async
+        functions client that goes with it."""
+        ...

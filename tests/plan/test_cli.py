@@ -51,7 +51,7 @@ def test_graph_formats(versions_dir: Path) -> None:
     assert out.count("-->") == 6
     code, out = run("graph", "--format", "dot", "--versions", str(versions_dir))
     assert "digraph versions" in out and "peripheries=2" in out
-    from engine.cli.planning import render_graph
+    from engine.plan.render import render_graph
     from engine.plan.graph import VersionGraph
     from engine.schema.loader import load_versions
 

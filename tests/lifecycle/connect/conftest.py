@@ -14,7 +14,7 @@ from engine.vault import Vault, generate_key
 
 from .fakes import FakeFleet
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")

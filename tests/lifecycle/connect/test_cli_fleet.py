@@ -12,7 +12,7 @@ from engine.cli.main import cli
 from engine.registry.sqlite import SqliteStore
 from engine.vault import Vault, generate_key
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 URL = "https://hidden-deployment-5.convex.cloud"
 KEY = "prod:hidden-deployment-5|0a1b2c3d4e5f60718293a4b5c6d7e8f9aabbccddeeff"
 

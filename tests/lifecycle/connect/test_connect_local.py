@@ -28,7 +28,7 @@ from engine.vault import Vault, generate_key
 
 pytestmark = [pytest.mark.local, pytest.mark.slow, pytest.mark.timeout(600)]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _toolchain_ready() -> bool:

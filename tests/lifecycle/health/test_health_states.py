@@ -129,7 +129,7 @@ def test_cli_health_with_the_wrong_key_exits_1_and_says_what_to_check(
     add(fleet, "a")
     env = {"BYOD_ENCRYPTION_KEY": generate_key(),
            "BYOD_REGISTRY": str(tmp_path / "registry.sqlite3"),
-           "BYOD_VERSIONS_DIR": str(Path(__file__).resolve().parents[2] / "schema_versions"),
+           "BYOD_VERSIONS_DIR": str(Path(__file__).resolve().parents[3] / "schema_versions"),
            "BYOD_CONFIG": str(tmp_path / "absent.toml")}
     result = CliRunner().invoke(cli, ["health", "--all"], env=env)
     assert result.exit_code == 1, result.output

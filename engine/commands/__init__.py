@@ -1,0 +1,64 @@
+"""The one door: one function per verb, the Python API the CLI wraps and the app imports.
+
+Every verb takes a ``Workspace`` (the composition root: config, registry store, vault,
+versions and connector, each built lazily in one place) and returns data; the CLI only
+parses arguments and prints. Names resolve lazily so importing this package is cheap::
+
+    from engine import commands
+    from engine.commands import Workspace
+
+    with Workspace.open() as ws:
+        result = commands.check(ws)
+        report = commands.rollout(ws, "head", canary=1)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_VERBS: dict[str, str] = {
+    "Workspace": "engine.commands.workspace",
+    "CheckResult": "engine.commands.authoring",
+    # authoring and CI
+    "check": "engine.commands.authoring",
+    "build": "engine.commands.authoring",
+    "diff": "engine.commands.authoring",
+    "plan": "engine.commands.authoring",
+    "plan_fleet": "engine.commands.authoring",
+    "graph": "engine.commands.authoring",
+    "version_counts": "engine.commands.authoring",
+    "deploy": "engine.commands.authoring",
+    # one user's deployment
+    "connect": "engine.commands.users",
+    "retry_connect": "engine.commands.users",
+    "test_connection": "engine.commands.users",
+    "user_status": "engine.commands.users",
+    "fleet_status": "engine.commands.users",
+    "entitle": "engine.commands.users",
+    "rotate_keys": "engine.commands.users",
+    "disconnect": "engine.commands.users",
+    # the fleet
+    "rollout": "engine.commands.fleet",
+    "list_rollouts": "engine.commands.fleet",
+    "write_reports": "engine.commands.fleet",
+    "health": "engine.commands.fleet",
+    "monitor": "engine.commands.fleet",
+    "reconcile": "engine.commands.fleet",
+}
+
+__all__ = sorted(_VERBS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _VERBS[name]
+    except KeyError:
+        raise AttributeError(f"module 'engine.commands' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,191 @@
+"""Verbs for maintainers and CI: check, build, diff, plan, graph, deploy one version.
+Each takes a ``Workspace`` and returns data; printing is the CLI's."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from engine.commands.workspace import Workspace
+from engine.errors import DeployFailed, PlanError, Problem, VersionFileError
+
+if TYPE_CHECKING:
+    from engine.bundle.compiler import Bundle
+    from engine.bundle.write import ArchiveFormat
+    from engine.plan.diff import Diff
+    from engine.plan.planner import FleetPlan, Plan
+    from engine.ports.deployment import DeploymentTarget
+    from engine.schema.models import SchemaVersion
+
+__all__ = ["CheckResult", "build", "check", "deploy", "diff", "graph", "plan", "plan_fleet",
+           "version_counts"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The versions that loaded (none when loading failed) and every problem found."""
+
+    versions: tuple["SchemaVersion", ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def errors(self) -> int:
+        return sum(p.severity == "error" for p in self.problems)
+
+    @property
+    def warnings(self) -> int:
+        return len(self.problems) - self.errors
+
+    def failed(self, strict: bool = False) -> bool:
+        return self.errors > 0 or (strict and self.warnings > 0)
+
+
+def check(ws: Workspace, *, deep: bool = False) -> CheckResult:
+    """Load and validate every version file; with ``deep``, also type-check every bundle
+    and compare it with the real convex export (needs the npm toolchain). Loading problems
+    stop the rules, which need whole versions; offline errors skip the deep check."""
+
+    from engine.check.rules import check_versions
+    from engine.schema.loader import load_versions
+
+    try:
+        versions = load_versions(ws.config.versions_dir, ws.config)
+    except VersionFileError as exc:
+        return CheckResult((), tuple(exc.problems))
+    problems = list(check_versions(versions, ws.config))
+    if deep and versions and not any(p.severity == "error" for p in problems):
+        from engine.check.deep import deep_check
+
+        problems += list(deep_check(versions, ws.config) or [])
+    return CheckResult(tuple(versions), tuple(problems))
+
+
+def build(ws: Workspace, version: str | None, out: Path, *,
+          archive: "ArchiveFormat | None" = None) -> list[dict[str, Any]]:
+    """Compile ``version`` (None: every version, each into ``out/<id>``) and write the
+    bundle directory (and an archive beside it); one summary per bundle."""
+
+    from engine.bundle.compiler import compile_version
+    from engine.bundle.write import write_archive, write_bundle
+
+    graph = ws.graph
+    chosen = list(graph.versions.values()) if version is None else [graph.resolve(version)]
+    results = []
+    for schema_version in sorted(chosen, key=lambda v: (v.number, v.id)):
+        bundle = compile_version(schema_version, ws.config)
+        target = out / schema_version.id if version is None else out
+        write_bundle(bundle, target)
+        entry: dict[str, Any] = {"version": bundle.version_id, "kind": bundle.kind,
+                                 "fingerprint": bundle.fingerprint, "out": str(target),
+                                 "files": len(bundle.files)}
+        if archive:
+            suffix = ".tar.gz" if archive == "tar.gz" else ".zip"
+            entry["archive"] = str(write_archive(bundle, target.with_name(target.name + suffix),
+                                                 archive))
+        results.append(entry)
+    return results
+
+
+def diff(ws: Workspace, a: str, b: str) -> tuple[str, str, "Diff", str]:
+    """(source id, target id, diff, how hints were chosen). Going up, ``b``'s hints (minus
+    those ``a`` already ran) and consent apply; otherwise the raw schema diff is shown."""
+
+    from engine.plan.diff import diff as compare
+    from engine.plan.planner import edge_hints
+    from engine.schema.models import Location
+
+    graph = ws.graph
+    va, vb = graph.resolve(a), graph.resolve(b)
+    if va.id == vb.id or graph.is_ancestor(va.id, vb.id):
+        d = compare(va.schema, vb.schema, edge_hints(graph, va.id, vb.id), vb.consent,
+                    location=Location.USER)
+        how = f"hints and consent from {vb.id}"
+    else:
+        d = compare(va.schema, vb.schema, location=Location.USER)
+        how = (f"{vb.id} does not descend from {va.id}: no hints apply; "
+               f"`byod plan --from {va.id} --to {vb.id}` says whether a path exists")
+    return va.id, vb.id, d, how
+
+
+def plan(ws: Workspace, source: str, target: str = "head", *,
+         allow_destructive: bool = False) -> "Plan":
+    """The steps that bring one deployment from ``source`` to ``target``."""
+
+    from engine.plan.planner import plan as make_plan
+
+    return make_plan(ws.graph, source, target, allow_destructive=allow_destructive)
+
+
+def plan_fleet(ws: Workspace, fleet: Iterable[tuple[Any, ...]], target: str = "head", *,
+               allow_destructive: bool = False) -> "FleetPlan":
+    """Plans for many deployments ((deployment, version[, fingerprint]) rows), each
+    distinct source planned once."""
+
+    from engine.plan.planner import plan_fleet as make_fleet_plan
+
+    return make_fleet_plan(ws.graph, list(fleet), target, allow_destructive=allow_destructive)
+
+
+def version_counts(ws: Workspace, registry: Path | None = None) -> dict[str, int] | None:
+    """Deployments per schema version, from ``registry`` (an error when missing) or the
+    configured registry when that file exists (None when it does not)."""
+
+    path = Path(registry) if registry is not None else Path(ws.config.registry_path)
+    if not path.is_file():
+        if registry is not None:
+            raise PlanError(f"registry {path} does not exist")
+        return None
+    from engine.registry.sqlite import open_store
+
+    with open_store(path) as store:
+        counts: dict[str, int] = {}
+        for user in store.list_users():
+            if user.schema_version:
+                counts[user.schema_version] = counts.get(user.schema_version, 0) + 1
+        return counts
+
+
+def graph(ws: Workspace, fmt: str = "mermaid", counts: dict[str, int] | None = None) -> str:
+    """The version graph as Mermaid or DOT, heads marked, deployment counts when given."""
+
+    from engine.plan.render import render_graph
+
+    return render_graph(ws.graph, fmt, counts)
+
+
+def deploy(ws: Workspace, version: str, target: "DeploymentTarget", *,
+           record: bool = True) -> dict[str, Any]:
+    """Compile ``version``, deploy it with the workspace's deployer, verify the deployment
+    answers it, and record it in the deployment's own ``byodVersions``; a summary."""
+
+    from engine.bundle.compiler import compile_version
+
+    bundle: Bundle = compile_version(ws.graph.resolve(version), ws.config)
+    started = time.monotonic()
+    adapter = ws.connector.deployer(target)
+    try:
+        result = adapter.deploy(bundle)
+        info = adapter.read_version()
+        if info.version != bundle.version_id or info.fingerprint != bundle.fingerprint:
+            error = DeployFailed(
+                f"the deploy finished but the deployment answers {info.version} "
+                f"(fingerprint {info.fingerprint[:12]}) instead of {bundle.version_id}",
+                deployment=target.label)
+            error.kind = "verify"
+            raise error
+        if record:
+            adapter.mutation("byod:recordVersion", {
+                "version": bundle.version_id, "fingerprint": bundle.fingerprint,
+                "kind": "version"})
+    finally:
+        close = getattr(adapter, "close", None)
+        if callable(close):
+            close()
+    return {
+        "deployment": target.label, "version": bundle.version_id, "kind": bundle.kind,
+        "fingerprint": bundle.fingerprint, "deploy_s": round(result.duration_s, 3),
+        "duration_s": round(time.monotonic() - started, 3), "verified": True,
+        "recorded": record,
+    }

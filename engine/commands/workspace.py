@@ -1,0 +1,108 @@
+"""The composition root: everything a verb needs, built in one place.
+
+A ``Workspace`` holds the configuration and builds, on first use, the registry store, the
+vault, the version graph and the connector. Every verb of ``engine.commands`` takes one, so
+the CLI, the app's backend and tests wire the engine the same way — and a test swaps one
+collaborator (an in-memory connector, a store in a temp dir) without touching the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.config import EngineConfig, load_config
+
+if TYPE_CHECKING:
+    from engine.convex.connector import AdapterKind
+    from engine.plan.graph import VersionGraph
+    from engine.ports.deployment import Connector
+    from engine.registry.sqlite import SqliteStore
+    from engine.vault import Vault
+
+__all__ = ["Workspace"]
+
+
+@dataclass
+class Workspace:
+    """Config, store, vault, versions and connector for one run of the engine.
+
+    Each collaborator may be given (an app or a test wiring its own) or is built lazily
+    from ``config`` the first time a verb asks for it, so a verb that never touches the
+    registry never creates one, and ``byod check`` never reads an encryption key."""
+
+    config: EngineConfig
+    deployer: "AdapterKind" = "cli"
+    _store: "SqliteStore | None" = field(default=None, repr=False)
+    _vault: "Vault | None" = field(default=None, repr=False)
+    _graph: "VersionGraph | None" = field(default=None, repr=False)
+    _connector: "Connector | None" = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, config: EngineConfig | Path | None = None, *, deployer: "AdapterKind" = "cli",
+             store: "SqliteStore | None" = None, vault: "Vault | None" = None,
+             graph: "VersionGraph | None" = None,
+             connector: "Connector | None" = None) -> "Workspace":
+        """A workspace from a config (or the path of a ``byod.toml``; default: the usual
+        lookup of ``byod.toml`` and ``BYOD_*`` variables)."""
+
+        if not isinstance(config, EngineConfig):
+            config = load_config(config)
+        return cls(config, deployer, store, vault, graph, connector)
+
+    def with_versions_dir(self, directory: Path | None) -> "Workspace":
+        """The same workspace reading versions from ``directory`` (None: unchanged)."""
+
+        if directory is None:
+            return self
+        config = self.config.model_copy(update={"versions_dir": Path(directory)})
+        return Workspace(config, self.deployer, self._store, self._vault, None, self._connector)
+
+    @property
+    def store(self) -> "SqliteStore":
+        if self._store is None:
+            from engine.registry.sqlite import open_store
+
+            self._store = open_store(self.config)
+        return self._store
+
+    def registry_exists(self) -> bool:
+        """Whether a registry is already there: read-only verbs never create one."""
+
+        return self._store is not None or Path(self.config.registry_path).exists()
+
+    @property
+    def vault(self) -> "Vault":
+        if self._vault is None:
+            from engine.vault import Vault
+
+            self._vault = Vault.from_env()
+        return self._vault
+
+    @property
+    def graph(self) -> "VersionGraph":
+        if self._graph is None:
+            from engine.plan.graph import VersionGraph
+            from engine.schema.loader import load_versions
+
+            self._graph = VersionGraph(load_versions(self.config.versions_dir, self.config))
+        return self._graph
+
+    @property
+    def connector(self) -> "Connector":
+        if self._connector is None:
+            from engine.convex.connector import HttpConnector
+
+            self._connector = HttpConnector(self.config, kind=self.deployer)
+        return self._connector
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
