@@ -53,7 +53,7 @@ def test_archive_cannot_be_driven(tmp_path: Path) -> None:
 def test_factory_chooses_per_deployment(tmp_path: Path) -> None:
     config = EngineConfig(deploy_timeout_s=120, http_timeout_s=7)
     target = DeploymentTarget(label="user_1", url="https://happy-otter-123.convex.cloud",
-                              admin_key="prod:happy-otter-123|" + "ab" * 20)
+                              admin_key="prod:happy-otter-123|" + "0123456789abcdef" * 3)
     toolchain = Toolchain(root=tmp_path)
     cli = adapter_for(target, config, toolchain=toolchain)
     assert isinstance(cli, CliDeployAdapter) and cli.timeout == 120

@@ -11,7 +11,7 @@ import pytest
 from engine.convex.http import ConvexHttpClient
 from engine.ports.deployment import DeploymentTarget
 
-KEY = "acme-prod-42|" + "ab" * 32
+KEY = "acme-prod-42|" + "0123456789abcdef" * 4
 
 
 def test_convex_calls_log_the_api_path_only(caplog: pytest.LogCaptureFixture) -> None:

@@ -77,12 +77,12 @@ def test_good_targets(url: str, insecure: bool) -> None:
 
 
 @pytest.mark.parametrize("url,insecure,needle", [
-    ("http://127.0.0.1:3210", False, "allow_insecure_local"),
-    ("http://example.com", True, "only allowed for a loopback"),
-    ("ftp://example.com", False, "http(s) URL"),
-    ("https://", False, "http(s) URL"),
-    (f"https://x.convex.cloud/?adminKey={SECRET_PART}", False, "must not carry"),
-    (f"https://admin:{SECRET_PART}@x.convex.cloud", False, "must not carry"),
+    ("http://127.0.0.1:3210", False, "needs --allow-insecure-local"),
+    ("http://example.com", True, "plain http is not allowed"),
+    ("ftp://example.com", False, "must start with https://"),
+    ("https://", False, "has no host name"),
+    (f"https://x.convex.cloud/?adminKey={SECRET_PART}", False, "must not have a query"),
+    (f"https://admin:{SECRET_PART}@x.convex.cloud", False, "must not contain credentials"),
     ("https://x.convex.cloud/api", False, "root URL"),
     ("https://x.convex.cloud:99999", False, "not a valid URL"),
 ])
@@ -93,10 +93,31 @@ def test_bad_urls(url: str, insecure: bool, needle: str) -> None:
     assert SECRET_PART not in str(info.value) and url not in str(info.value)
 
 
-@pytest.mark.parametrize("key", ["", "no-bar-here", "name|with space", "name|new\nline"])
+@pytest.mark.parametrize("key", ["", "no-bar-here", "name|with space", "name|new\nline",
+                                 "name|abababababababababab"])
 def test_bad_keys(key: str) -> None:
-    with pytest.raises(InvalidCredentials, match="not a Convex deploy or admin key"):
+    with pytest.raises(InvalidCredentials, match="the deploy key"):
         check_target(_target("https://x.convex.cloud", key=key))
+
+
+@pytest.mark.parametrize("url", ["http://app.localhost:3210", "http://127.0.0.1:3210",
+                                 "https://x.convex.cloud", "http://10.0.0.1:3210",
+                                 "https://x.convex.cloud/api"])
+def test_connect_and_adapters_share_one_validator(url: str) -> None:
+    """The URL connect accepts is exactly the one every adapter accepts (they once
+    disagreed on ``*.localhost``)."""
+
+    from engine.convex.targets import validate_url
+
+    def verdict(call) -> str:
+        try:
+            call()
+            return "ok"
+        except InvalidCredentials as exc:
+            return str(exc)
+
+    assert verdict(lambda: validate_url(url, True, label="user_7")) == \
+        verdict(lambda: check_target(_target(url, insecure=True)))
 
 
 def test_key_kinds_and_loopback() -> None:
