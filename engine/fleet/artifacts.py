@@ -4,7 +4,7 @@
 and caches: the same plan and the same bundle serve every deployment on the same source
 version, so a fleet of thousands compiles a handful of bundles. It does no I/O beyond
 rendering templates. The accessors below (``step_kind``, ``step_data``, ``plan_id_of``) are
-the runner's whole view of a frozen plan.
+the runner's whole view of a frozen ``Plan``.
 
 A *refresh* plan (``PlanKit.refresh_plan``) redeploys a version a deployment already runs
 because the version now compiles to another bundle (a ``byod.toml`` change such as
@@ -17,64 +17,55 @@ journal, never the first one's completed steps.
 from __future__ import annotations
 
 import functools
-import hashlib
 import threading
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from engine.bundle.compiler import Bundle, compile_bundle, compile_version
 from engine.config import EngineConfig
 from engine.errors import PlanError
+from engine.plan.datasteps import DataStep
 from engine.plan.graph import VersionGraph
+from engine.plan.planner import Plan, PlanStep, plan_deployment
 from engine.schema.models import SchemaVersion
 
 __all__ = ["PlanKit", "is_refresh", "plan_id_of", "step_data", "step_kind", "step_version"]
 
-PlanFn = Callable[[VersionGraph, str, str], Any]
+PlanFn = Callable[[VersionGraph, str, str], Plan]
 DEFAULT_BATCH = 100
 REFRESH_PREFIX = "refresh:"
 
 
-def step_kind(step: Any) -> str:
-    return str(getattr(step, "kind"))
+def step_kind(step: PlanStep) -> str:
+    return step.kind
 
 
-def step_data(step: Any) -> Any:
+def step_data(step: PlanStep) -> DataStep:
     """The ``DataStep`` a ``run_data_step`` step carries."""
 
-    for name in ("data_step", "step", "data"):
-        value = getattr(step, name, None)
-        if value is not None and hasattr(value, "function_path"):
-            return value
-    if hasattr(step, "function_path"):
-        return step
-    raise PlanError(f"plan step {getattr(step, 'id', '?')!r} carries no data step")
+    if step.data_step is None:
+        raise PlanError(f"plan step {step.id!r} carries no data step")
+    return step.data_step
 
 
-def step_version(plan: Any, step: Any) -> str:
+def step_version(plan: Plan, step: PlanStep) -> str:
     """The version a deploy_target / verify / record step puts in place (a plan split
     into several groups passes through intermediate versions)."""
 
-    return str(getattr(step, "version", None) or plan.target)
+    return step.version or plan.target
 
 
-def is_refresh(plan: Any) -> bool:
+def is_refresh(plan: Plan) -> bool:
     """Whether ``plan`` only redeploys the version it starts on (``PlanKit.refresh_plan``)."""
 
-    steps = list(getattr(plan, "steps", ()))
-    return bool(steps) and str(plan.source) == str(plan.target) and all(
-        str(s.id).startswith(REFRESH_PREFIX) for s in steps)
+    return bool(plan.steps) and plan.source == plan.target and all(
+        s.id.startswith(REFRESH_PREFIX) for s in plan.steps)
 
 
-def plan_id_of(plan: Any) -> str:
-    """The plan's own id, or a stable digest of what it does (same plan → same id, so a
-    resumed run finds its journal)."""
+def plan_id_of(plan: Plan) -> str:
+    """The plan's content-derived id: the same plan always has the same id, so a resumed
+    run finds its journal."""
 
-    for name in ("id", "plan_id"):
-        value = getattr(plan, name, None)
-        if isinstance(value, str) and value:
-            return value
-    text = "\n".join([str(plan.source), str(plan.target)] + [str(s.id) for s in plan.steps])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return plan.id
 
 
 class PlanKit:
@@ -91,15 +82,15 @@ class PlanKit:
         # allowed them (``byod rollout --allow-destructive``)
         self.allow_destructive = allow_destructive
         self._lock = threading.Lock()
-        self._plans: dict[tuple[str, str], Any] = {}
-        self._refresh: dict[str, Any] = {}
+        self._plans: dict[tuple[str, str], Plan] = {}
+        self._refresh: dict[str, Plan] = {}
         self._bundles: dict[tuple[str, ...], Bundle] = {}
 
     # -- versions and plans ---------------------------------------------------------------
     def resolve(self, ref: str | int) -> str:
         return self.graph.resolve(ref).id
 
-    def plan(self, source: str, target: str) -> Any:
+    def plan(self, source: str, target: str) -> Plan:
         key = (source, target)
         with self._lock:
             if key in self._plans:
@@ -110,17 +101,15 @@ class PlanKit:
             self._plans.setdefault(key, plan)
             return self._plans[key]
 
-    def remember(self, plan: Any) -> None:
+    def remember(self, plan: Plan) -> None:
         """Seed the cache with a plan computed elsewhere (``plan_fleet``)."""
 
         with self._lock:
-            self._plans.setdefault((str(plan.source), str(plan.target)), plan)
+            self._plans.setdefault((plan.source, plan.target), plan)
 
-    def refresh_plan(self, version_id: str) -> Any:
+    def refresh_plan(self, version_id: str) -> Plan:
         """Redeploy ``version_id`` as it compiles now: deploy_target → verify → record
         (no widening, no data steps: the schema is the same, only the bundle differs)."""
-
-        from engine.plan.planner import Plan, PlanStep
 
         vid = self.resolve(version_id)
         with self._lock:
@@ -157,13 +146,10 @@ class PlanKit:
                 self._bundles.setdefault(key, cached)
         return cached
 
-    def step_bundle(self, plan: Any, step: Any) -> Bundle:
+    def step_bundle(self, plan: Plan, step: PlanStep) -> Bundle:
         """The bundle a deploy step puts on the deployment."""
 
         kind = step_kind(step)
-        given = getattr(step, "bundle", None)
-        if isinstance(given, Bundle):
-            return given
         if kind == "deploy_target":
             return self.version_bundle(step_version(plan, step))
         if kind != "deploy_widened":
@@ -172,23 +158,18 @@ class PlanKit:
         with self._lock:
             cached = self._bundles.get(key)
         if cached is None:
-            schema = getattr(step, "schema", None) or getattr(plan, "widened", None)
-            if schema is None:
+            if step.schema is None:
                 raise PlanError(f"plan step {step.id!r} names no widened schema")
-            version_id = str(getattr(step, "version", None) or getattr(step, "version_id", None)
-                             or f"{plan.source}-to-{plan.target}-widen")
+            version_id = step.version or f"{plan.source}-to-{plan.target}-widen"
             # Each widened deploy carries its own group's steps (custom code is typed
-            # against that group's schema); only plans without per-step data fall back.
-            carried = getattr(step, "data_steps", None)
-            if carried is None:
-                carried = self.data_steps(plan)
-            cached = compile_bundle(schema, version_id=version_id, kind="widen",
-                                    data_steps=list(carried), config=self.config)
+            # against that group's schema).
+            cached = compile_bundle(step.schema, version_id=version_id, kind="widen",
+                                    data_steps=list(step.data_steps), config=self.config)
             with self._lock:
                 self._bundles.setdefault(key, cached)
         return cached
 
-    def step_fingerprint(self, plan: Any, step: Any) -> str | None:
+    def step_fingerprint(self, plan: Plan, step: PlanStep) -> str | None:
         kind = step_kind(step)
         if kind in ("deploy_widened", "deploy_target"):
             return self.step_bundle(plan, step).fingerprint
@@ -197,20 +178,17 @@ class PlanKit:
         return None
 
     @staticmethod
-    def data_steps(plan: Any) -> list[Any]:
-        given = getattr(plan, "data_steps", None)
-        if given is not None:
-            return list(given)
-        return [step_data(s) for s in plan.steps if step_kind(s) == "run_data_step"]
+    def data_steps(plan: Plan) -> list[DataStep]:
+        return list(plan.data_steps)
 
-    def batch_size(self, plan: Any, data_step: Any) -> int:
+    def batch_size(self, plan: Plan, data_step: DataStep) -> int:
         """Start from the size the datasteps module suggests for the table's schema
         (capped by ``max_batch``); the runner adapts it to the limits it meets."""
 
         from engine.plan.datasteps import suggest_batch_size
 
         size = DEFAULT_BATCH
-        for vid in (str(plan.target), str(plan.source)):
+        for vid in (plan.target, plan.source):
             version = self.graph.versions.get(vid)
             if version is not None and data_step.table in version.schema.tables:
                 size = int(suggest_batch_size(version.schema.tables[data_step.table]))
@@ -219,7 +197,6 @@ class PlanKit:
 
 
 def _default_plan_fn(allow_destructive: bool = False) -> PlanFn:
-    from engine.plan import planner as planner
     if allow_destructive:
-        return functools.partial(planner.plan_deployment, allow_destructive=True)
-    return planner.plan_deployment
+        return functools.partial(plan_deployment, allow_destructive=True)
+    return plan_deployment
