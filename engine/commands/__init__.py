@@ -38,6 +38,7 @@ _VERBS: dict[str, str] = {
     "entitle": "engine.commands.users",
     "rotate_keys": "engine.commands.users",
     "disconnect": "engine.commands.users",
+    "router": "engine.commands.users",
     # the fleet
     "rollout": "engine.commands.fleet",
     "list_rollouts": "engine.commands.fleet",

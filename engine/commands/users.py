@@ -11,11 +11,13 @@ from engine.commands.workspace import Workspace
 if TYPE_CHECKING:
     from engine.lifecycle.connect import ConnectionTest
     from engine.lifecycle.disconnect import DisconnectReport
+    from engine.lifecycle.routing import Router
+    from engine.ports.deployment import FunctionRunner
     from engine.ports.registry import UserConfig
     from engine.vault import RotationReport
 
 __all__ = ["connect", "disconnect", "entitle", "fleet_status", "retry_connect",
-           "rotate_keys", "test_connection", "user_status"]
+           "rotate_keys", "router", "test_connection", "user_status"]
 
 StageCallback = Callable[[str, str], None]
 
@@ -112,3 +114,15 @@ def disconnect(ws: Workspace, user_id: str, mode: str, *, confirm: bool = False,
     return flow(user_id, mode, confirm=confirm, store=ws.store, vault=ws.vault,
                 config=ws.config, graph=ws.graph, client_factory=ws.connector.client,
                 page_size=page_size, hook=hook)
+
+
+def router(ws: Workspace, main_client: "FunctionRunner | None" = None) -> "Router":
+    """The app's data-access layer: for a user and a table, main or the user's own
+    deployment (blocked users refused). ``main_client`` defaults to a client for the main
+    deployment of ``BYOD_MAIN_URL`` / ``BYOD_MAIN_ADMIN_KEY``."""
+
+    from engine.convex.targets import main_target_from_env
+    from engine.lifecycle.routing import Router
+
+    main = main_client if main_client is not None else ws.connector.client(main_target_from_env())
+    return Router(ws.store, ws.vault, ws.config, ws.graph, main, connector=ws.connector)

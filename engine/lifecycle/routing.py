@@ -14,21 +14,21 @@ a disconnect or an explicit ``invalidate`` drops it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from engine.config import EngineConfig
+from engine.convex.connector import HttpConnector
 from engine.errors import DeploymentBlocked, UnknownTable
-from engine.plan.versions import as_version_source
-from engine.ports.deployment import DeploymentTarget, FunctionRunner
+from engine.plan.versions import Versions, as_version_source
+from engine.ports.deployment import Connector, FunctionRunner
 from engine.ports.registry import RegistryStore, UserConfig
 from engine.schema.engine_tables import ENGINE_TABLES
 from engine.schema.models import Location, Schema
+from engine.vault import Vault
 
-__all__ = ["ClientFactory", "Route", "Router"]
-
-ClientFactory = Callable[[DeploymentTarget], FunctionRunner]
+__all__ = ["Route", "Router"]
 
 
 def locations(schema: Schema) -> dict[str, Location]:
@@ -52,28 +52,19 @@ class Route:
     reason: str
 
 
-def _default_factory(timeout: float) -> ClientFactory:
-    def make(target: DeploymentTarget) -> FunctionRunner:
-        from engine.convex.http import ConvexHttpClient
-
-        return ConvexHttpClient(target, timeout=timeout)
-
-    return make
-
-
 class Router:
     """The data-access layer's single decision point. Thread-safe; cheap per call (one
     registry read, then a cached client)."""
 
-    def __init__(self, store: RegistryStore, vault: Any, config: EngineConfig | None,
-                 schema_or_graph: Any, main_client: FunctionRunner, *,
-                 client_factory: ClientFactory | None = None):
+    def __init__(self, store: RegistryStore, vault: Vault, config: EngineConfig | None,
+                 versions: Versions, main_client: FunctionRunner, *,
+                 connector: Connector | None = None):
         self.store = store
         self.vault = vault
         self.config = config or EngineConfig()
-        self.versions = as_version_source(schema_or_graph)
+        self.versions = as_version_source(versions)
         self.main_client = main_client
-        self._factory = client_factory or _default_factory(self.config.http_timeout_s)
+        self._connector = connector or HttpConnector(self.config)
         self._clients: dict[str, tuple[tuple[str, str], FunctionRunner]] = {}
         self._lock = threading.Lock()
 
@@ -134,7 +125,7 @@ class Router:
                 return cached[1]
             if cached is not None:
                 _close(cached[1])
-            client = self._factory(self.vault.target_for(user))
+            client = self._connector.client(self.vault.target_for(user))
             self._clients[user.user_id] = (key, client)
             return client
 

@@ -24,7 +24,7 @@ def fleet(tmp_path: Path) -> Fleet:
 @pytest.fixture
 def router(fleet: Fleet) -> Router:
     return Router(fleet.store, fleet.vault, None, VersionGraph([V1, V2]), fleet.main,
-                  client_factory=fleet.client)
+                  connector=fleet)
 
 
 @pytest.mark.parametrize("status,table_name,expected", [
