@@ -81,16 +81,23 @@ def test_location_map_comes_from_the_users_version(fleet: Fleet, router: Router)
     assert router.location_map("new")["byodVersions"].value == "user"
 
 
-def test_client_is_cached_per_user(fleet: Fleet, router: Router) -> None:
+class CountingConnector:
+    """Counts the clients the router asks its connector for."""
+
+    def __init__(self, inner: Fleet):
+        self.inner, self.built = inner, []
+
+    def client(self, target):  # type: ignore[no-untyped-def]
+        self.built.append(target.label)
+        return self.inner.client(target)
+
+
+def test_client_is_cached_per_user(fleet: Fleet) -> None:
     dep = fleet.add("u1")
-    built: list[str] = []
-    original = router._factory
-
-    def counting(target):  # type: ignore[no-untyped-def]
-        built.append(target.label)
-        return original(target)
-
-    router._factory = counting
+    counting = CountingConnector(fleet)
+    router = Router(fleet.store, fleet.vault, None, VersionGraph([V1, V2]), fleet.main,
+                    connector=counting)  # type: ignore[arg-type]
+    built = counting.built
     assert router.client_for("u1", "notes") is dep
     assert router.client_for("u1", "byodVersions") is dep
     router.client_for("u1", "notes")
