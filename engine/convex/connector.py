@@ -74,12 +74,12 @@ class HttpConnector:
     def client(self, target: DeploymentTarget) -> ConvexHttpClient:
         return ConvexHttpClient(target, timeout=self.config.http_timeout_s)
 
-    def async_client(self, target: DeploymentTarget, *, retries: int | None = None
-                     ) -> AsyncConvexHttpClient:
+    def async_client(self, target: DeploymentTarget, *, timeout: float | None = None,
+                     retries: int | None = None) -> AsyncConvexHttpClient:
+        seconds = self.config.http_timeout_s if timeout is None else timeout
         if retries is None:
-            return AsyncConvexHttpClient(target, timeout=self.config.http_timeout_s)
-        return AsyncConvexHttpClient(target, timeout=self.config.http_timeout_s,
-                                     retries=retries)
+            return AsyncConvexHttpClient(target, timeout=seconds)
+        return AsyncConvexHttpClient(target, timeout=seconds, retries=retries)
 
     def payloads(self) -> "Payloads":
         """The push-payload cache (beside the registry), created on first use."""

@@ -29,19 +29,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import EngineConfig
+from engine.convex.connector import HttpConnector
 from engine.errors import ByodError, DeploymentServerError, InvalidTransition, LeaseHeld
 from engine.fleet.findings import Comparison, Finding, compare
 from engine.fleet.health_states import Expectations, classify_failure
-from engine.ports.deployment import DeploymentTarget, VersionInfo
+from engine.plan.graph import VersionGraph
+from engine.ports.deployment import Connector, VersionInfo
 from engine.ports.registry import RegistryStore, UserConfig
 from engine.redact import redact
+from engine.vault import Vault
 
 __all__ = ["FAILED_STATES", "Comparison", "Finding", "ReconcileReport", "UserReconcile",
            "compare", "reconcile", "reconcile_async"]
 
 log = logging.getLogger(__name__)
 
-AsyncClientFactory = Callable[[DeploymentTarget, float], Any]
 
 # States in which a deployment could not be read: nothing was compared or changed.
 FAILED_STATES = frozenset({"unreachable", "unauthorized", "slow", "server_error", "broken",
@@ -175,12 +177,6 @@ def _state(cmp: Comparison, findings: list[Finding]) -> str:
 # -- reading the fleet ----------------------------------------------------------------------
 
 
-def _default_async_factory(target: DeploymentTarget, timeout: float) -> Any:
-    from engine.convex.http import AsyncConvexHttpClient
-
-    return AsyncConvexHttpClient(target, timeout=timeout, retries=1)
-
-
 async def _read(client: Any, timeout: float) -> tuple[VersionInfo, list[dict[str, Any]]]:
     info = await asyncio.wait_for(client.read_version(), timeout + 1.0)
     steps = await asyncio.wait_for(client.query("byod:appliedSteps"), timeout + 1.0)
@@ -198,8 +194,8 @@ def _select(store: RegistryStore, users: Iterable[str] | str | None) -> list[Use
     return [store.get_user(uid) for uid in dict.fromkeys(users)]
 
 
-async def _one(user: UserConfig, *, store: RegistryStore, vault: Any, expect: Expectations,
-               factory: AsyncClientFactory, timeout: float, apply: bool,
+async def _one(user: UserConfig, *, store: RegistryStore, vault: Vault, expect: Expectations,
+               connector: Connector, timeout: float, apply: bool,
                holder: str) -> UserReconcile:
     uid = user.user_id
     if user.connection_status == "disconnected":
@@ -222,7 +218,7 @@ async def _one(user: UserConfig, *, store: RegistryStore, vault: Any, expect: Ex
         try:
             target = vault.target_for(user)
             secrets = tuple(target.secrets)
-            client = factory(target, timeout)
+            client = connector.async_client(target, timeout=timeout, retries=1)
             try:
                 info, steps = await _read(client, timeout)
             finally:
@@ -248,10 +244,10 @@ async def _one(user: UserConfig, *, store: RegistryStore, vault: Any, expect: Ex
 
 
 async def reconcile_async(
-    users: Iterable[str] | str | None = "all", *, store: RegistryStore, vault: Any,
-    config: EngineConfig | None = None, graph: Any, apply: bool = False,
+    users: Iterable[str] | str | None = "all", *, store: RegistryStore, vault: Vault,
+    config: EngineConfig | None = None, graph: VersionGraph, apply: bool = False,
     concurrency: int = 16, timeout: float | None = None,
-    client_factory: AsyncClientFactory | None = None,
+    connector: Connector | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ReconcileReport:
     """Compare every selected user's registry row and journal with its deployment's own
@@ -260,7 +256,7 @@ async def reconcile_async(
     config = config or EngineConfig()
     timeout = float(timeout or min(config.http_timeout_s, 10.0))
     expect = Expectations(graph, config, store)
-    factory = client_factory or _default_async_factory
+    connector = connector or HttpConnector(config)
     holder = f"reconcile:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     report = ReconcileReport(started_at=clock(), applied=apply)
     sem = asyncio.Semaphore(max(1, concurrency))
@@ -269,7 +265,8 @@ async def reconcile_async(
         async with sem:
             try:
                 return await _one(user, store=store, vault=vault, expect=expect,
-                                  factory=factory, timeout=timeout, apply=apply, holder=holder)
+                                  connector=connector, timeout=timeout, apply=apply,
+                                  holder=holder)
             except ByodError as exc:  # the registry itself failing for this user
                 return UserReconcile(user.user_id, "broken",
                                      f"{type(exc).__name__}: {redact(str(exc))}")

@@ -24,18 +24,16 @@ once the copy verified. A failed copy keeps its progress; ``retry_connect`` resu
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, NamedTuple
-from urllib.parse import urlsplit
+from typing import Any, Callable
 
 from engine.bundle.compiler import Bundle, compile_version
 from engine.config import EngineConfig
+from engine.convex.targets import validate_deploy_key, validate_url
 from engine.errors import (
     ByodError,
     CopyFromMainError,
@@ -47,7 +45,7 @@ from engine.errors import (
 from engine.fleet.health_states import nothing_deployed as _nothing_deployed
 from engine.lifecycle.copy_from_main import CopyPlan, plan_copy, run_copy_stage
 from engine.lifecycle.gate import Entitlement, check_entitled, grandfathered
-from engine.lifecycle.progress import copy_progress_id
+from engine.lifecycle.progress import copy_in_progress
 from engine.ports.deployment import (
     DeployAdapter,
     DeploymentTarget,
@@ -62,15 +60,12 @@ from engine.vault import Vault
 __all__ = [
     "AdapterFactory",
     "ConnectionTest",
-    "KeyShape",
     "STAGES",
     "connect",
     "default_adapter_factory",
     "head_version",
     "retry_connect",
     "test_connection",
-    "validate_deploy_key",
-    "validate_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,109 +73,6 @@ log = logging.getLogger(__name__)
 STAGES = ("validating", "testing", "saving", "deploying", "recording", "copying", "done")
 AdapterFactory = Callable[[DeploymentTarget], DeployAdapter]
 StageCallback = Callable[[str, str], None]
-
-# -- input validation (pure) -----------------------------------------------------------------
-
-_SLUG = r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?"
-KeyKind = Literal["prod", "dev", "preview", "project", "admin"]
-_KEY_PREFIXES: dict[KeyKind, re.Pattern[str]] = {
-    "prod": re.compile(rf"prod:({_SLUG})"),
-    "dev": re.compile(rf"dev:({_SLUG})"),
-    "preview": re.compile(rf"preview:({_SLUG}):({_SLUG})"),
-    "project": re.compile(rf"project:({_SLUG}):({_SLUG})"),
-    "admin": re.compile(rf"({_SLUG})"),  # raw admin key or self-hosted "<instance>|<hex>"
-}
-_SECRET = re.compile(r"[A-Za-z0-9+/=_-]+")
-_MIN_SECRET_CHARS = 16
-_MIN_SECRET_DISTINCT = 6
-
-
-class KeyShape(NamedTuple):
-    """What kind of key was given (never the key itself)."""
-
-    kind: KeyKind
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback  # 127.0.0.0/8 and ::1
-    except ValueError:
-        return False
-
-
-def validate_url(url: str, allow_insecure_local: bool = False, *, label: str = "") -> str:
-    """The deployment's root URL, normalized (no trailing slash). https only; plain http only
-    to 127.0.0.0/8, ::1 or localhost and only when explicitly allowed. Messages never
-    repeat the URL."""
-
-    def bad(message: str) -> InvalidCredentials:
-        return InvalidCredentials(message, deployment=label)
-
-    if not isinstance(url, str) or not url.strip():
-        raise bad("the deployment URL is empty")
-    text = url.strip()
-    if any(c.isspace() or not c.isprintable() for c in text):
-        raise bad("the deployment URL contains spaces or control characters")
-    try:
-        parts = urlsplit(text)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        raise bad("the deployment URL is not a valid URL") from None
-    if parts.scheme not in ("http", "https"):
-        raise bad("the deployment URL must start with https:// "
-                  "(e.g. https://<deployment>.convex.cloud)")
-    if not host:
-        raise bad("the deployment URL has no host name")
-    if parts.username is not None or parts.password is not None:
-        raise bad("the deployment URL must not contain credentials; give the key separately")
-    if parts.query or parts.fragment or text.endswith(("?", "#")):
-        raise bad("the deployment URL must not have a query string or fragment; "
-                  "give the key separately")
-    if parts.path not in ("", "/"):
-        raise bad("the deployment URL must be the deployment's root URL, without a path")
-    if parts.scheme == "http":
-        if not _is_loopback(host):
-            raise bad("plain http is not allowed: use https (http is accepted only for a "
-                      "loopback deployment on 127.0.0.0/8, ::1 or localhost)")
-        if not allow_insecure_local:
-            raise bad("plain http to a loopback deployment needs --allow-insecure-local")
-    return text.rstrip("/")
-
-
-def validate_deploy_key(key: str, *, label: str = "") -> KeyShape:
-    """Check a Convex deploy or admin key's shape: ``prod:<name>|secret``,
-    ``dev:<name>|secret``, ``preview:<team>:<project>|secret``,
-    ``project:<team>:<project>|secret``, ``<name>|secret`` or self-hosted
-    ``<instance>|<hex>``. Messages never repeat the key."""
-
-    def bad(message: str) -> InvalidCredentials:
-        return InvalidCredentials(
-            message + " (expected e.g. 'prod:<deployment>|<secret>' or '<instance>|<hex>')",
-            deployment=label)
-
-    if not isinstance(key, str) or not key.strip():
-        raise bad("the deploy key is empty")
-    text = key.strip()
-    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in text):
-        raise bad("the deploy key contains spaces, control or non-ASCII characters")
-    if "|" not in text:
-        raise bad("the deploy key has no '|' separating its name from its secret")
-    prefix, secret = text.split("|", 1)
-    kind = next((k for k, rx in _KEY_PREFIXES.items() if rx.fullmatch(prefix)), None)
-    if kind is None:
-        head = prefix.split(":", 1)[0] if ":" in prefix else ""
-        if head in ("prod", "dev", "preview", "project"):
-            raise bad(f"the deploy key's {head!r} part is malformed")
-        raise bad("the deploy key's name part is not a known key type")
-    if not _SECRET.fullmatch(secret):
-        raise bad("the deploy key's secret part has characters no Convex key uses")
-    if len(secret) < _MIN_SECRET_CHARS or len(set(secret)) < _MIN_SECRET_DISTINCT:
-        raise bad("the deploy key's secret part is too short or trivial to be a real key")
-    return KeyShape(kind)
-
 
 # -- adapters --------------------------------------------------------------------------------
 
@@ -472,8 +364,7 @@ def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: E
     flow.saved = True
     owned: list[Any] = []
     if copy_from_main is None:
-        progress = store.load_rollout(copy_progress_id(user_id)) or {}
-        copy_from_main = progress.get("state") == "running"
+        copy_from_main = copy_in_progress(store, user_id)
     try:
         flow.enter("validating")
         plan = _copy_plan(flow, copy_from_main, main_client, copy_page_size, config, owned)

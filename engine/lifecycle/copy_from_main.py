@@ -3,7 +3,7 @@
 The reverse of a ``migrate`` disconnect, built from the same pieces (``engine.lifecycle.remap``):
 tables in reference order, every ``id(table)`` remapped to the new deployment's ids,
 progress (per-table cursor, the old→new id map) saved in the registry after every write
-(``store.save_rollout(copy_progress_id(user), ...)``), then counts and checksums verified
+(``store.save_progress("copy_from_main", user, ...)``), then counts and checksums verified
 per table over documents normalised through the map. Which documents are the user's is
 decided by ``engine.lifecycle.ownership`` (``userId``, or required references to owned documents).
 Main's copies are left in place.
@@ -40,7 +40,7 @@ from engine.config import EngineConfig
 from engine.convex.targets import main_target_from_env
 from engine.errors import ByodError, CopyFromMainError, DisconnectError
 from engine.lifecycle.ownership import OwnerRule, owner_rules, owns
-from engine.lifecycle.progress import ProgressRun, copy_progress_id, read_pages
+from engine.lifecycle.progress import COPY_FROM_MAIN, ProgressRun, read_pages
 from engine.lifecycle.remap import (
     IdMaps,
     TableDigest,
@@ -52,7 +52,7 @@ from engine.lifecycle.remap import (
     remap_value,
 )
 from engine.ports.deployment import FunctionRunner
-from engine.ports.registry import RegistryStore
+from engine.ports.registry import ProgressStore, RegistryStore
 from engine.schema.engine_tables import ENGINE_TABLE_NAMES
 from engine.schema.models import Location, SchemaVersion, Table
 
@@ -124,9 +124,10 @@ def _refs(table: Table, doc: Mapping[str, Any], tables: frozenset[str]) -> set[t
 class _Copy(ProgressRun):
     """One copy: the clients, the rules, the persisted progress."""
 
+    KIND = COPY_FROM_MAIN
     TABLE_COUNTERS = ("copied", "inserted")
 
-    def __init__(self, user_id: str, store: RegistryStore, tables: dict[str, Table],
+    def __init__(self, user_id: str, store: ProgressStore, tables: dict[str, Table],
                  main: FunctionRunner, dest: FunctionRunner, version: str, page_size: int,
                  hook: Hook | None):
         self.user_id, self.store, self.tables = user_id, store, tables
@@ -134,8 +135,7 @@ class _Copy(ProgressRun):
         self.names = frozenset(tables)
         self.rules: dict[str, OwnerRule] = owner_rules(tables)
         self.order, self.group = copy_order(tables)
-        self.pid = copy_progress_id(user_id)
-        doc = store.load_rollout(self.pid)
+        doc = store.load_progress(self.KIND, user_id)
         self.already_done = doc is not None and doc.get("state") == "done"
         self.resumed = doc is not None and doc.get("state") == "running"
         if self.resumed and doc is not None and doc.get("version") != version:
@@ -482,7 +482,7 @@ def run_copy_stage(user_id: str, plan: CopyPlan, *, store: RegistryStore,
     their content is copied away from it), then copy and verify. A finished copy is not
     repeated (and does not block). The caller marks the user connected afterwards."""
 
-    progress = store.load_rollout(copy_progress_id(user_id)) or {}
+    progress = store.load_progress(COPY_FROM_MAIN, user_id) or {}
     if progress.get("state") != "done":
         store.set_connection_status(user_id, "error", error=COPYING_REASON)
     tables = {n: t for n, t in version.schema.tables.items()

@@ -11,7 +11,7 @@
 While a data step runs, the user is blocked (status ``error`` with a "disconnect in
 progress" reason) so no write lands on the old deployment mid-copy. Progress — per table
 cursor, the old→new id map, deferred patches — is saved in the registry after every page
-(``store.save_rollout(progress_id(user), ...)``), and every page is imported on main with
+(``store.save_progress("disconnect", user, ...)``), and every page is imported on main with
 a receipt in the same transaction, so an interrupted run is simply run again: it resumes
 and creates no duplicates. Nothing is marked ``disconnected`` before its data step has
 verifiably finished. The data step holds the user's registry lease (renewed before every
@@ -30,7 +30,7 @@ from typing import Any, Literal
 from engine.config import EngineConfig
 from engine.convex.targets import main_target_from_env
 from engine.errors import ByodError, DisconnectError, LeaseHeld, UnknownVersion
-from engine.lifecycle.progress import ProgressRun, progress_id, read_pages
+from engine.lifecycle.progress import DISCONNECT, ProgressRun, read_pages
 from engine.lifecycle.remap import (
     IdMaps,
     TableDigest,
@@ -42,7 +42,7 @@ from engine.lifecycle.remap import (
 )
 from engine.plan.versions import as_version_source
 from engine.ports.deployment import DeploymentTarget, FunctionRunner
-from engine.ports.registry import RegistryStore, UserConfig
+from engine.ports.registry import ProgressStore, RegistryStore, UserConfig
 from engine.redact import redact
 from engine.schema.engine_tables import ENGINE_TABLE_NAMES
 from engine.schema.models import Location, Table
@@ -81,17 +81,17 @@ class DisconnectReport:
 class _Run(ProgressRun):
     """One disconnect data step: the clients, the persisted progress, the hooks."""
 
+    KIND = DISCONNECT
     TABLE_COUNTERS = ("copied", "deleted")
 
-    def __init__(self, user: UserConfig, mode: str, store: RegistryStore,
+    def __init__(self, user: UserConfig, mode: str, store: ProgressStore,
                  tables: dict[str, Table], source: FunctionRunner,
                  main: FunctionRunner | None, page_size: int, hook: Hook | None,
                  secrets: tuple[str, ...]):
-        self.user, self.mode, self.store = user, mode, store
+        self.user, self.user_id, self.mode, self.store = user, user.user_id, mode, store
         self.tables, self.source, self.main = tables, source, main
         self.page_size, self.hook, self.secrets = page_size, hook, secrets
-        self.pid = progress_id(user.user_id)
-        doc = store.load_rollout(self.pid)
+        doc = store.load_progress(self.KIND, user.user_id)
         self.resumed = doc is not None and doc.get("state") == "running"
         if doc is None or not self.resumed:
             doc = {"kind": "disconnect", "user_id": user.user_id, "mode": mode,
@@ -298,7 +298,7 @@ def disconnect(
         raise DisconnectError("page_size must be between 1 and 8192")
     user = store.get_user(user_id)
     report = DisconnectReport(user_id=user_id, mode=mode)
-    progress = store.load_rollout(progress_id(user_id)) or {}
+    progress = store.load_progress(DISCONNECT, user_id) or {}
     running = progress.get("state") == "running"
     if running and progress.get("mode") != mode:
         raise DisconnectError(

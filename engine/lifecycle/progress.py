@@ -1,6 +1,6 @@
 """Persisted progress of a resumable data copy (disconnect's migrate/delete, connect's copy
-from main): one registry document per user with per-table cursors and the old→new id map,
-saved after every page so a crash resumes where it stopped."""
+from main): one ``ProgressStore`` document per kind and user with per-table cursors and the
+old→new id map, saved after every page so a crash resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from typing import Any, Callable, Iterator
 
 from engine.errors import DeploymentServerError
 from engine.lifecycle.remap import IdMaps
-from engine.ports.registry import RegistryStore
+from engine.ports.registry import ProgressKind, ProgressStore
 
-__all__ = ["ProgressRun", "copy_in_progress", "copy_progress_id", "disconnect_in_progress",
-           "progress_id", "read_pages"]
+__all__ = ["COPY_FROM_MAIN", "DISCONNECT", "ProgressRun", "copy_in_progress",
+           "disconnect_in_progress", "read_pages"]
+
+DISCONNECT: ProgressKind = "disconnect"
+COPY_FROM_MAIN: ProgressKind = "copy_from_main"
 
 
 def read_pages(fetch: Callable[[str | None], dict[str, Any]], *, what: str,
@@ -38,12 +41,14 @@ Hook = Callable[[str, dict[str, Any]], None]
 
 
 class ProgressRun:
-    """Bookkeeping shared by the copy runs; subclasses set ``store``, ``pid``, ``doc``,
-    ``ids`` and ``hook`` and name their per-table counters in ``TABLE_COUNTERS``."""
+    """Bookkeeping shared by the copy runs; subclasses name their progress ``KIND`` and
+    per-table counters (``TABLE_COUNTERS``) and set ``store``, ``user_id``, ``doc``, ``ids``
+    and ``hook``."""
 
+    KIND: ProgressKind
     TABLE_COUNTERS: tuple[str, ...] = ("copied",)
-    store: RegistryStore
-    pid: str
+    store: ProgressStore
+    user_id: str
     doc: dict[str, Any]
     ids: IdMaps
     hook: Hook | None
@@ -51,7 +56,7 @@ class ProgressRun:
     def save(self) -> None:
         self.doc["ids"] = self.ids.to_json()
         self.doc["updated_at"] = time.time()
-        self.store.save_rollout(self.pid, self.doc)
+        self.store.save_progress(self.KIND, self.user_id, self.doc)
 
     def fire(self, event: str, **detail: Any) -> None:
         if self.hook is not None:
@@ -66,30 +71,18 @@ class ProgressRun:
         return state
 
 
-def copy_progress_id(user_id: str) -> str:
-    """The registry document that holds one user's copy-from-main progress."""
+def copy_in_progress(store: ProgressStore, user_id: str) -> bool:
+    """True while an unfinished copy from main holds the user blocked."""
 
-    return f"connect-copy:{user_id}"
-
-
-def copy_in_progress(store: RegistryStore, user_id: str) -> bool:
-    """True while an unfinished copy holds the user blocked."""
-
-    doc = store.load_rollout(copy_progress_id(user_id))
+    doc = store.load_progress(COPY_FROM_MAIN, user_id)
     return doc is not None and doc.get("state") == "running"
 
 
-def progress_id(user_id: str) -> str:
-    """The registry document that holds one user's disconnect progress."""
-
-    return f"disconnect:{user_id}"
-
-
-def disconnect_in_progress(store: RegistryStore, user_id: str) -> bool:
+def disconnect_in_progress(store: ProgressStore, user_id: str) -> bool:
     """True while a migrate/delete — or connect's copy from main — holds the user
     blocked: health checks and connection tests must not move such a user back to
     connected mid-copy."""
 
-    doc = store.load_rollout(progress_id(user_id))
+    doc = store.load_progress(DISCONNECT, user_id)
     return (doc is not None and doc.get("state") == "running") or \
         copy_in_progress(store, user_id)

@@ -126,9 +126,10 @@ class Connector(Protocol):
         """Functions over HTTP on one deployment (sync)."""
         ...
 
-    def async_client(self, target: DeploymentTarget, *, retries: int | None = None
-                     ) -> AsyncFunctionRunner:
-        """Functions over HTTP on one deployment, for the event loop."""
+    def async_client(self, target: DeploymentTarget, *, timeout: float | None = None,
+                     retries: int | None = None) -> AsyncFunctionRunner:
+        """Functions over HTTP on one deployment, for the event loop; a fleet-wide check
+        bounds each call by its own ``timeout`` and ``retries``."""
         ...
 
     def deployer(self, target: DeploymentTarget) -> DeployAdapter:

@@ -1,9 +1,13 @@
 """The registry's narrow persistence surface.
 
-Everything the engine remembers about the fleet goes through ``RegistryStore``: per-user
-deployment configuration (credentials only ever as ciphertext), the per-step migration
-journal, leases that keep one runner per deployment, and an audit log. ``sqlite.SqliteStore``
-is the embedded default; a server database can stand behind the same protocol.
+Everything the engine remembers about the fleet goes through ``RegistryStore``, which is
+the sum of small role protocols: ``UserStore`` (per-user deployment configuration,
+credentials only ever as ciphertext), ``JournalStore`` (the per-step migration journal),
+``LeaseStore`` (one runner per deployment), ``AuditLog``, ``RolloutStore`` (the fleet
+runner's rollout documents) and ``ProgressStore`` (a user's resumable copy progress).
+Code that needs one role takes that role, so a fake or an alternative backend only has to
+provide what is used. ``engine.registry.sqlite.SqliteStore`` is the embedded default; a
+server database can stand behind the same protocols.
 
 Status vocabularies follow the reference design (``userDatabaseConfig`` and
 ``byodMigrations``).
@@ -16,20 +20,32 @@ from typing import Any, Iterable, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "AuditEntry",
+    "AuditLog",
     "ConnectionStatus",
     "DeploymentStatus",
     "JournalEntry",
     "JournalStatus",
+    "JournalStore",
     "Lease",
+    "LeaseStore",
+    "ProgressKind",
+    "ProgressStore",
     "RegistryStore",
+    "RolloutStore",
     "UserConfig",
+    "UserStore",
     "CONNECTION_TRANSITIONS",
     "JOURNAL_TRANSITIONS",
+    "PROGRESS_KINDS",
 ]
 
 ConnectionStatus = Literal["pending", "connected", "error", "disconnected"]
 DeploymentStatus = Literal["not_started", "deploying", "deployed", "failed"]
 JournalStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+# Which resumable copy a progress document belongs to: a disconnect's migrate/delete, or
+# connect's copy of the user's content from main.
+ProgressKind = Literal["disconnect", "copy_from_main"]
+PROGRESS_KINDS: tuple[ProgressKind, ...] = ("disconnect", "copy_from_main")
 
 # Allowed connection-status moves; anything else is an InvalidTransition.
 CONNECTION_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -124,8 +140,10 @@ class AuditEntry:
 
 
 @runtime_checkable
-class RegistryStore(Protocol):
-    # -- users -----------------------------------------------------------------------
+class UserStore(Protocol):
+    """Per-user BYOD rows: credentials (ciphertext only) and the two statuses. Everything
+    that routes, connects or checks one user needs only this."""
+
     def get_user(self, user_id: str) -> UserConfig: ...  # UnknownUser if absent
 
     def find_user(self, user_id: str) -> UserConfig | None: ...
@@ -151,7 +169,12 @@ class RegistryStore(Protocol):
                             expect_url_ct: str, expect_key_ct: str) -> bool: ...
     # compare-and-swap for key rotation: False when the row changed meanwhile
 
-    # -- journal ----------------------------------------------------------------------
+
+@runtime_checkable
+class JournalStore(Protocol):
+    """The per-step migration journal, so an interrupted plan resumes at the step (and
+    cursor) where it stopped instead of starting over."""
+
     def journal_plan(self, entries: list[JournalEntry]) -> None: ...  # idempotent per (user, plan, step)
 
     def journal(self, user_id: str, plan_id: str | None = None) -> list[JournalEntry]: ...
@@ -162,23 +185,58 @@ class RegistryStore(Protocol):
         bump_attempts: bool = False,
     ) -> JournalEntry: ...
 
-    # -- leases -----------------------------------------------------------------------
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Expiring leases, so at most one runner works a deployment at a time and a crashed
+    runner's claim lapses on its own."""
+
     def acquire_lease(self, deployment: str, holder: str, ttl_s: float) -> Lease: ...  # LeaseHeld
 
     def renew_lease(self, deployment: str, holder: str, ttl_s: float) -> Lease: ...  # LeaseHeld if lost
 
     def release_lease(self, deployment: str, holder: str) -> None: ...
 
-    # -- audit ------------------------------------------------------------------------
+
+@runtime_checkable
+class AuditLog(Protocol):
+    """An append-only record of state changes, so an operator can tell what happened to a
+    user after the fact (details are redacted before they are stored)."""
+
     def audit(self, user_id: str, event: str, detail: dict[str, Any] | None = None) -> None: ...
 
     def audit_log(self, user_id: str | None = None, limit: int = 100) -> list[AuditEntry]: ...
 
-    # -- rollouts (the fleet runner's own state, JSON documents keyed by rollout id) ------
+
+@runtime_checkable
+class RolloutStore(Protocol):
+    """The fleet runner's own state: one JSON document per rollout, so ``--resume ID``
+    picks a halted rollout up and ``--list`` shows recent ones. Rollouts only: a user's
+    copy progress lives in ``ProgressStore``."""
+
     def save_rollout(self, rollout_id: str, data: dict[str, Any]) -> None: ...
 
     def load_rollout(self, rollout_id: str) -> dict[str, Any] | None: ...
 
-    def list_rollouts(self, limit: int = 20) -> list[dict[str, Any]]: ...
+    def list_rollouts(self, limit: int = 20) -> list[dict[str, Any]]: ...  # newest first
+
+
+@runtime_checkable
+class ProgressStore(Protocol):
+    """One user's resumable data-copy progress (per-table cursors, the old→new id map),
+    one JSON document per (kind, user), saved after every page so a crash resumes where
+    it stopped. Kept apart from rollouts: it is per user and never listed with them."""
+
+    def save_progress(self, kind: ProgressKind, user_id: str, doc: dict[str, Any]) -> None: ...
+
+    def load_progress(self, kind: ProgressKind, user_id: str) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class RegistryStore(UserStore, JournalStore, LeaseStore, AuditLog, RolloutStore, ProgressStore,
+                    Protocol):
+    """Every role at once: what the flows that touch several roles (connect, rollout,
+    disconnect, health) take, and what ``SqliteStore`` implements. A function that needs
+    one role should ask for that role only."""
 
     def close(self) -> None: ...

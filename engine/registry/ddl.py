@@ -3,7 +3,14 @@ version i to i+1 (``PRAGMA user_version``); append new entries, never edit a shi
 
 Tables: ``users`` (the reference design's userDatabaseConfig: ciphertexts only),
 ``journal`` (byodMigrations: one row per user, plan and step), ``leases`` (one runner per
-deployment, expiring), ``audit`` (every state change), ``rollouts`` (JSON documents).
+deployment, expiring), ``audit`` (every state change), ``rollouts`` (the fleet runner's
+JSON documents), ``progress`` (version 2: one JSON document per resumable data copy, keyed
+by kind and user).
+
+Version 1 kept a user's copy progress in ``rollouts`` under prefixed ids
+(``disconnect:USER``, ``connect-copy:USER``); version 2 moves those rows into ``progress``
+so rollout listings hold rollouts only. Statements are split on ``;``, so none may contain
+one inside a string.
 """
 
 from __future__ import annotations
@@ -79,6 +86,26 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL
     );
+    """,
+    # 2: per-user copy progress gets its own table; the version-1 rows move over.
+    # (substr, not LIKE: LIKE treats "_" in a user id as a wildcard.)
+    """
+    CREATE TABLE progress (
+        kind       TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        doc        TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (kind, user_id)
+    );
+    INSERT INTO progress (kind, user_id, doc, updated_at)
+        SELECT 'disconnect', substr(rollout_id, 12), data, updated_at FROM rollouts
+        WHERE substr(rollout_id, 1, 11) = 'disconnect:' AND length(rollout_id) > 11;
+    INSERT INTO progress (kind, user_id, doc, updated_at)
+        SELECT 'copy_from_main', substr(rollout_id, 14), data, updated_at FROM rollouts
+        WHERE substr(rollout_id, 1, 13) = 'connect-copy:' AND length(rollout_id) > 13;
+    DELETE FROM rollouts
+        WHERE (substr(rollout_id, 1, 11) = 'disconnect:' AND length(rollout_id) > 11)
+           OR (substr(rollout_id, 1, 13) = 'connect-copy:' AND length(rollout_id) > 13);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

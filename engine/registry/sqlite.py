@@ -9,7 +9,8 @@ Why it is built this way:
 * **Threads**: one connection per store guarded by a lock; a forked child reopens its own.
 * **Secrets at rest**: only vault envelopes are stored; the file is 0600 in a 0700 directory.
 * **Versioned DDL**: ``PRAGMA user_version`` plus a ``schema_migrations`` table, applied
-  under the write lock so two processes creating the file at once do not race.
+  under the write lock so two processes creating the file at once do not race; a file
+  from an older engine is upgraded in place when it is opened (``engine.registry.ddl``).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from engine.errors import InvalidTransition, LeaseHeld, RegistryError, UnknownUs
 from engine.ports.registry import (
     CONNECTION_TRANSITIONS,
     JOURNAL_TRANSITIONS,
+    PROGRESS_KINDS,
     AuditEntry,
     ConnectionStatus,
     DeploymentStatus,
     JournalEntry,
     JournalStatus,
     Lease,
+    ProgressKind,
     UserConfig,
 )
 from engine.redact import redact
@@ -120,12 +123,29 @@ class SqliteStore:
             raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._use_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         self._conn, self._pid = conn, os.getpid()
         self._migrate(conn)
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch a new file to WAL (the mode is stored in the file). The switch needs an
+        exclusive lock and SQLite does not always wait for it through the busy timeout, so
+        processes creating the file at once would see "database is locked": retry until the
+        timeout instead."""
+
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    conn.close()
+                    raise RegistryError(f"the registry {self.path} is busy: {exc}") from exc
+                time.sleep(0.01)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         current = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -480,6 +500,28 @@ class SqliteStore:
                 data.setdefault("rollout_id", r["rollout_id"])
             out.append(data)
         return out
+
+    # -- per-user copy progress ---------------------------------------------------------------
+    @staticmethod
+    def _kind(kind: str) -> str:
+        if kind not in PROGRESS_KINDS:
+            raise RegistryError(f"unknown progress kind {kind!r}; "
+                                f"expected one of {', '.join(PROGRESS_KINDS)}")
+        return kind
+
+    def save_progress(self, kind: ProgressKind, user_id: str, doc: dict[str, Any]) -> None:
+        text = json.dumps(doc, default=str, sort_keys=True)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO progress (kind, user_id, doc, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (kind, user_id) DO UPDATE SET "
+                "doc = excluded.doc, updated_at = excluded.updated_at",
+                (self._kind(kind), user_id, text, self._clock()))
+
+    def load_progress(self, kind: ProgressKind, user_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT doc FROM progress WHERE kind = ? AND user_id = ?",
+                          (self._kind(kind), user_id))
+        return json.loads(rows[0]["doc"]) if rows else None
 
 
 def open_store(config_or_path: Any) -> SqliteStore:

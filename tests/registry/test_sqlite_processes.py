@@ -10,7 +10,7 @@ import pytest
 
 from engine.errors import LeaseHeld
 from engine.ports.registry import JournalEntry
-from engine.registry.sqlite import SqliteStore
+from engine.registry.sqlite import SCHEMA_VERSION, SqliteStore
 
 CTX = mp.get_context("fork")
 DEPLOYMENTS = [f"dep-{i}" for i in range(15)]
@@ -141,4 +141,4 @@ def test_two_processes_creating_the_file_at_once(tmp_path) -> None:
     store = SqliteStore(path)
     assert len(store.audit_log("x")) == 3
     raw = sqlite3.connect(path)
-    assert raw.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == 1
+    assert raw.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION

@@ -1,8 +1,10 @@
-"""SqliteStore: DDL, transitions, journal, audit, rollouts, permissions."""
+"""SqliteStore: DDL and its upgrades, transitions, journal, audit, rollouts, copy progress,
+permissions, and one contract test per registry role."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sqlite3
 import stat
@@ -14,10 +16,17 @@ from engine.errors import InvalidTransition, LeaseHeld, RegistryError, UnknownUs
 from engine.ports.registry import (
     CONNECTION_TRANSITIONS,
     JOURNAL_TRANSITIONS,
+    AuditLog,
     JournalEntry,
+    JournalStore,
+    LeaseStore,
+    ProgressStore,
     RegistryStore,
+    RolloutStore,
+    UserStore,
 )
 from engine.registry import open_store
+from engine.registry.ddl import MIGRATIONS
 from engine.registry.sqlite import SCHEMA_VERSION, SqliteStore
 
 
@@ -40,8 +49,31 @@ def _user(store: SqliteStore, uid: str = "u1") -> None:
     store.upsert_credentials(uid, url_ct="v1.x.y.z", key_ct="v1.x.y.w")
 
 
+ROLES = (UserStore, JournalStore, LeaseStore, AuditLog, RolloutStore, ProgressStore)
+
+
+def _methods(protocol: type) -> set[str]:
+    return {n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")}
+
+
 def test_implements_the_protocol(store: SqliteStore) -> None:
     assert isinstance(store, RegistryStore)
+    for role in ROLES:
+        assert isinstance(store, role), role.__name__
+
+
+def test_registry_store_is_exactly_its_roles() -> None:
+    """Every method belongs to one role (roles do not overlap) and the combined protocol
+    adds nothing but ``close``."""
+
+    seen: set[str] = set()
+    for role in ROLES:
+        methods = _methods(role)
+        assert methods and not methods & seen, role.__name__
+        seen |= methods
+    assert all(issubclass(RegistryStore, role) for role in ROLES)
+    combined = {n for n in dir(RegistryStore) if not n.startswith("_")}
+    assert combined == seen | {"close"}
 
 
 def test_schema_created_once_with_versioned_ddl(tmp_path) -> None:
@@ -51,7 +83,8 @@ def test_schema_created_once_with_versioned_ddl(tmp_path) -> None:
     s.close()
     raw = sqlite3.connect(path)
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"users", "journal", "leases", "audit", "rollouts", "schema_migrations"} <= tables
+    assert {"users", "journal", "leases", "audit", "rollouts", "progress",
+            "schema_migrations"} <= tables
     assert raw.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     raw.close()
@@ -300,6 +333,161 @@ def test_rollouts_round_trip(tmp_path) -> None:
     assert store.load_rollout("r1") == {"target": "0003", "done": ["a", "b"]}
     assert [r["rollout_id"] for r in store.list_rollouts()] == ["r1", "r2"]
     assert len(store.list_rollouts(limit=1)) == 1
+
+
+# -- one contract per role: each drives the store through that role's methods only ---------
+
+def _user_contract(users: UserStore) -> None:
+    assert users.find_user("c1") is None
+    with pytest.raises(UnknownUser):
+        users.get_user("c1")
+    first = users.upsert_credentials("c1", url_ct="u1", key_ct="k1")
+    assert first.connection_status == "pending" and first.deployment_status == "not_started"
+    users.upsert_credentials("c1", url_ct="u2", key_ct="k2")
+    assert users.get_user("c1").url_ct == "u2"
+    users.set_connection_status("c1", "connected", tested_at=5.0)
+    users.upsert_credentials("c3", url_ct="u", key_ct="k")
+    users.set_connection_status("c3", "disconnected")
+    with pytest.raises(InvalidTransition):
+        users.set_connection_status("c3", "connected")
+    users.set_deployment("c1", status="deployed", version="0002", fingerprint="f")
+    users.set_entitled("c2", True)
+    assert [u.user_id for u in users.list_users(connection_status=["connected"])] == ["c1"]
+    assert {u.user_id for u in users.list_users()} == {"c1", "c2", "c3"}
+    assert not users.replace_ciphertexts("c1", url_ct="x", key_ct="y",
+                                         expect_url_ct="u1", expect_key_ct="k1")
+    assert users.replace_ciphertexts("c1", url_ct="x", key_ct="y",
+                                     expect_url_ct="u2", expect_key_ct="k2")
+    got = users.get_user("c1")
+    assert (got.url_ct, got.schema_version, got.last_connection_test) == ("x", "0002", 5.0)
+
+
+def _journal_contract(journal: JournalStore) -> None:
+    steps = [JournalEntry("c1", "p", f"s{i}", i, "backfill") for i in range(2)]
+    journal.journal_plan(steps)
+    journal.journal_plan(steps)  # idempotent
+    assert [e.step_id for e in journal.journal("c1", "p")] == ["s0", "s1"]
+    journal.journal_update("c1", "p", "s0", status="running", cursor="c", processed=3,
+                           bump_attempts=True)
+    done = journal.journal_update("c1", "p", "s0", status="completed")
+    assert (done.status, done.cursor, done.processed, done.attempts) == ("completed", "c", 3, 1)
+
+
+def _lease_contract(leases: LeaseStore) -> None:
+    leases.acquire_lease("d", "a", 30)
+    with pytest.raises(LeaseHeld):
+        leases.acquire_lease("d", "b", 30)
+    leases.renew_lease("d", "a", 30)
+    leases.release_lease("d", "a")
+    assert leases.acquire_lease("d", "b", 30).holder == "b"
+
+
+def _audit_contract(audit: AuditLog) -> None:
+    audit.audit("c9", "one", {"n": 1})
+    audit.audit("c9", "two")
+    assert [(e.event, e.detail) for e in audit.audit_log("c9")] == [("one", {"n": 1}),
+                                                                     ("two", {})]
+
+
+def _rollout_contract(rollouts: RolloutStore) -> None:
+    assert rollouts.load_rollout("r-1") is None
+    rollouts.save_rollout("r-1", {"status": "running"})
+    rollouts.save_rollout("r-1", {"status": "completed"})
+    assert rollouts.load_rollout("r-1") == {"status": "completed"}
+    assert [r["rollout_id"] for r in rollouts.list_rollouts()] == ["r-1"]
+
+
+def _progress_contract(progress: ProgressStore) -> None:
+    assert progress.load_progress("disconnect", "c1") is None
+    progress.save_progress("disconnect", "c1", {"state": "running", "tables": {"a": 1}})
+    progress.save_progress("copy_from_main", "c1", {"state": "done"})
+    progress.save_progress("disconnect", "c1", {"state": "done", "tables": {"a": 2}})
+    assert progress.load_progress("disconnect", "c1") == {"state": "done", "tables": {"a": 2}}
+    assert progress.load_progress("copy_from_main", "c1") == {"state": "done"}
+    assert progress.load_progress("copy_from_main", "c2") is None
+
+
+CONTRACTS = {UserStore: _user_contract, JournalStore: _journal_contract,
+             LeaseStore: _lease_contract, AuditLog: _audit_contract,
+             RolloutStore: _rollout_contract, ProgressStore: _progress_contract}
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.__name__)
+def test_role_contract(store: SqliteStore, role: type) -> None:
+    assert set(CONTRACTS) == set(ROLES)
+    if role is JournalStore:  # journal rows belong to a user
+        store.upsert_credentials("c1", url_ct="u", key_ct="k")
+    CONTRACTS[role](store)
+
+
+def test_progress_is_kept_apart_from_rollouts(store: SqliteStore) -> None:
+    store.save_rollout("r-1", {"status": "running", "deployments": {}})
+    store.save_progress("disconnect", "u1", {"kind": "disconnect", "state": "running"})
+    store.save_progress("copy_from_main", "u1", {"kind": "connect-copy", "state": "running"})
+    assert [r["rollout_id"] for r in store.list_rollouts(limit=50)] == ["r-1"]
+    for old_id in ("u1", "disconnect:u1", "connect-copy:u1"):
+        assert store.load_rollout(old_id) is None
+    store.save_rollout("u1", {"status": "completed"})  # same key, other store: no clash
+    assert store.load_progress("disconnect", "u1") == {"kind": "disconnect",
+                                                       "state": "running"}
+    with pytest.raises(RegistryError, match="unknown progress kind"):
+        store.save_progress("rollout", "u1", {})  # type: ignore[arg-type]
+    with pytest.raises(RegistryError, match="unknown progress kind"):
+        store.load_progress("connect-copy", "u1")  # type: ignore[arg-type]
+
+
+def _version_1_file(path, rows: dict[str, dict]) -> None:
+    """A registry as the previous engine left it: version-1 DDL, copy progress stored as
+    prefixed rollout rows."""
+
+    raw = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            raw.execute(statement)
+    raw.execute("CREATE TABLE schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+    raw.execute("INSERT INTO schema_migrations VALUES (1, 1.0)")
+    raw.execute("PRAGMA user_version = 1")
+    for i, (rollout_id, data) in enumerate(rows.items()):
+        raw.execute("INSERT INTO rollouts VALUES (?, ?, ?, ?)",
+                    (rollout_id, json.dumps(data), 10.0 + i, 20.0 + i))
+    raw.close()
+
+
+def test_a_version_1_registry_is_upgraded_and_its_progress_moved(tmp_path) -> None:
+    assert SCHEMA_VERSION >= 2
+    path = tmp_path / "old.sqlite3"
+    rollout = {"rollout_id": "r-20260101-000000-abcdef", "status": "halted",
+               "deployments": {"u1": {"status": "failed"}}}
+    _version_1_file(path, {
+        "r-20260101-000000-abcdef": rollout,
+        "disconnect:u1": {"kind": "disconnect", "state": "running", "mode": "migrate"},
+        "connect-copy:u_2": {"kind": "connect-copy", "state": "done"},
+        "disconnect:org:7": {"kind": "disconnect", "state": "done"},
+        "r-disconnect:u9": {"status": "completed"},  # only a prefix marks progress
+    })
+    with SqliteStore(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.load_progress("disconnect", "u1") == {
+            "kind": "disconnect", "state": "running", "mode": "migrate"}
+        assert store.load_progress("copy_from_main", "u_2") == {"kind": "connect-copy",
+                                                                "state": "done"}
+        assert store.load_progress("disconnect", "org:7") == {"kind": "disconnect",
+                                                              "state": "done"}
+        assert store.load_progress("disconnect", "u_2") is None
+        assert sorted(r["rollout_id"] for r in store.list_rollouts(limit=50)) == [
+            "r-20260101-000000-abcdef", "r-disconnect:u9"]
+        assert store.load_rollout("r-20260101-000000-abcdef") == rollout
+        assert store.load_rollout("disconnect:u1") is None
+        # what the upgrade moved still resumes: the flows read it through the progress role
+        from engine.lifecycle.progress import copy_in_progress, disconnect_in_progress
+        assert disconnect_in_progress(store, "u1") and not copy_in_progress(store, "u_2")
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT updated_at FROM progress WHERE kind = 'disconnect' AND "
+                       "user_id = 'u1'").fetchone()[0] == 21.0  # kept, not reset
+    assert [r[0] for r in raw.execute("SELECT version FROM schema_migrations ORDER BY 1")] \
+        == list(range(1, SCHEMA_VERSION + 1))
+    raw.close()
 
 
 def test_open_store_from_config_and_path(tmp_path) -> None:

@@ -20,13 +20,16 @@ from .test_reconcile import FP, V1, V2, V3
 
 @pytest.fixture
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RecordingFleet, Any]:
-    import engine.fleet.reconcile
     import engine.schema.loader
+    from engine.convex.connector import HttpConnector
 
     key = generate_key()
     fleet = RecordingFleet(tmp_path)
     fleet.vault = Vault.from_hex(key)
-    monkeypatch.setattr(engine.fleet.reconcile, "_default_async_factory", fleet.async_client)
+    # the CLI's workspace builds the real connector; its clients come from the fake fleet
+    monkeypatch.setattr(HttpConnector, "async_client",
+                        lambda _self, target, timeout=None, retries=None:
+                        fleet.async_client(target, timeout))
     monkeypatch.setattr(engine.schema.loader, "load_versions", lambda *_a, **_k: [V1, V2, V3])
     environ = {"BYOD_REGISTRY": str(fleet.store.path), "BYOD_ENCRYPTION_KEY": key,
                "BYOD_CONFIG": str(tmp_path / "none.toml")}

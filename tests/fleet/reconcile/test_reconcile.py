@@ -41,7 +41,7 @@ def fleet(tmp_path: Path) -> RecordingFleet:
 def run(fleet: RecordingFleet, users: Any = "all", **kw: Any):  # type: ignore[no-untyped-def]
     kw.setdefault("timeout", 0.5)
     return reconcile(users, store=fleet.store, vault=fleet.vault, config=CONFIG, graph=GRAPH,
-                     client_factory=fleet.async_client, **kw)
+                     connector=fleet, **kw)
 
 
 def add(fleet: RecordingFleet, uid: str, vid: str = "v1", **kw: Any) -> RecordingDeployment:

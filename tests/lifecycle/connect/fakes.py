@@ -1,94 +1,60 @@
-"""An in-memory stand-in for user deployments, reached through a ``DeployAdapter``."""
+"""User deployments for the connect tests, reached through a ``DeployAdapter``: the
+in-memory fleet of ``engine.testing``, keyed by URL, starting with nothing deployed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import (
-    DeploymentTimeout,
-    DeploymentUnauthorized,
-    DeploymentUnreachable,
-    FunctionError,
-    SchemaValidationFailed,
-)
-from engine.ports.deployment import DeploymentTarget, DeployResult, VersionInfo
+from engine.ports.deployment import DeploymentTarget
+from engine.testing.deployment import InMemoryDeployment, RefusedClient
+from engine.testing.fleet import InMemoryFleet
 
 
-@dataclass
-class FakeDeployment:
-    key: str
-    fault: str | None = None  # unreachable | timeout | revoked | deploy_fails | ignore_deploy
-    bundle: tuple[str, str, str] | None = None  # (version, fingerprint, kind)
-    recorded: list[dict[str, Any]] = field(default_factory=list)
-    deploys: int = 0
+class FakeDeployment(InMemoryDeployment):
+    """``bundle``: the (version, fingerprint, kind) ``byod:version`` answers, None when no
+    byod bundle is deployed; ``recorded``: the ``byod:recordVersion`` arguments stored in
+    its ``byodVersions``."""
+
+    @property
+    def bundle(self) -> tuple[str, str, str] | None:
+        if self.version is None:
+            return None
+        return (self.version, str(self.fingerprint), self.kind)
+
+    @bundle.setter
+    def bundle(self, value: tuple[str, str, str] | None) -> None:
+        self.deployed = None
+        if value is None:
+            self.version = self.fingerprint = None
+        else:
+            self.version, self.fingerprint, self.kind = value
+
+    @property
+    def recorded(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k not in ("_id", "_creationTime", "appliedAt")}
+                for row in self.recorded_versions]
 
 
-class FakeAdapter:
-    def __init__(self, fleet: "FakeFleet", target: DeploymentTarget):
-        self.fleet = fleet
-        self.target = target
-        self.dep = fleet.deployments.get(target.url)
-        self.closed = False
-
-    def _check(self) -> FakeDeployment:
-        label = self.target.label
-        if self.dep is None or self.dep.fault == "unreachable":
-            raise DeploymentUnreachable("cannot connect (connection refused)", deployment=label)
-        if self.dep.fault == "timeout":
-            raise DeploymentTimeout("no answer within 1 s", deployment=label)
-        if self.dep.fault == "revoked" or self.target.admin_key != self.dep.key:
-            raise DeploymentUnauthorized("the deployment rejected the key (HTTP 401)",
-                                         deployment=label)
-        return self.dep
-
-    def read_version(self) -> VersionInfo:
-        dep = self._check()
-        if dep.bundle is None:
-            raise FunctionError("Could not find public function for 'byod:version'",
-                                deployment=self.target.label, function="byod:version")
-        return VersionInfo(dep.bundle[0], dep.bundle[1], dep.bundle[2],
-                           dep.recorded[-1] if dep.recorded else None)
-
-    def deploy(self, bundle: Any) -> DeployResult:
-        dep = self._check()
-        if dep.fault == "deploy_fails":
-            raise SchemaValidationFailed("Schema validation failed: messages has bad docs",
-                                         deployment=self.target.label, table="messages")
-        if dep.fault != "ignore_deploy":
-            dep.bundle = (bundle.version_id, bundle.fingerprint, bundle.kind)
-        dep.deploys += 1
-        return DeployResult(self.target.label, bundle.version_id, bundle.fingerprint, 0.01)
-
-    def run(self, kind: str, path: str, args: dict[str, Any] | None = None) -> Any:
-        dep = self._check()
-        if path == "byod:recordVersion":
-            dep.recorded.append(dict(args or {}))
-            return "id1"
-        raise FunctionError(f"Could not find function for '{path}'", function=path)
-
-    def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.run("query", path, args)
-
-    def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.run("mutation", path, args)
-
-    def close(self) -> None:
-        self.closed = True
+FakeAdapter = FakeDeployment | RefusedClient
+"""What ``FakeFleet.factory`` hands out: the deployment itself, or a refusal."""
 
 
-class FakeFleet:
-    """URL → deployment; ``factory`` is the ``adapter_factory`` connect takes."""
+class FakeFleet(InMemoryFleet):
+    """URL → deployment; ``factory`` is the ``adapter_factory`` connect takes (every adapter
+    it built is in ``adapters``)."""
+
+    deployment_class = FakeDeployment
 
     def __init__(self) -> None:
-        self.deployments: dict[str, FakeDeployment] = {}
-        self.adapters: list[FakeAdapter] = []
+        super().__init__()
+        self.adapters: list[Any] = []
 
-    def add(self, url: str, key: str) -> FakeDeployment:
-        self.deployments[url] = FakeDeployment(key=key)
-        return self.deployments[url]
+    def add(self, url: str, key: str) -> FakeDeployment:  # type: ignore[override]
+        dep = self.add_deployment(url=url, key=key)
+        assert isinstance(dep, FakeDeployment)
+        return dep
 
-    def factory(self, target: DeploymentTarget) -> FakeAdapter:
-        adapter = FakeAdapter(self, target)
+    def factory(self, target: DeploymentTarget) -> Any:
+        adapter = self.deployer(target)
         self.adapters.append(adapter)
         return adapter

@@ -15,7 +15,7 @@ from engine.errors import CopyFromMainError
 from engine.lifecycle.connect import STAGES, connect, retry_connect
 from engine.lifecycle.copy_from_main import copy_from_main
 from engine.lifecycle.ownership import owner_rules
-from engine.lifecycle.progress import copy_progress_id, disconnect_in_progress
+from engine.lifecycle.progress import disconnect_in_progress
 from engine.ports.deployment import DeployResult, VersionInfo
 from engine.schema.models import DbIndex, Location, Table
 from engine.schema.types import parse_field_type
@@ -142,7 +142,7 @@ def test_copies_only_the_users_content_with_references_remapped(fleet: Fleet) ->
     assert ct["conversationId"] == trip["_id"]
     assert ct["tagId"] == by(dest, "tags", "name", "u1 travel")["_id"]
     assert {t: fleet.main.docs(t) for t in USER_TABLES} == main_before  # main left as is
-    assert fleet.store.load_rollout(copy_progress_id("u1"))["state"] == "done"
+    assert fleet.store.load_progress("copy_from_main", "u1")["state"] == "done"
     again = run(fleet, dest)  # a finished copy is not repeated
     assert again.already_done and len(dest.docs("messages")) == 8
 

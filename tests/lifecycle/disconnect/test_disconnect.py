@@ -10,7 +10,6 @@ from ops_fakes import FakeDeployment, Fleet, table, version
 
 from engine.errors import DeploymentBlocked, DisconnectError
 from engine.lifecycle.disconnect import disconnect
-from engine.lifecycle.progress import progress_id
 from engine.lifecycle.remap import copy_order
 from engine.lifecycle.routing import Router
 
@@ -128,7 +127,7 @@ def test_migrate_copies_everything_with_references_remapped(fleet: Fleet) -> Non
                                 "field": "messageId", "references": "messages gone-message"}]
     # the source is left intact, receipts are cleaned up
     assert len(dep.docs("messages")) == 5 and main.receipts == {}
-    assert fleet.store.load_rollout(progress_id("u1"))["state"] == "done"
+    assert fleet.store.load_progress("disconnect", "u1")["state"] == "done"
 
 
 class Crash(Exception):
@@ -171,7 +170,7 @@ def test_interrupted_migrate_resumes_without_duplicates(fleet: Fleet, crash_at) 
     user = fleet.store.get_user("u1")
     assert user.connection_status == "error"  # blocked, never disconnected early
     router = Router(fleet.store, fleet.vault, None, [V1], fleet.main,
-                    client_factory=fleet.client)
+                    connector=fleet)
     with pytest.raises(DeploymentBlocked):
         router.client_for("u1", "messages")
     target.before_call = None
@@ -265,7 +264,7 @@ def test_already_disconnected_is_a_no_op(fleet: Fleet) -> None:
 def test_disconnect_invalidates_the_router_cache(fleet: Fleet) -> None:
     dep = connect(fleet)
     router = Router(fleet.store, fleet.vault, None, [V1], fleet.main,
-                    client_factory=fleet.client)
+                    connector=fleet)
     assert router.client_for("u1", "messages") is dep
     disconnect("u1", "migrate", store=fleet.store, vault=fleet.vault, graph=[V1],
                main_client=fleet.main, client_factory=fleet.client, router=router)

@@ -9,7 +9,6 @@ import pytest
 from ops_fakes import Fleet
 
 from engine.errors import DisconnectError
-from engine.lifecycle.progress import progress_id
 
 from .test_disconnect import USER_TABLES, connect, go  # noqa: F401 - shared setup
 from .test_disconnect import fleet as fleet  # noqa: F401 - the fixture
@@ -21,7 +20,7 @@ def test_migrate_refuses_while_another_runner_holds_the_lease(fleet: Fleet) -> N
     with pytest.raises(DisconnectError, match="another runner"):
         go(fleet, "migrate", page_size=2)
     assert fleet.store.get_user("u1").connection_status == "connected"
-    assert fleet.store.load_rollout(progress_id("u1")) is None
+    assert fleet.store.load_progress("disconnect", "u1") is None
     assert all(not fleet.main.docs(t) for t in USER_TABLES)
     assert dep.docs("messages")  # untouched
     # still the rollout's lease: the refused disconnect did not release it

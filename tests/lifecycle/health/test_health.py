@@ -111,7 +111,7 @@ def test_recovery_moves_error_back_to_connected(fleet: Fleet) -> None:
 def test_disconnect_in_progress_is_left_alone(fleet: Fleet) -> None:
     add(fleet, "u")
     fleet.store.set_connection_status("u", "error", error="disconnect (migrate) in progress")
-    fleet.store.save_rollout("disconnect:u", {"kind": "disconnect", "state": "running"})
+    fleet.store.save_progress("disconnect", "u", {"kind": "disconnect", "state": "running"})
     run(fleet)
     user = fleet.store.get_user("u")
     assert user.connection_status == "error" and "disconnect" in user.connection_error
