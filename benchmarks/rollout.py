@@ -44,13 +44,14 @@ sys.path.insert(0, str(ROOT))
 from engine.bundle.compiler import compile_bundle  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from engine.convex.capture import PayloadCache  # noqa: E402
+from engine.convex.connector import HttpConnector  # noqa: E402
 from engine.convex.deploy_cli import CliDeployAdapter  # noqa: E402
 from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient  # noqa: E402
 from engine.convex.push import PushDeployAdapter  # noqa: E402
 from engine.convex.toolchain import Toolchain  # noqa: E402
 from engine.demo.seed import seed_user  # noqa: E402
 from engine.fleet.artifacts import PlanKit, step_version  # noqa: E402
-from engine.fleet.rollout import rollout  # noqa: E402
+from engine.fleet.rollout import RolloutOptions, rollout  # noqa: E402
 from engine.lifecycle.connect import connect  # noqa: E402
 from engine.local import LocalFleet  # noqa: E402
 from engine.plan.planner import plan  # noqa: E402
@@ -307,11 +308,14 @@ def main() -> int:
             store.set_connection_status(uid, "disconnected")
         _log(f"(b) engine rollout over {len(engine_users)} deployment(s), deployer "
              f"{a.deployer}, concurrency {a.concurrency}")
-        payloads = PayloadCache(work / "engine-payloads", timeout=config.deploy_timeout_s)
+        connector = HttpConnector(config, kind=a.deployer)
+        payloads = connector.payloads()  # beside the registry: empty, so capture is timed
         t0 = time.monotonic()
         report = rollout(target, store=store, vault=vault, config=config, versions=kit,
-                         canary=1, waves=("100%",), concurrency=a.concurrency,
-                         max_failures="100%", deployer=a.deployer, payloads=payloads)
+                         connector=connector,
+                         options=RolloutOptions(canary=1, waves=("100%",),
+                                                concurrency=a.concurrency,
+                                                max_failures="100%", deployer=a.deployer))
         engine_s = time.monotonic() - t0
         results["harness_rss_mib"]["after_rollout"] = harness_rss_mib(fleet)
         ref_per = sum(r["seconds"] for r in ref) / max(1, len(ref))

@@ -1,10 +1,11 @@
 """``byod rollout``: bring every connected deployment to a version, with progress.
 
-A thin layer over ``engine.fleet.rollout.rollout``: it builds the store, vault and versions,
-renders the rollout's events (a rich progress bar on a terminal, one plain line per event
-otherwise, nothing but the final JSON with ``--json``), writes the JSON and HTML reports,
-and exits 1 when the budget halted the rollout or any deployment failed. A dry run
-against a registry that does not exist yet creates none: there is nothing to roll out.
+A thin click wrapper over ``engine.commands.fleet`` (``rollout``, ``list_rollouts``,
+``write_reports``) on a ``Workspace``: it renders the rollout's events (a rich progress bar
+on a terminal, one plain line per event otherwise, nothing but the final JSON with
+``--json``), prints the summary, and exits 1 when the budget halted the rollout or any
+deployment failed. A dry run against a registry that does not exist yet creates none:
+there is nothing to roll out.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import click
 
-from engine.config import load_config
 from engine.errors import RolloutError
 from engine.events import (
     BudgetExhausted,
@@ -29,6 +29,11 @@ from engine.events import (
     StepStarted,
     WaveStarted,
 )
+
+if TYPE_CHECKING:
+    from engine.commands.workspace import Workspace
+    from engine.fleet.rollout import RolloutOptions, RolloutReport
+    from engine.fleet.rollout_state import Deployer
 
 __all__ = ["commands"]
 
@@ -157,25 +162,9 @@ def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
     return lines
 
 
-def _list_rollouts(as_json: bool) -> None:
-    """Recent rollouts from the registry, newest first (so `--resume ID` can be found)."""
+def _print_rollouts(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """Recent rollouts, newest first (so `--resume ID` can be found)."""
 
-    from engine.registry.sqlite import open_store
-
-    config = load_config()
-    docs: list[dict[str, Any]] = []
-    if not _no_registry_file(config):  # listing never creates a registry
-        with open_store(config) as store:
-            docs = [d for d in store.list_rollouts(limit=50) if "deployments" in d
-                    and str(d.get("rollout_id", "")).startswith("r-")]
-    rows = []
-    for doc in docs:
-        counts: dict[str, int] = {}
-        for row in doc["deployments"].values():
-            counts[row.get("status", "?")] = counts.get(row.get("status", "?"), 0) + 1
-        rows.append({"rollout_id": doc["rollout_id"], "target": doc.get("target"),
-                     "status": doc.get("status"), "counts": counts,
-                     "updated_at": doc.get("updated_at")})
     if as_json:
         click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
         return
@@ -221,52 +210,30 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
                 allow_destructive: bool, list_only: bool, as_json: bool) -> None:
     """Roll every connected deployment out to a version: canary, waves, failure budget."""
 
-    from engine.fleet.report import write_reports
-    from engine.fleet.rollout import parse_budget, parse_waves, rollout
-    from engine.registry.sqlite import open_store
-    from engine.schema.loader import load_versions
-    from engine.vault import Vault
+    from engine.commands import fleet as verbs
+    from engine.commands.workspace import Workspace
+    from engine.fleet.rollout import RolloutOptions
 
     if list_only:
-        _list_rollouts(as_json)
+        with Workspace.open() as ws:
+            _print_rollouts(verbs.list_rollouts(ws, limit=50), as_json)
         return
     if not target and not resume:
         raise RolloutError("name the target with --to VERSION (or 'head'), "
                            "or continue one with --resume ID")
-    parse_waves(waves)
-    parse_budget(max_failures, 100)
-    config = load_config()
-    versions = load_versions(versions_dir or config.versions_dir, config)
-    if dry_run and _no_registry_file(config):
-        _no_registry(config.registry_path, target, versions, config, as_json)
-        return
-    store = open_store(config)
-    try:
-        vault = None if dry_run else Vault.from_env()
-        interactive = sys.stderr.isatty() and not as_json
-        renderer: Any
-        if as_json:
-            renderer = None
-        elif interactive:
-            renderer = _RichRenderer()
-        else:
-            renderer = _plain_renderer(lambda line: click.echo(line, err=True))
-        kwargs: dict[str, Any] = dict(
-            store=store, vault=vault, config=config, versions=versions, canary=canary,
-            waves=waves, concurrency=concurrency, max_failures=max_failures,
-            dry_run=dry_run, resume=resume, max_batch=batch_size, deployer=deployer,
-            allow_destructive=allow_destructive)
-        if isinstance(renderer, _RichRenderer):
-            with renderer:
-                report = rollout(target, emit=renderer, **kwargs)
-        else:
-            report = rollout(target, emit=renderer or (lambda e: None), **kwargs)
-        paths = None
+    options = RolloutOptions(canary=canary, waves=waves, concurrency=concurrency,
+                             max_failures=max_failures, dry_run=dry_run, max_batch=batch_size,
+                             deployer=cast("Deployer", deployer),
+                             allow_destructive=allow_destructive)
+    with Workspace.open(deployer=options.deployer).with_versions_dir(versions_dir) as ws:
+        _ = ws.graph  # the versions load (and fail) before anything else
+        if dry_run and _no_registry_file(ws.config):
+            _no_registry(ws, target, as_json)
+            return
         if not dry_run:
-            directory = report_dir or Path(config.registry_path).parent / "reports"
-            paths = write_reports(report, directory)
-    finally:
-        store.close()
+            _ = ws.vault  # no key: fail before any progress is drawn
+        report = _run(ws, target, options, resume, as_json)
+        paths = None if dry_run else verbs.write_reports(ws, report, report_dir)
     if as_json:
         data = report.to_dict()
         if paths:
@@ -279,6 +246,22 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
         raise SystemExit(1)
 
 
+def _run(ws: "Workspace", target: str | None, options: "RolloutOptions", resume: str | None,
+         as_json: bool) -> "RolloutReport":
+    """The rollout, its events rendered: nothing with ``--json``, a progress bar on a
+    terminal, plain lines otherwise."""
+
+    from engine.commands import fleet as verbs
+
+    if as_json:
+        return verbs.rollout(ws, target, options, resume=resume)
+    if sys.stderr.isatty():
+        with _RichRenderer() as renderer:
+            return verbs.rollout(ws, target, options, resume=resume, emit=renderer)
+    plain = _plain_renderer(lambda line: click.echo(line, err=True))
+    return verbs.rollout(ws, target, options, resume=resume, emit=plain)
+
+
 def _no_registry_file(config: Any) -> bool:
     """The configured SQLite registry does not exist yet (a URL-like path is left to
     ``open_store``, which explains what it supports)."""
@@ -287,16 +270,14 @@ def _no_registry_file(config: Any) -> bool:
     return "://" not in text and not Path(text).exists()
 
 
-def _no_registry(path: Path, target: str | None, versions: Any, config: Any,
-                 as_json: bool) -> None:
+def _no_registry(ws: "Workspace", target: str | None, as_json: bool) -> None:
     """A dry run without a registry: nothing is connected, so the plan is empty (and no
     registry file is created by looking)."""
 
-    from engine.fleet.artifacts import PlanKit
     from engine.fleet.rollout import RolloutReport
 
-    resolved = PlanKit(versions, config).resolve(target) if target else None
-    message = f"no registry at {path}: nothing to roll out"
+    resolved = ws.graph.resolve(target).id if target else None
+    message = f"no registry at {ws.config.registry_path}: nothing to roll out"
     report = RolloutReport(rollout_id="-", target=resolved or "-", status="dry_run",
                            options={}, waves=[], rows=[])
     if as_json:

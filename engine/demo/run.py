@@ -24,6 +24,7 @@ from typing import Any
 
 import jinja2
 
+from engine.assets import example_versions_dir
 from engine.bundle.compiler import compile_bundle, templates_dir
 from engine.config import EngineConfig
 from engine.errors import ByodError
@@ -56,11 +57,11 @@ class DemoResult:
 
 
 def default_versions_dir(config: EngineConfig) -> Path:
-    """``schema_versions`` from the config, else the one beside the engine package."""
+    """``schema_versions`` from the config, else the engine's example versions."""
 
     if config.versions_dir.is_dir():
         return config.versions_dir
-    return templates_dir().parent / "schema_versions"
+    return example_versions_dir()
 
 
 def fresh_dir(base: Path | None) -> Path:
@@ -200,7 +201,7 @@ def _run(result: DemoResult, fleet: Any, store: Any, vault: Any, config: EngineC
     from engine.convex.http import ConvexHttpClient
     from engine.demo.seed import seed_user
     from engine.fleet.report import write_reports
-    from engine.fleet.rollout import rollout
+    from engine.fleet.rollout import RolloutOptions, rollout
     from engine.lifecycle.connect import connect
     from engine.lifecycle.disconnect import disconnect
     from engine.lifecycle.health import check
@@ -223,9 +224,9 @@ def _run(result: DemoResult, fleet: Any, store: Any, vault: Any, config: EngineC
 
     echo(f"\n4. rolling every user out to {head.id}")
     report = rollout(head.id, store=store, vault=vault, config=config,
-                     versions=list(graph.versions.values()),
-                     concurrency=min(4, len(user_deps)), canary=1, waves=("100%",),
-                     emit=_Progress(echo))
+                     versions=list(graph.versions.values()), emit=_Progress(echo),
+                     options=RolloutOptions(concurrency=min(4, len(user_deps)), canary=1,
+                                            waves=("100%",)))
     json_path, html_path = write_reports(report, result.directory / "reports")
     result.rollout = {"id": report.rollout_id, "status": report.status,
                       "counts": report.counts, "duration_s": round(report.duration_s, 1)}

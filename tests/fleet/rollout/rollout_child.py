@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.events import Event
-from engine.fleet.rollout import rollout
+from engine.fleet.rollout import RolloutOptions, rollout
 from engine.registry.sqlite import SqliteStore
 from engine.schema.loader import load_versions
 from engine.vault import Vault
@@ -38,10 +38,11 @@ def main() -> int:
         sys.stdout.write(json.dumps(event.to_dict(), default=str) + "\n")
         sys.stdout.flush()
 
+    options = RolloutOptions(canary=a.canary, waves=("100%",), concurrency=a.concurrency,
+                             max_failures="100%", max_batch=a.batch, lease_ttl_s=30.0)
     report = rollout(a.to, store=store, vault=Vault.from_env(), config=config,
-                     versions=load_versions(config.versions_dir, config), canary=a.canary,
-                     waves=("100%",), concurrency=a.concurrency, max_failures="100%",
-                     resume=a.resume, emit=emit, max_batch=a.batch, lease_ttl_s=30.0)
+                     versions=load_versions(config.versions_dir, config), options=options,
+                     resume=a.resume, emit=emit)
     sys.stdout.write(json.dumps({"event": "report", **report.to_dict()}, default=str) + "\n")
     store.close()
     return 0 if report.ok else 1

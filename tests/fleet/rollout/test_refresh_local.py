@@ -17,7 +17,7 @@ from engine.vault import generate_key
 
 from .test_rollout_local import TOOLCHAIN
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BYOD = str(Path(sys.executable).with_name("byod"))
 
 pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow,

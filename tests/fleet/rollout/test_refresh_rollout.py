@@ -27,7 +27,7 @@ from fleet.runner.fakes import RecordingKit
 
 from .test_rollout_unit import Fleet
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHANGED = EngineConfig(auth=AuthConfig(issuer_domain="https://auth.changed.example"))
 
 

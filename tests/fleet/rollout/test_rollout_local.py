@@ -18,7 +18,7 @@ import pytest
 from engine.config import EngineConfig
 from engine.convex.http import ConvexHttpClient
 from engine.events import EventLog
-from engine.fleet.rollout import rollout
+from engine.fleet.rollout import RolloutOptions, rollout
 from engine.lifecycle.connect import connect
 from engine.local import LocalFleet
 from engine.plan.graph import VersionGraph
@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow,
               pytest.mark.timeout(900)]
 
 CHILD = Path(__file__).with_name("rollout_child.py")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCS = 90
 MAX_WRITES = 40  # the harness refuses bigger pages like Convex's transaction limits
 
@@ -250,8 +250,9 @@ def test_faults_are_classified_budget_halts_and_nothing_leaks(env: Env):
     before = {u: env.notes(u) for u in ("f3", "f4")}
     log = EventLog()
     report = rollout(TARGET, store=env.store, vault=env.vault, config=env.config,
-                     versions=env.versions, canary=0, waves=("100%",), concurrency=1,
-                     max_failures="2", emit=log, lease_ttl_s=30.0)
+                     versions=env.versions, emit=log,
+                     options=RolloutOptions(canary=0, waves=("100%",), concurrency=1,
+                                            max_failures="2", lease_ttl_s=30.0))
     rows = {r["user_id"]: r for r in report.rows}
     assert report.status == "halted"
     assert (rows["f0"]["error_type"], rows["f0"]["error_kind"]) == ("DeploymentServerError", "server")
@@ -268,8 +269,8 @@ def test_faults_are_classified_budget_halts_and_nothing_leaks(env: Env):
     env.fleet.set_fault(names["f0"], "none")
     env.fleet.set_fault(names["f1"], "none")
     again = rollout(None, resume=report.rollout_id, store=env.store, vault=env.vault,
-                    config=env.config, versions=env.versions, concurrency=3, emit=log,
-                    lease_ttl_s=30.0)
+                    config=env.config, versions=env.versions, emit=log,
+                    options=RolloutOptions(concurrency=3))  # resumed: the saved ones win
     rows = {r["user_id"]: r for r in again.rows}
     assert {u: r["status"] for u, r in rows.items()} == {
         "f0": "succeeded", "f1": "succeeded", "f2": "failed", "f3": "succeeded",

@@ -20,6 +20,7 @@ from engine.events import (
     WaveStarted,
 )
 from engine.fleet.rollout import (
+    RolloutOptions,
     parse_budget,
     parse_waves,
     plan_waves,
@@ -38,6 +39,18 @@ from fleet.runner.fakes import (
 )
 
 SECRET_KEY = "convex-self-hosted|" + "ab" * 24
+RUN_ARGS = ("resume", "emit", "connector")  # the rest of a run's keywords are options
+
+
+class FakeConnector:
+    """A connector over in-memory deployments: ``async_deployer`` is the test's function
+    (no functions client: the fake adapters run functions themselves)."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def async_deployer(self, target: DeploymentTarget):
+        return self.make(target)
 
 
 class Fleet:
@@ -64,14 +77,20 @@ class Fleet:
         self.deps[uid] = dep
         return dep
 
-    def adapters(self, target: DeploymentTarget, config):
+    def adapters(self, target: DeploymentTarget):
         assert target.admin_key == SECRET_KEY  # decrypted by the vault, for the adapter only
         return FakeAdapter(self.deps[target.label]), None
 
     def run(self, target="v3", **kw):
-        kw.setdefault("emit", EventLog())
+        """A rollout over this fleet: ``resume``, ``emit`` and ``connector`` as given, every
+        other keyword a ``RolloutOptions`` field."""
+
+        run = {k: kw.pop(k) for k in RUN_ARGS if k in kw}
+        run.setdefault("emit", EventLog())
+        run.setdefault("connector", FakeConnector(self.adapters))
+        kw.setdefault("lease_ttl_s", 5.0)
         return rollout(target, store=self.store, vault=self.vault, config=self.kit.config,
-                       versions=self.kit, adapter_factory=self.adapters, lease_ttl_s=5.0, **kw)
+                       versions=self.kit, options=RolloutOptions(**kw), **run)
 
     def on_v3(self, uid: str) -> bool:
         dep = self.deps[uid]
@@ -172,8 +191,9 @@ def test_two_rollouts_at_once_never_work_the_same_deployment(fleet, tmp_path):
 
     async def both():
         common = dict(vault=fleet.vault, config=fleet.kit.config, versions=fleet.kit,
-                      adapter_factory=fleet.adapters, lease_ttl_s=5.0, canary=0,
-                      waves=("100%",), concurrency=6)
+                      connector=FakeConnector(fleet.adapters),
+                      options=RolloutOptions(lease_ttl_s=5.0, canary=0, waves=("100%",),
+                                             concurrency=6))
         return await asyncio.gather(
             rollout_async("v3", store=fleet.store, **common),
             rollout_async("v3", store=second, **common))
@@ -240,7 +260,7 @@ def test_crash_mid_rollout_then_resume(fleet):
 def test_no_secret_in_report_or_events(fleet):
     fleet.add("u0")
 
-    def adapters(target, config):
+    def adapters(target):
         class Leaky(FakeAdapter):
             def read_version(self):
                 raise DeploymentUnauthorized(f"key {target.admin_key} rejected at {target.url}")
@@ -248,7 +268,8 @@ def test_no_secret_in_report_or_events(fleet):
 
     log = EventLog()
     report = rollout("v3", store=fleet.store, vault=fleet.vault, config=fleet.kit.config,
-                     versions=fleet.kit, adapter_factory=adapters, emit=log, canary=0)
+                     versions=fleet.kit, connector=FakeConnector(adapters), emit=log,
+                     options=RolloutOptions(canary=0))
     text = json.dumps(report.to_dict()) + json.dumps([e.to_dict() for e in log.events])
     text += json.dumps(fleet.store.load_rollout(report.rollout_id))
     assert "ab" * 24 not in text and "127.0.0.1:9" not in text
