@@ -3,7 +3,6 @@ Each takes a ``Workspace`` and returns the flow's report; printing is the CLI's.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,6 @@ if TYPE_CHECKING:
     from engine.events import Sink
     from engine.fleet.reconcile import ReconcileReport
     from engine.fleet.rollout import RolloutOptions, RolloutReport
-    from engine.fleet.rollout_state import Deployer
     from engine.lifecycle.health import HealthReport
 
 __all__ = ["health", "list_rollouts", "monitor", "reconcile", "rollout", "write_reports"]
@@ -75,20 +73,10 @@ def rollout(ws: Workspace, target: str | None, options: "RolloutOptions | None" 
     elif option_kwargs:
         options = options.replace(**option_kwargs)
     deployer = load_state(ws.store, resume).options.deployer if resume else options.deployer
-    ws = _for_deployer(ws, deployer)
+    ws = ws.with_deployer(deployer)
     return flow(target, store=ws.store, vault=None if options.dry_run else ws.vault,
                 config=ws.config, versions=list(ws.graph.versions.values()), options=options,
                 resume=resume, connector=ws.connector, emit=emit or (lambda _e: None))
-
-
-def _for_deployer(ws: Workspace, deployer: "Deployer") -> Workspace:
-    """``ws`` with a connector that deploys with ``deployer``: the same workspace when it
-    already does or was given its own connector, else a copy sharing its store, vault and
-    versions."""
-
-    if ws.deployer == deployer or ws._connector is not None:
-        return ws
-    return dataclasses.replace(ws, deployer=deployer)
 
 
 def list_rollouts(ws: Workspace, *, limit: int = 50) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ class Workspace:
     _vault: "Vault | None" = field(default=None, repr=False)
     _graph: "VersionGraph | None" = field(default=None, repr=False)
     _connector: "Connector | None" = field(default=None, repr=False)
+    _connector_given: bool = field(default=False, repr=False)
 
     @classmethod
     def open(cls, config: EngineConfig | Path | None = None, *, deployer: "AdapterKind" = "cli",
@@ -49,7 +50,7 @@ class Workspace:
 
         if not isinstance(config, EngineConfig):
             config = load_config(config)
-        return cls(config, deployer, store, vault, graph, connector)
+        return cls(config, deployer, store, vault, graph, connector, connector is not None)
 
     def with_versions_dir(self, directory: Path | None) -> "Workspace":
         """The same workspace reading versions from ``directory`` (None: unchanged)."""
@@ -57,7 +58,16 @@ class Workspace:
         if directory is None:
             return self
         config = self.config.model_copy(update={"versions_dir": Path(directory)})
-        return Workspace(config, self.deployer, self._store, self._vault, None, self._connector)
+        return Workspace(config, self.deployer, self._store, self._vault, None, self._connector,
+                         self._connector_given)
+
+    def with_deployer(self, deployer: "AdapterKind") -> "Workspace":
+        """The same workspace deploying with ``deployer`` (a resumed rollout keeps the
+        deployer it started with). A connector the caller gave is kept as it is."""
+
+        if deployer == self.deployer or self._connector_given:
+            return self
+        return Workspace(self.config, deployer, self._store, self._vault, self._graph)
 
     @property
     def store(self) -> "SqliteStore":
