@@ -201,6 +201,47 @@ def _data_steps_module(data_steps: Sequence[Any]) -> tuple[str, list[str]]:
     return _normalize(render_data_steps_module(tuple(data_steps))), ids
 
 
+def _check_arguments(kind: str, version_id: str, config: EngineConfig) -> None:
+    """Refuse a bad kind, version id or Convex version before rendering anything: the id
+    becomes a directory name and the version a pinned package."""
+
+    if kind not in ("version", "widen"):
+        raise CompileError(f"bundle kind must be 'version' or 'widen', not {kind!r}")
+    if not version_id or any(c in version_id for c in "/\\\0\n") or version_id in (".", ".."):
+        raise CompileError(f"invalid version id {version_id!r} for a bundle")
+    if not _SEMVER.match(config.convex_version):
+        raise CompileError(
+            f"convex_version {config.convex_version!r} must be an exact version like 1.48.0"
+        )
+
+
+def _manifest(
+    files: dict[str, str],
+    *,
+    version_id: str,
+    kind: str,
+    fingerprint: str,
+    convex_version: str,
+    tables: list[str],
+    step_ids: list[str],
+    functions: dict[str, str],
+) -> dict[str, Any]:
+    """The manifest of a bundle whose other files are all rendered: it lists their hashes,
+    so it is built last."""
+
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": version_id,
+        "kind": kind,
+        "fingerprint": fingerprint,
+        "convexVersion": convex_version,
+        "tables": tables,
+        "dataSteps": step_ids,
+        "functions": dict(sorted(functions.items())),
+        "files": {path: _sha256(files[path]) for path in sorted(files)},
+    }
+
+
 def compile_bundle(
     schema: Schema,
     *,
@@ -213,14 +254,7 @@ def compile_bundle(
     """Render the bundle that puts ``schema`` (its user-located part) on a deployment;
     ``target="main"`` renders the app's main deployment bundle (see ``deployed_schema``)."""
 
-    if kind not in ("version", "widen"):
-        raise CompileError(f"bundle kind must be 'version' or 'widen', not {kind!r}")
-    if not version_id or any(c in version_id for c in "/\\\0\n") or version_id in (".", ".."):
-        raise CompileError(f"invalid version id {version_id!r} for a bundle")
-    if not _SEMVER.match(config.convex_version):
-        raise CompileError(
-            f"convex_version {config.convex_version!r} must be an exact version like 1.48.0"
-        )
+    _check_arguments(kind, version_id, config)
     deployed = deployed_schema(schema, target)
     tables = list(deployed.tables)
     context: dict[str, Any] = {
@@ -249,17 +283,11 @@ def compile_bundle(
     }
     files[VERSION_FILE] = _render("byodVersion.ts.j2", identity)
     files[README_FILE] = _render("README.md.j2", identity)
-    manifest: dict[str, Any] = {
-        "format": BUNDLE_FORMAT,
-        "version": version_id,
-        "kind": kind,
-        "fingerprint": fingerprint,
-        "convexVersion": config.convex_version,
-        "tables": tables,
-        "dataSteps": step_ids,
-        "functions": dict(sorted(functions.items())),
-        "files": {path: _sha256(files[path]) for path in sorted(files)},
-    }
+    manifest = _manifest(
+        files, version_id=version_id, kind=kind, fingerprint=fingerprint,
+        convex_version=config.convex_version, tables=tables, step_ids=step_ids,
+        functions=functions,
+    )
     files[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     return Bundle(
         version_id=version_id,

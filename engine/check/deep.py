@@ -191,68 +191,62 @@ def _tsc_problems(output: str, dirs: dict[str, CheckItem]) -> list[Problem]:
     return problems
 
 
-def check_bundles(items: Sequence[CheckItem], toolchain: Toolchain | None = None) -> list[Problem]:
-    """Type-check and export-compare already compiled bundles (one tsc, one Node)."""
+def _write_work_dir(
+    work: Path, items: Sequence[CheckItem], toolchain: Toolchain
+) -> dict[str, CheckItem]:
+    """Write every bundle under ``work/bundles`` with one shared tsconfig, so one tsc and
+    one Node process check them all; returns directory name → item."""
 
-    if not items:
-        return []
-    toolchain = toolchain or Toolchain.find().ensure_installed()
-    node = node_executable()
-    tsc = toolchain.node_modules / "typescript" / "bin" / "tsc"
-    if not tsc.exists():
-        raise ToolchainError(f"typescript is missing from {toolchain.node_modules}")
-    with tempfile.TemporaryDirectory(prefix="byod-deep-") as tmp:
-        work = Path(tmp)
-        toolchain.link_node_modules(work)
-        dirs: dict[str, CheckItem] = {}
-        for i, item in enumerate(items):
-            name = f"b{i:04d}"
-            dirs[name] = item
-            write_bundle(item.bundle, work / "bundles" / name)
-        (work / "tsconfig.json").write_text(json.dumps(_TSCONFIG, indent=2))
-        proc = subprocess.Popen(
-            [node, str(tsc), "-p", "tsconfig.json", "--pretty", "false"],
-            cwd=work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+    toolchain.link_node_modules(work)
+    dirs: dict[str, CheckItem] = {}
+    for i, item in enumerate(items):
+        name = f"b{i:04d}"
+        dirs[name] = item
+        write_bundle(item.bundle, work / "bundles" / name)
+    (work / "tsconfig.json").write_text(json.dumps(_TSCONFIG, indent=2))
+    return dirs
+
+
+def _run_tsc_and_export(
+    work: Path, dirs: dict[str, CheckItem], toolchain: Toolchain, node: str, tsc: Path
+) -> tuple[subprocess.CompletedProcess[str], str, int | None]:
+    """Run tsc in the background while Node exports the schemas (the two are independent);
+    returns the export run, tsc's output and tsc's exit code. tsc never outlives this."""
+
+    proc = subprocess.Popen(
+        [node, str(tsc), "-p", "tsconfig.json", "--pretty", "false"],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        job = {
+            "toolchain": str(toolchain.root),
+            "workDir": str(work),
+            "bundles": [
+                {"id": name, "schema": str(work / "bundles" / name / "convex" / "schema.ts")}
+                for name in dirs
+            ],
+        }
+        result = toolchain.run_node(
+            _JS_DIR / "export_schemas.mjs", input=json.dumps(job), timeout=_TIMEOUT_S, cwd=work
         )
-        try:
-            job = {
-                "toolchain": str(toolchain.root),
-                "workDir": str(work),
-                "bundles": [
-                    {"id": name, "schema": str(work / "bundles" / name / "convex" / "schema.ts")}
-                    for name in dirs
-                ],
-            }
-            result = toolchain.run_node(
-                _JS_DIR / "export_schemas.mjs", input=json.dumps(job), timeout=_TIMEOUT_S, cwd=work
-            )
-            tsc_out, _ = proc.communicate(timeout=_TIMEOUT_S)
-        except subprocess.TimeoutExpired as exc:
-            raise ToolchainError(f"tsc did not finish within {_TIMEOUT_S:.0f} s") from exc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if result.returncode != 0:
-        raise ToolchainError(
-            "loading the schemas with the convex library failed:\n"
-            + "\n".join((result.stderr or result.stdout).splitlines()[-15:])
-        )
-    exports = json.loads(result.stdout)
-    problems = _tsc_problems(tsc_out, dirs)
-    if proc.returncode not in (0, None) and not problems:
-        problems.append(
-            Problem(
-                file="(toolchain)",
-                line=None,
-                location="tsc",
-                code="deep-tsc",
-                message="tsc failed: " + " ".join(tsc_out.split())[-400:],
-            )
-        )
+        tsc_out, _ = proc.communicate(timeout=_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolchainError(f"tsc did not finish within {_TIMEOUT_S:.0f} s") from exc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return result, tsc_out, proc.returncode
+
+
+def _export_problems(dirs: dict[str, CheckItem], exports: dict[str, Any]) -> list[Problem]:
+    """Per bundle, in directory order: a schema the convex library could not load, or
+    every difference between its real export and the engine's model."""
+
+    problems: list[Problem] = []
     for name, item in dirs.items():
         outcome = exports.get(name, {"ok": False, "error": "no result"})
         if not outcome.get("ok"):
@@ -268,6 +262,41 @@ def check_bundles(items: Sequence[CheckItem], toolchain: Toolchain | None = None
             )
             continue
         problems.extend(_compare(item, outcome["export"]))
+    return problems
+
+
+def check_bundles(items: Sequence[CheckItem], toolchain: Toolchain | None = None) -> list[Problem]:
+    """Type-check and export-compare already compiled bundles (one tsc, one Node)."""
+
+    if not items:
+        return []
+    toolchain = toolchain or Toolchain.find().ensure_installed()
+    node = node_executable()
+    tsc = toolchain.node_modules / "typescript" / "bin" / "tsc"
+    if not tsc.exists():
+        raise ToolchainError(f"typescript is missing from {toolchain.node_modules}")
+    with tempfile.TemporaryDirectory(prefix="byod-deep-") as tmp:
+        work = Path(tmp)
+        dirs = _write_work_dir(work, items, toolchain)
+        result, tsc_out, tsc_code = _run_tsc_and_export(work, dirs, toolchain, node, tsc)
+    if result.returncode != 0:
+        raise ToolchainError(
+            "loading the schemas with the convex library failed:\n"
+            + "\n".join((result.stderr or result.stdout).splitlines()[-15:])
+        )
+    exports = json.loads(result.stdout)
+    problems = _tsc_problems(tsc_out, dirs)
+    if tsc_code not in (0, None) and not problems:
+        problems.append(
+            Problem(
+                file="(toolchain)",
+                line=None,
+                location="tsc",
+                code="deep-tsc",
+                message="tsc failed: " + " ".join(tsc_out.split())[-400:],
+            )
+        )
+    problems.extend(_export_problems(dirs, exports))
     return problems
 
 

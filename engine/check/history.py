@@ -5,11 +5,14 @@ parents. Pure: versions in, ``Problem`` list out. Codes: docs/lint-codes.md.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from engine.config import EngineConfig
 from engine.errors import Problem, VersionError
 from engine.schema.models import MigrationOp, SchemaVersion, Table
+
+if TYPE_CHECKING:
+    from engine.plan.graph import VersionGraph
 
 __all__ = ["VersionContext", "check_graph", "check_hints"]
 
@@ -105,17 +108,11 @@ def _example(op: MigrationOp) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def check_graph(versions: Sequence[SchemaVersion], config: EngineConfig,
-                 out: list[Problem]) -> None:
-    from engine.plan.graph import (
-        VersionGraph,  # the graph module imports the models, not the rules
-    )
+def _check_ids_and_numbers(versions: Sequence[SchemaVersion], config: EngineConfig,
+                           out: list[Problem]) -> dict[str, SchemaVersion]:
+    """Duplicate ids and shared numbers; returns id → its first version, which the parent
+    checks look names up in."""
 
-    if not versions:
-        out.append(Problem(str(config.versions_dir), None, "", "no version files found",
-                           "add a first version, e.g. 0001_initial.yaml with `parents: []`",
-                           "BYOD-E156"))
-        return
     ctxs = {v.id: VersionContext(v, config, out) for v in versions}
     by_id: dict[str, SchemaVersion] = {}
     by_number: dict[int, list[SchemaVersion]] = {}
@@ -132,6 +129,13 @@ def check_graph(versions: Sequence[SchemaVersion], config: EngineConfig,
                 VersionContext(v, config, out).add(
                     "BYOD-E150", "", f"version number {number} is also used by {others}",
                     "renumber one of the files")
+    return by_id
+
+
+def _check_parents(versions: Sequence[SchemaVersion], by_id: dict[str, SchemaVersion],
+                   config: EngineConfig, out: list[Problem]) -> None:
+    """Each parent list: no self, no repeats, only known and older versions."""
+
     for v in versions:
         ctx = VersionContext(v, config, out)
         for i, p in enumerate(v.parents):
@@ -148,13 +152,11 @@ def check_graph(versions: Sequence[SchemaVersion], config: EngineConfig,
                 ctx.add("BYOD-W157", loc, f"parent {p} has a number not lower than this "
                         f"version's ({v.number})", "number versions in order of creation",
                         "warning")
-    graph = VersionGraph(versions)
-    cycle = graph.find_cycle()
-    if cycle:
-        ctx = VersionContext(graph.get(cycle[0]), config, out)
-        ctx.add("BYOD-E153", "parents", "the version graph has a cycle: " + " -> ".join(cycle),
-                "a version's parents must be older versions")
-        return
+
+
+def _check_heads(graph: VersionGraph, config: EngineConfig, out: list[Problem]) -> None:
+    """The heads of an acyclic graph: exactly ``expected_heads`` when it is set, else one."""
+
     heads = graph.heads()
     if config.expected_heads:
         expected: set[str] = set()
@@ -181,3 +183,26 @@ def check_graph(versions: Sequence[SchemaVersion], config: EngineConfig,
                 "BYOD-E154", "", f"the version graph has {len(heads)} heads "
                 f"({', '.join(heads)}); exactly one is expected",
                 "add a merge version with parents [" + ", ".join(heads) + "]")
+
+
+def check_graph(versions: Sequence[SchemaVersion], config: EngineConfig,
+                 out: list[Problem]) -> None:
+    from engine.plan.graph import (
+        VersionGraph,  # the graph module imports the models, not the rules
+    )
+
+    if not versions:
+        out.append(Problem(str(config.versions_dir), None, "", "no version files found",
+                           "add a first version, e.g. 0001_initial.yaml with `parents: []`",
+                           "BYOD-E156"))
+        return
+    by_id = _check_ids_and_numbers(versions, config, out)
+    _check_parents(versions, by_id, config, out)
+    graph = VersionGraph(versions)
+    cycle = graph.find_cycle()
+    if cycle:
+        ctx = VersionContext(graph.get(cycle[0]), config, out)
+        ctx.add("BYOD-E153", "parents", "the version graph has a cycle: " + " -> ".join(cycle),
+                "a version's parents must be older versions")
+        return
+    _check_heads(graph, config, out)

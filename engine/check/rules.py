@@ -285,6 +285,17 @@ def _check_field_path(ctx: VersionContext, t: Table, path: str, loc: str,
 
 def _check_indexes(ctx: VersionContext, t: Table) -> None:
     loc = f"tables.{t.name}"
+    _check_index_names(ctx, t, loc)
+    _check_plain_indexes(ctx, t, loc)
+    _check_search_indexes(ctx, t, loc)
+    _check_vector_indexes(ctx, t, loc)
+    _check_references_indexed(ctx, t)
+
+
+def _check_index_names(ctx: VersionContext, t: Table, loc: str) -> None:
+    """Names and counts over all three kinds of index, which share one namespace and one
+    per-table limit."""
+
     named: list[tuple[str, str]] = (
         [(i.name, f"{loc}.indexes.{i.name}") for i in t.indexes]
         + [(i.name, f"{loc}.search_indexes.{i.name}") for i in t.search_indexes]
@@ -313,6 +324,11 @@ def _check_indexes(ctx: VersionContext, t: Table) -> None:
         ctx.add("BYOD-E122", f"{loc}.vector_indexes", f"table {t.name!r} has "
                 f"{len(t.vector_indexes)} vector indexes (at most {LIMITS['vector_indexes']})")
 
+
+def _check_plain_indexes(ctx: VersionContext, t: Table, loc: str) -> None:
+    """Each database index: some fields, not too many, none twice, all resolvable, and no
+    two indexes over the same fields."""
+
     by_fields: dict[tuple[str, ...], str] = {}
     for idx in t.indexes:
         iloc = f"{loc}.indexes.{idx.name}"
@@ -335,6 +351,10 @@ def _check_indexes(ctx: VersionContext, t: Table) -> None:
                     f"{by_fields[idx.fields]!r}", "remove one of the two indexes")
         by_fields.setdefault(idx.fields, idx.name)
 
+
+def _check_search_indexes(ctx: VersionContext, t: Table, loc: str) -> None:
+    """Each search index searches a string field and filters on fields that exist."""
+
     for s in t.search_indexes:
         iloc = f"{loc}.search_indexes.{s.name}"
         what = f"search index {s.name!r}"
@@ -343,6 +363,11 @@ def _check_indexes(ctx: VersionContext, t: Table) -> None:
             ctx.add("BYOD-E124", iloc, f"{what} searches {s.search_field!r}, which is not a "
                     "string", "search a string field (optional is fine)")
         _check_filters(ctx, t, s.filter_fields, iloc, what)
+
+
+def _check_vector_indexes(ctx: VersionContext, t: Table, loc: str) -> None:
+    """Each vector index: a float64 array field, a dimension count Convex allows, and
+    filters on fields that exist."""
 
     lo, hi = LIMITS["vector_dimensions"]
     for vi in t.vector_indexes:
@@ -358,8 +383,6 @@ def _check_indexes(ctx: VersionContext, t: Table) -> None:
             ctx.add("BYOD-E126", iloc, f"{what} has {vi.dimensions} dimensions (allowed: "
                     f"{lo}-{hi})", "use the embedding model's dimension count, e.g. 1536")
         _check_filters(ctx, t, vi.filter_fields, iloc, what)
-
-    _check_references_indexed(ctx, t)
 
 
 def _check_filters(ctx: VersionContext, t: Table, filters: Sequence[str], loc: str,

@@ -25,7 +25,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BufferedIOBase
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -131,6 +133,34 @@ _FIXED_ANSWERS: dict[str, Any] = {
 }
 
 
+def _read_body(headers: Message, rfile: BufferedIOBase) -> Any:
+    """The JSON body of one request, de-chunked and decompressed as the CLI sends it; a
+    body over ``_MAX_BODY`` raises ``ValueError`` so the server answers 400."""
+
+    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+        raw = b""
+        while True:
+            size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                rfile.readline()
+                break
+            raw += rfile.read(size)
+            rfile.readline()
+            if len(raw) > _MAX_BODY:
+                raise ValueError("body too large")
+    else:
+        length = int(headers.get("Content-Length") or 0)
+        if length > _MAX_BODY:
+            raise ValueError("body too large")
+        raw = rfile.read(length)
+    encoding = (headers.get("Content-Encoding") or "").lower()
+    if encoding == "br":
+        raw = brotli.decompress(raw)
+    elif encoding == "gzip":
+        raw = gzip.decompress(raw)
+    return json.loads(raw) if raw else {}
+
+
 class _CaptureServer:
     """A loopback server that plays a deployment for one ``convex deploy`` and keeps the
     ``start_push`` requests it receives. Unknown routes get 400 (the CLI retries 404s)."""
@@ -176,28 +206,7 @@ class _CaptureServer:
                 self.wfile.write(data)
 
             def _body(self) -> Any:
-                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                    raw = b""
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            break
-                        raw += self.rfile.read(size)
-                        self.rfile.readline()
-                        if len(raw) > _MAX_BODY:
-                            raise ValueError("body too large")
-                else:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length > _MAX_BODY:
-                        raise ValueError("body too large")
-                    raw = self.rfile.read(length)
-                encoding = (self.headers.get("Content-Encoding") or "").lower()
-                if encoding == "br":
-                    raw = brotli.decompress(raw)
-                elif encoding == "gzip":
-                    raw = gzip.decompress(raw)
-                return json.loads(raw) if raw else {}
+                return _read_body(self.headers, self.rfile)
 
             def _authorized(self, body: Any) -> bool:
                 given = (self.headers.get("Authorization") or "").removeprefix("Convex ")

@@ -12,7 +12,7 @@ come back are real ids of that deployment.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable
 
 from engine.ports.deployment import FunctionRunner
 
@@ -46,19 +46,15 @@ def _import(client: FunctionRunner, table: str, docs: list[dict[str, Any]]) -> l
     return [str(i) for i in ids]
 
 
-def seed_user(client: FunctionRunner, user_id: str, *, seed: int = 0,
-              now_ms: float = 1_714_000_000_000.0) -> dict[str, int]:
-    """Insert one user's content; returns documents written per table."""
+_Put = Callable[[str, list[dict[str, Any]]], list[str]]
+"""Writes documents into one table and returns their ids (and counts them)."""
 
-    rng = random.Random(f"{user_id}:{seed}")
-    counts: dict[str, int] = {}
 
-    def put(table: str, docs: list[dict[str, Any]]) -> list[str]:
-        ids = _import(client, table, docs)
-        counts[table] = counts.get(table, 0) + len(ids)
-        return ids
+def _seed_conversations(put: _Put, rng: random.Random, user_id: str,
+                        t: float) -> tuple[list[str], list[str]]:
+    """Conversations and their threaded messages (each turn's parent is the one before);
+    returns (conversation ids, message ids), which the other tables point back at."""
 
-    t = now_ms - 30 * 86_400_000
     topics = rng.sample(_TOPICS, k=3)
     conv_docs = [{"userId": user_id, "title": title, "model": rng.choice(_MODELS),
                   "isPinned": i == 0, "isArchived": False, "messageCount": len(turns),
@@ -85,6 +81,13 @@ def seed_user(client: FunctionRunner, user_id: str, *, seed: int = 0,
                 doc["parentMessageId"] = parent
             [parent] = put("messages", [doc])
             message_ids.append(parent)
+    return conv_ids, message_ids
+
+
+def _seed_the_rest(put: _Put, rng: random.Random, user_id: str, t: float, now_ms: float,
+                   conv_ids: list[str], message_ids: list[str]) -> None:
+    """Memories, files, a project, notes, tasks, bookmarks and usage records, including
+    the shapes later versions migrate."""
 
     put("memories", [
         {"userId": user_id, "content": "Prefers window seats and early flights.",
@@ -131,4 +134,21 @@ def seed_user(client: FunctionRunner, user_id: str, *, seed: int = 0,
          "cost": round(rng.uniform(0.05, 1.5), 4), "requestCount": rng.randint(3, 60)}
         for day in (22, 23, 24)
     ])
+
+
+def seed_user(client: FunctionRunner, user_id: str, *, seed: int = 0,
+              now_ms: float = 1_714_000_000_000.0) -> dict[str, int]:
+    """Insert one user's content; returns documents written per table."""
+
+    rng = random.Random(f"{user_id}:{seed}")
+    counts: dict[str, int] = {}
+
+    def put(table: str, docs: list[dict[str, Any]]) -> list[str]:
+        ids = _import(client, table, docs)
+        counts[table] = counts.get(table, 0) + len(ids)
+        return ids
+
+    t = now_ms - 30 * 86_400_000
+    conv_ids, message_ids = _seed_conversations(put, rng, user_id, t)
+    _seed_the_rest(put, rng, user_id, t, now_ms, conv_ids, message_ids)
     return counts

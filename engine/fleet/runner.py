@@ -32,7 +32,6 @@ requests, ``cpu_bound = False``, are not: they wait on the network, not the CPU)
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import time
 import uuid
@@ -54,7 +53,6 @@ from engine.events import (
     CursorReset,
     DeploymentDone,
     DeploymentFailed,
-    DeploymentReconciled,
     DeploymentSkipped,
     DeploymentStarted,
     PageDone,
@@ -78,13 +76,12 @@ from engine.fleet.context import (
     DeploymentLease,
     DeploymentOutcome,
     DeployOps,
-    KitExpectations,
     OutcomeStatus,
     RunContext,
     default_deploy_slots,
 )
-from engine.fleet.health_states import classify_answer
-from engine.ports.registry import JournalEntry, RegistryStore, UserConfig
+from engine.fleet.run_reconcile import reconcile_deployment, record_reconciled
+from engine.ports.registry import JournalEntry, RegistryStore
 from engine.redact import redact
 
 __all__ = [
@@ -116,63 +113,6 @@ class _Run:
 
     def clean(self, text: str) -> str:
         return redact(text, self.secrets)[:800]
-
-    # -- reconcile ------------------------------------------------------------------------
-    async def reconcile(self, user: UserConfig) -> tuple[str, Any, bool]:
-        """Where the deployment really is, by its own record, and whether it runs a stale
-        bundle of that version (see the module docstring); drift raises."""
-
-        kit = self.ctx.kit
-        registry_version = user.schema_version
-        info = await self.ops.read_version()
-        recorded = info.recorded if isinstance(info.recorded, dict) else None
-        stale = False
-        if info.kind == "version":
-            if info.version not in kit.graph:
-                raise DriftDetected(self.user_id, registry_version or "a known version",
-                                    f"unknown version {info.version!r}")
-            if info.fingerprint != kit.compiled_fingerprint(info.version):
-                stale = self._stale_or_drift(user, info, recorded)
-        elif info.kind == "widen":
-            verdict = classify_answer(user, info, KitExpectations(kit, self.ctx.store))
-            if verdict.state != "migrating":
-                raise DriftDetected(self.user_id, "a widened bundle this engine built",
-                                    "; ".join(verdict.drift) or str(verdict.reason))
-        else:
-            raise DriftDetected(self.user_id, "a version or widened bundle",
-                                f"bundle kind {info.kind!r}")
-        actual = (recorded or {}).get("version") or (
-            info.version if info.kind == "version" else registry_version)
-        if not actual:
-            raise DriftDetected(self.user_id, "a recorded version",
-                                "a widened bundle and no record of the version under it")
-        if actual not in kit.graph:
-            raise DriftDetected(self.user_id, registry_version or "a known version",
-                                f"recorded version {actual!r} unknown to this engine")
-        return str(actual), info, stale
-
-    def _stale_or_drift(self, user: UserConfig, info: Any,
-                        recorded: dict[str, Any] | None) -> bool:
-        """True when the deployment runs exactly what was recorded for it — by the
-        registry or, when the registry fell behind, by the deployment itself — but that
-        version compiles to another fingerprint now (``stale``); anything else raises."""
-
-        expect = KitExpectations(self.ctx.kit, self.ctx.store)
-        records = [(user.schema_version, user.schema_fingerprint)]
-        if recorded is not None:
-            records.append((recorded.get("version"), recorded.get("fingerprint")))
-        for version, fingerprint in records:
-            if not version or not fingerprint:
-                continue
-            as_recorded = dataclasses.replace(user, schema_version=str(version),
-                                              schema_fingerprint=str(fingerprint))
-            if classify_answer(as_recorded, info, expect).state == "stale":
-                return True
-        expected = self.ctx.kit.compiled_fingerprint(info.version)
-        raise DriftDetected(
-            self.user_id, f"{info.version} fingerprint {expected[:12]}",
-            f"fingerprint {str(info.fingerprint)[:12]}, which neither the registry nor the "
-            "deployment recorded")
 
     # -- steps ----------------------------------------------------------------------------
     async def deploy(self, bundle: Bundle) -> None:
@@ -311,30 +251,14 @@ async def run_plan_async(
     plan_id: str | None = None
     source: str | None = None
     try:
-        source, info, stale = await run.reconcile(user)
-        if source != before:
-            ctx.event(DeploymentReconciled(user_id, before, source))
-            store.audit(user_id, "reconciled", {"registry": before, "deployment": source})
-            store.set_deployment(user_id, version=source,
-                                 fingerprint=_running_fingerprint(ctx.kit, source, info))
-        if source == target and stale:
-            plan = ctx.kit.refresh_plan(target)  # the same version, compiled anew
-        elif plan is None or plan.source != source or plan.target != target \
-                or is_refresh(plan):
-            plan = ctx.kit.plan(source, target)
+        source, info, stale = await reconcile_deployment(ctx, run.ops, user_id, user)
+        record_reconciled(ctx, user_id, before, source, info)
+        plan = _plan_from(ctx.kit, plan, source, target, stale)
         plan_id = _journal_id(store, user_id, plan_id_of(plan))
-        target_bundle = ctx.kit.version_bundle(target)
-        if source == target and (info.kind, info.version, info.fingerprint) == (
-                "version", target, target_bundle.fingerprint):
-            store.set_deployment(user_id, status="deployed", version=target,
-                                 fingerprint=target_bundle.fingerprint,
-                                 progress=f"on {target}")
-            _close_finished_plans(store, user_id, target)
-            ctx.event(DeploymentDone(user_id, source, target, 0,
-                                     time.monotonic() - started, already=True))
-            return DeploymentOutcome(user_id, "already", target, before=before, source=source,
-                                     after=target, plan_id=plan_id,
-                                     duration_s=time.monotonic() - started)
+        already = _already_there(ctx, user_id, info, source=source, target=target,
+                                 before=before, plan_id=plan_id, started=started)
+        if already is not None:
+            return already
         await _execute(run, plan, plan_id, lease)
     except Exception as exc:  # noqa: BLE001 - one deployment never breaks the rollout
         return _failed(run, exc, user_id=user_id, target=target, before=before,
@@ -350,16 +274,34 @@ async def run_plan_async(
         processed=run.processed, changed=run.changed, refresh=is_refresh(plan))
 
 
-def _running_fingerprint(kit: PlanKit, source: str, info: Any) -> str:
-    """The fingerprint of ``source`` as it runs on the deployment: the bundle itself when
-    it is that version (maybe stale), its own record when a widened bundle sits on top."""
+def _plan_from(kit: PlanKit, plan: Any | None, source: str, target: str, stale: bool) -> Any:
+    """The plan to run from where the deployment really is: a refresh when it is stale at
+    the target, the given plan when it still fits, else one computed anew."""
 
-    if info.kind == "version" and info.version == source:
-        return str(info.fingerprint)
-    recorded = info.recorded if isinstance(info.recorded, dict) else {}
-    if recorded.get("version") == source and recorded.get("fingerprint"):
-        return str(recorded["fingerprint"])
-    return kit.compiled_fingerprint(source)
+    if source == target and stale:
+        return kit.refresh_plan(target)  # the same version, compiled anew
+    if plan is None or plan.source != source or plan.target != target or is_refresh(plan):
+        return kit.plan(source, target)
+    return plan
+
+
+def _already_there(ctx: RunContext, user_id: str, info: Any, *, source: str, target: str,
+                   before: str | None, plan_id: str, started: float) -> DeploymentOutcome | None:
+    """The ``already`` outcome when the deployment runs exactly the target bundle (its
+    registry row and any plan that crashed after recording it are closed); else None."""
+
+    target_bundle = ctx.kit.version_bundle(target)
+    if source != target or (info.kind, info.version, info.fingerprint) != (
+            "version", target, target_bundle.fingerprint):
+        return None
+    ctx.store.set_deployment(user_id, status="deployed", version=target,
+                             fingerprint=target_bundle.fingerprint, progress=f"on {target}")
+    _close_finished_plans(ctx.store, user_id, target)
+    ctx.event(DeploymentDone(user_id, source, target, 0,
+                             time.monotonic() - started, already=True))
+    return DeploymentOutcome(user_id, "already", target, before=before, source=source,
+                             after=target, plan_id=plan_id,
+                             duration_s=time.monotonic() - started)
 
 
 async def _execute(run: _Run, plan: Any, plan_id: str, lease: DeploymentLease) -> None:

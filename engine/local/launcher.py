@@ -134,6 +134,42 @@ def _log_tail(data_dir: Path, lines: int = 12) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def _refuse_running(data_dir: Path) -> None:
+    """Two harnesses on one data directory would corrupt it: refuse while ours runs."""
+
+    running = _read_json(data_dir / _FLEET)
+    if running and running.get("running") and _pid_alive(running.get("pid")) \
+            and _is_our_harness(int(running["pid"]), data_dir):
+        raise LocalFleetError(
+            f"a local fleet is already running in {data_dir} (pid {running['pid']}); "
+            f"stop it with `byod local down --dir {data_dir}`"
+        )
+
+
+def _installed_toolchain(toolchain: Path | None) -> Path:
+    """The npm toolchain's root, checked to hold ``convex-test`` (the harness needs it)."""
+
+    tc_root = Path(toolchain) if toolchain else Toolchain.find().root
+    if not (tc_root / "node_modules" / "convex-test" / "package.json").is_file():
+        raise ToolchainError(
+            f"the npm toolchain in {tc_root} is not installed; run `byod toolchain install`"
+        )
+    return tc_root
+
+
+def _pick_ports(base_port: int | None, specs: list[dict[str, Any]],
+                new: int) -> tuple[int, list[int]]:
+    """(control port, ports for ``new`` deployments): after ``base_port`` and clear of the
+    existing deployments' ports, or free ones from the OS."""
+
+    if base_port is not None:
+        used = {s["port"] for s in specs}
+        candidates = (p for p in range(base_port + 1, base_port + 10_000) if p not in used)
+        return base_port, [next(candidates) for _ in range(new)]
+    control_port, *ports = _free_ports(new + 1)
+    return control_port, ports
+
+
 class LocalFleet:
     """A running fleet of local deployments (see the module docstring)."""
 
@@ -170,31 +206,15 @@ class LocalFleet:
             raise LocalFleetError("count must be 0 or more")
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        running = _read_json(data_dir / _FLEET)
-        if running and running.get("running") and _pid_alive(running.get("pid")) \
-                and _is_our_harness(int(running["pid"]), data_dir):
-            raise LocalFleetError(
-                f"a local fleet is already running in {data_dir} (pid {running['pid']}); "
-                f"stop it with `byod local down --dir {data_dir}`"
-            )
-        tc_root = Path(toolchain) if toolchain else Toolchain.find().root
-        if not (tc_root / "node_modules" / "convex-test" / "package.json").is_file():
-            raise ToolchainError(
-                f"the npm toolchain in {tc_root} is not installed; run `byod toolchain install`"
-            )
+        _refuse_running(data_dir)
+        tc_root = _installed_toolchain(toolchain)
         node = node_executable()
 
         stored = _read_json(data_dir / _SECRETS) or {}
         token = stored.get("control_token") or secrets.token_hex(24)
         specs: list[dict[str, Any]] = list(stored.get("deployments", []))
         new = max(0, count - len(specs))
-        if base_port is not None:
-            control_port = base_port
-            used = {s["port"] for s in specs}
-            candidates = (p for p in range(base_port + 1, base_port + 10_000) if p not in used)
-            ports = [next(candidates) for _ in range(new)]
-        else:
-            control_port, *ports = _free_ports(new + 1)
+        control_port, ports = _pick_ports(base_port, specs, new)
         specs.extend(cls._new_specs(specs, ports))
         _write_private(data_dir / _SECRETS, {"control_token": token, "deployments": specs})
 

@@ -175,22 +175,20 @@ def _drop(table: str, fld: str, why: str) -> DataStep:
     return make_step(table, "drop_field", {"field": fld}, origin="inferred", description=why)
 
 
-def field_changes(ta: Table, tb: Table, hints: Sequence[MigrationOp],
-                  hint_steps: dict[int, DataStep], used: set[int], consent: Consent) -> list:
-    """Field-level changes of one table present on both sides."""
+def _renames(ta: Table, tb: Table, hints: Sequence[MigrationOp],
+             hint_steps: dict[int, DataStep], used: set[int]
+             ) -> tuple[list[Change], list[tuple[str, str]]]:
+    """Changes of the rename hints that apply to this table, and their (from, to) pairs:
+    a renamed field is neither removed nor added, its two ends are compared instead."""
 
     name = ta.name
-    out: list = []
-    renamed_from: set[str] = set()
-    renamed_to: set[str] = set()
+    out: list[Change] = []
     pairs: list[tuple[str, str]] = []
     for i, step in hint_steps.items():
         h = hints[i]
         if h.table == name and h.op == "rename" and h.from_field not in tb.fields \
                 and h.from_field in ta.fields and h.field in tb.fields:
             used.add(i)
-            renamed_from.add(h.from_field or "")
-            renamed_to.add(h.field or "")
             pairs.append((h.from_field or "", h.field or ""))
             inv = None
             if step.inverse is not None:
@@ -200,7 +198,16 @@ def field_changes(ta: Table, tb: Table, hints: Sequence[MigrationOp],
             out.append(_change("BYOD-D204", name, h.field, f"renamed from {h.from_field}",
                                generated=True, steps=(step,), before=ta.fields[h.from_field or ""],
                                after=tb.fields[h.field or ""], inverse_change=inv))
+    return out, pairs
 
+
+def _removed_fields(ta: Table, tb: Table, renamed_from: set[str],
+                    hints: Sequence[MigrationOp], hint_steps: dict[int, DataStep],
+                    used: set[int], consent: Consent) -> list[Change]:
+    """Fields only in the source: their values are deleted, so each needs consent."""
+
+    name = ta.name
+    out: list[Change] = []
     for fld, fdef in ta.fields.items():
         if fld in tb.fields or fld in renamed_from:
             continue
@@ -214,7 +221,16 @@ def field_changes(ta: Table, tb: Table, hints: Sequence[MigrationOp],
                            consented=ok, generated=ok, steps=tuple(steps) if ok else (),
                            hint=f"add '{key}' to consent.drop_fields", before=fdef,
                            irreversible_reason="removed values cannot be restored"))
+    return out
 
+
+def _added_fields(ta: Table, tb: Table, renamed_to: set[str], hints: Sequence[MigrationOp],
+                  hint_steps: dict[int, DataStep], used: set[int]) -> list[Change]:
+    """Fields only in the target: an optional one is free, a required one needs a step
+    that fills it."""
+
+    name = ta.name
+    out: list[Change] = []
     for fld, fdef in tb.fields.items():
         if fld in ta.fields or fld in renamed_to:
             continue
@@ -231,7 +247,21 @@ def field_changes(ta: Table, tb: Table, hints: Sequence[MigrationOp],
                            generated=bool(steps), steps=tuple(steps), after=fdef,
                            hint=f"add a hint: {{op: backfill, table: {name}, field: {fld}, value: ...}}",
                            inverse_change=undo))
+    return out
 
+
+def field_changes(ta: Table, tb: Table, hints: Sequence[MigrationOp],
+                  hint_steps: dict[int, DataStep], used: set[int], consent: Consent) -> list:
+    """Field-level changes of one table present on both sides."""
+
+    name = ta.name
+    out: list = []
+    renames, pairs = _renames(ta, tb, hints, hint_steps, used)
+    out += renames
+    renamed_from = {frm for frm, _ in pairs}
+    renamed_to = {to for _, to in pairs}
+    out += _removed_fields(ta, tb, renamed_from, hints, hint_steps, used, consent)
+    out += _added_fields(ta, tb, renamed_to, hints, hint_steps, used)
     for fld, fdef in tb.fields.items():
         if fld in ta.fields and fld not in renamed_to:
             out += _compare_field(name, fld, ta.fields[fld], fdef, hints, hint_steps, used)

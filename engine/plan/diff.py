@@ -159,17 +159,12 @@ def _table_changes(a: Table | None, b: Table | None, name: str,
     return []
 
 
-def diff(a: Schema, b: Schema, hints: Iterable[MigrationOp] = (), consent: Consent = Consent(),
-         *, location: Location | None = None) -> Diff:
-    """The classified changes from ``a`` to ``b`` given the target version's ``hints`` and
-    ``consent``. With ``location``, only tables at that location (on either side) are
-    compared; moving a table between locations is always reported."""
+def _applicable_hints(a: Schema, b: Schema, hints: tuple[MigrationOp, ...],
+                      location: Location | None) -> tuple[dict[int, DataStep], list[str]]:
+    """Which hints apply to this edge, and their steps (file order is execution order);
+    the others as ``op on table.field: why`` lines."""
 
-    hints = tuple(hints)
-    changes: list[Change] = []
     skipped: list[str] = []
-
-    # Which hints apply to this edge, and their steps (file order is execution order).
     hint_steps: dict[int, DataStep] = {}
     for i, h in enumerate(hints):
         ta, tb = a.tables.get(h.table), b.tables.get(h.table)
@@ -180,22 +175,34 @@ def diff(a: Schema, b: Schema, hints: Iterable[MigrationOp] = (), consent: Conse
             skipped.append(f"{h.op} on {h.table}" + (f".{h.field}" if h.field else "") + f": {why}")
             continue
         hint_steps[i] = step_for_hint(h, ta, tb)
-    used: set[int] = set()
+    return hint_steps, skipped
 
-    if a.schema_validation != b.schema_validation:
-        if b.schema_validation:
-            changes.append(_mk(
-                "BYOD-D105", "*", None, "schema validation turned on: every stored document "
-                "is checked on push", hint="add custom hints that repair documents written "
-                "while validation was off, or keep schemaValidation: false",
-                irreversible_reason="turning validation off again is safe but not planned "
-                "automatically"))
-        else:
-            inv = _mk("BYOD-D105", "*", None, "schema validation turned back on",
-                      generated=True)
-            changes.append(_mk("BYOD-D104", "*", None, "schema validation turned off",
-                               inverse_change=inv))
 
+def _validation_changes(a: Schema, b: Schema) -> list[Change]:
+    """Turning schema validation on or off, which concerns every table at once."""
+
+    if a.schema_validation == b.schema_validation:
+        return []
+    if b.schema_validation:
+        return [_mk(
+            "BYOD-D105", "*", None, "schema validation turned on: every stored document "
+            "is checked on push", hint="add custom hints that repair documents written "
+            "while validation was off, or keep schemaValidation: false",
+            irreversible_reason="turning validation off again is safe but not planned "
+            "automatically")]
+    inv = _mk("BYOD-D105", "*", None, "schema validation turned back on",
+              generated=True)
+    return [_mk("BYOD-D104", "*", None, "schema validation turned off",
+                inverse_change=inv)]
+
+
+def _schema_changes(a: Schema, b: Schema, hints: tuple[MigrationOp, ...],
+                    hint_steps: dict[int, DataStep], used: set[int], consent: Consent,
+                    location: Location | None) -> list[Change]:
+    """Per table (the source's order, then tables new in the target): moves, additions,
+    removals, field and index changes; marks the hints they use in ``used``."""
+
+    changes: list[Change] = []
     names = list(a.tables) + [n for n in b.tables if n not in a.tables]
     for name in names:
         ta, tb = a.tables.get(name), b.tables.get(name)
@@ -217,8 +224,14 @@ def diff(a: Schema, b: Schema, hints: Iterable[MigrationOp] = (), consent: Conse
             continue  # unchanged; data-only hints on it are reported below
         changes += field_changes(ta, tb, hints, hint_steps, used, consent)
         changes += index_changes(ta, tb)
+    return changes
 
-    # Hints that realize no schema change are data-only changes of their own.
+
+def _data_only_changes(hints: tuple[MigrationOp, ...], hint_steps: dict[int, DataStep],
+                       used: set[int], consent: Consent) -> list[Change]:
+    """Hints that realize no schema change are data-only changes of their own."""
+
+    changes: list[Change] = []
     for i, step in hint_steps.items():
         if i in used:
             continue
@@ -244,6 +257,12 @@ def diff(a: Schema, b: Schema, hints: Iterable[MigrationOp] = (), consent: Conse
             changes.append(_mk("BYOD-D403", h.table, h.field, _bare(step), generated=True,
                                steps=(step,),
                                irreversible_reason="a data-only change has no inverse"))
+    return changes
+
+
+def _ordered_steps(changes: list[Change], hint_steps: dict[int, DataStep]) -> list[DataStep]:
+    """Hint steps first in file order, then inferred ones in change order; a blocked
+    change contributes none."""
 
     blocked = {s.id for c in changes if c.blocking for s in c.steps}
     ordered: list[DataStep] = [hint_steps[i] for i in sorted(hint_steps)
@@ -254,4 +273,20 @@ def diff(a: Schema, b: Schema, hints: Iterable[MigrationOp] = (), consent: Conse
         for s in c.steps:
             if s not in ordered:
                 ordered.append(s)
+    return ordered
+
+
+def diff(a: Schema, b: Schema, hints: Iterable[MigrationOp] = (), consent: Consent = Consent(),
+         *, location: Location | None = None) -> Diff:
+    """The classified changes from ``a`` to ``b`` given the target version's ``hints`` and
+    ``consent``. With ``location``, only tables at that location (on either side) are
+    compared; moving a table between locations is always reported."""
+
+    hints = tuple(hints)
+    hint_steps, skipped = _applicable_hints(a, b, hints, location)
+    used: set[int] = set()
+    changes = _validation_changes(a, b)
+    changes += _schema_changes(a, b, hints, hint_steps, used, consent, location)
+    changes += _data_only_changes(hints, hint_steps, used, consent)
+    ordered = _ordered_steps(changes, hint_steps)
     return Diff(changes=tuple(changes), steps=tuple(ordered), skipped_hints=tuple(skipped))
