@@ -47,7 +47,6 @@ from engine.convex.capture import PayloadCache  # noqa: E402
 from engine.convex.connector import HttpConnector  # noqa: E402
 from engine.convex.deploy_cli import CliDeployAdapter  # noqa: E402
 from engine.convex.http import AsyncConvexHttpClient, ConvexHttpClient  # noqa: E402
-from engine.convex.push import PushDeployAdapter  # noqa: E402
 from engine.convex.toolchain import Toolchain  # noqa: E402
 from engine.demo.seed import seed_user  # noqa: E402
 from engine.fleet.artifacts import PlanKit, step_version  # noqa: E402
@@ -84,16 +83,14 @@ def setup_fleet(work: Path, n: int, config: EngineConfig, v1: Any, store: Sqlite
 
     fleet = LocalFleet.start(n, work / "fleet", timeout=120)
     users = [f"user{i:04d}" for i in range(n)]
-    setup_payloads = PayloadCache(work / "setup-payloads", timeout=config.deploy_timeout_s)
-
-    def adapter(target: DeploymentTarget) -> PushDeployAdapter:
-        return PushDeployAdapter(target, payloads=setup_payloads,
-                                 timeout=config.deploy_timeout_s)
+    setup = HttpConnector(config, kind="push",
+                          payload_cache=PayloadCache(work / "setup-payloads",
+                                                 timeout=config.deploy_timeout_s))
 
     def one(args: tuple[str, Any]) -> None:
         uid, dep = args
         connect(uid, dep.url, dep.admin_key, store=store, vault=vault, config=config,
-                versions=[v1], allow_insecure_local=True, adapter_factory=adapter)
+                versions=[v1], allow_insecure_local=True, connector=setup)
         with ConvexHttpClient(vault.target_for(store.get_user(uid))) as client:
             seed_user(client, uid)
 

@@ -27,7 +27,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine.convex", "engine.registry", "engine.vault"),
     ("engine.check", "engine.fleet", "engine.local"),
     ("engine.lifecycle",),
-    ("engine.commands", "engine.demo", "engine.testing"),
+    ("engine.commands",),
+    ("engine.demo", "engine.testing"),
     ("engine.cli", "engine.serve"),
 )
 # The pure core: no network, database, subprocess or crypto, whatever the layer table says.

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import jinja2
 
+from engine import assets
+
 __all__ = ["code_environment", "templates_dir"]
 
 
 def templates_dir() -> Path:
-    """``templates/`` at the repository root, beside the ``engine`` package."""
+    """The engine's templates: packaged with an installed wheel, else ``templates/`` at the
+    root of the checkout (see ``engine.assets``)."""
 
-    return Path(__file__).resolve().parents[2] / "templates"
+    return assets.templates_dir()
 
 
 def code_environment(directory: Path) -> jinja2.Environment:

@@ -27,7 +27,7 @@ def health(ws: Workspace, users: Users = "all", *, concurrency: int = 16,
     from engine.lifecycle.health import check
 
     return check(users, store=ws.store, vault=ws.vault, config=ws.config, graph=ws.graph,
-                 concurrency=concurrency, timeout=timeout)
+                 concurrency=concurrency, timeout=timeout, connector=ws.connector)
 
 
 def monitor(ws: Workspace, interval: float, *, max_runs: int | None = None,
@@ -38,7 +38,8 @@ def monitor(ws: Workspace, interval: float, *, max_runs: int | None = None,
     from engine.lifecycle.health import monitor as loop
 
     return loop(interval, max_runs=max_runs, store=ws.store, vault=ws.vault, config=ws.config,
-                graph=ws.graph, concurrency=concurrency, timeout=timeout, on_report=on_report)
+                graph=ws.graph, concurrency=concurrency, timeout=timeout, on_report=on_report,
+                connector=ws.connector)
 
 
 def reconcile(ws: Workspace, users: Users = "all", *, apply: bool = False,
@@ -49,7 +50,7 @@ def reconcile(ws: Workspace, users: Users = "all", *, apply: bool = False,
     from engine.fleet.reconcile import reconcile as flow
 
     return flow(users, store=ws.store, vault=ws.vault, config=ws.config, graph=ws.graph,
-                apply=apply, concurrency=concurrency, timeout=timeout)
+                apply=apply, concurrency=concurrency, timeout=timeout, connector=ws.connector)
 
 
 def rollout(ws: Workspace, target: str | None, options: "RolloutOptions | None" = None, *,

@@ -32,7 +32,7 @@ def connect(ws: Workspace, user_id: str, url: str, deploy_key: str, *,
 
     return flow.connect(user_id, url, deploy_key, store=ws.store, vault=ws.vault,
                         config=ws.config, versions=ws.graph.resolve(version),
-                        adapter_factory=ws.connector.deployer,
+                        connector=ws.connector,
                         allow_insecure_local=allow_insecure_local, on_stage=on_stage,
                         copy_from_main=copy_from_main)
 
@@ -44,7 +44,7 @@ def retry_connect(ws: Workspace, user_id: str, *, copy_from_main: bool | None = 
     from engine.lifecycle import connect as flow
 
     return flow.retry_connect(user_id, store=ws.store, vault=ws.vault, config=ws.config,
-                              adapter_factory=ws.connector.deployer, on_stage=on_stage,
+                              connector=ws.connector, on_stage=on_stage,
                               copy_from_main=copy_from_main)
 
 
@@ -54,7 +54,7 @@ def test_connection(ws: Workspace, user_id: str) -> "ConnectionTest":
     from engine.lifecycle import connect as flow
 
     return flow.test_connection(user_id, store=ws.store, vault=ws.vault, config=ws.config,
-                                adapter_factory=ws.connector.deployer)
+                                connector=ws.connector)
 
 
 def user_status(ws: Workspace, user_id: str, *, history: int = 20) -> dict[str, Any]:
@@ -106,14 +106,18 @@ def rotate_keys(ws: Workspace) -> "RotationReport":
 
 def disconnect(ws: Workspace, user_id: str, mode: str, *, confirm: bool = False,
                page_size: int = 200,
-               hook: Callable[[str, dict[str, Any]], None] | None = None) -> "DisconnectReport":
-    """Keep, migrate back to main, or delete a user's data; then mark them disconnected."""
+               hook: Callable[[str, dict[str, Any]], None] | None = None,
+               main_client: "FunctionRunner | None" = None,
+               router: "Router | None" = None) -> "DisconnectReport":
+    """Keep, migrate back to main, or delete a user's data; then mark them disconnected.
+    ``main_client`` defaults to main from ``BYOD_MAIN_URL`` / ``BYOD_MAIN_ADMIN_KEY``; a
+    ``router`` of this process forgets the user's client once they are disconnected."""
 
     from engine.lifecycle.disconnect import disconnect as flow
 
     return flow(user_id, mode, confirm=confirm, store=ws.store, vault=ws.vault,
-                config=ws.config, graph=ws.graph, client_factory=ws.connector.client,
-                page_size=page_size, hook=hook)
+                config=ws.config, graph=ws.graph, connector=ws.connector,
+                main_client=main_client, router=router, page_size=page_size, hook=hook)
 
 
 def router(ws: Workspace, main_client: "FunctionRunner | None" = None) -> "Router":

@@ -69,7 +69,7 @@ class HttpConnector:
     kind: AdapterKind = "cli"
     toolchain: Toolchain | None = None
     work_root: Path | None = None
-    _payloads: "Payloads | None" = field(default=None, repr=False)
+    payload_cache: "Payloads | None" = field(default=None, repr=False)
 
     def client(self, target: DeploymentTarget) -> ConvexHttpClient:
         return ConvexHttpClient(target, timeout=self.config.http_timeout_s)
@@ -84,12 +84,13 @@ class HttpConnector:
     def payloads(self) -> "Payloads":
         """The push-payload cache (beside the registry), created on first use."""
 
-        if self._payloads is None:
+        if self.payload_cache is None:
             from engine.convex.push import PayloadCache
 
-            self._payloads = PayloadCache(payload_dir(self.config), toolchain=self.toolchain,
-                                          timeout=self.config.deploy_timeout_s)
-        return self._payloads
+            self.payload_cache = PayloadCache(payload_dir(self.config),
+                                              toolchain=self.toolchain,
+                                              timeout=self.config.deploy_timeout_s)
+        return self.payload_cache
 
     def deployer(self, target: DeploymentTarget) -> DeployAdapter:
         return adapter_for(target, self.config, kind=self.kind, toolchain=self.toolchain,

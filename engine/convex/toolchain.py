@@ -2,9 +2,13 @@
 convex-test): where it is, installing it once, and running its tools.
 
 ``toolchain/`` at the repository root holds ``package.json`` and ``package-lock.json``
-(``BYOD_TOOLCHAIN_DIR`` points elsewhere). ``npm ci`` runs only when ``node_modules`` is
-missing or the lock file changed since the last install (a stamp in ``node_modules`` holds
-the lock's sha256), so deploys and checks reuse one install instead of installing per use.
+(``BYOD_TOOLCHAIN_DIR`` points elsewhere). An installed wheel carries only those two files,
+in a package directory that may be read-only, so it installs into a per-user cache
+directory named by the lock's hash (``$XDG_CACHE_HOME/byod/toolchain/<hash>``, else
+``~/.cache/...``), seeded with the packaged manifest. ``npm ci`` runs only when
+``node_modules`` is missing or the lock file changed since the last install (a stamp in
+``node_modules`` holds the lock's sha256), so deploys and checks reuse one install instead
+of installing per use.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from engine.errors import ToolchainError
+from engine import assets
+from engine.errors import ByodError, ToolchainError
 
 __all__ = ["MIN_NODE_MAJOR", "Toolchain", "node_executable"]
 
@@ -29,8 +34,56 @@ _STAMP = ".byod-lock-sha256"
 _INSTALL_TIMEOUT_S = 900.0
 
 
-def _repo_toolchain_dir() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "toolchain"
+_MANIFEST = ("package.json", "package-lock.json")
+
+
+def _cache_home(env: Mapping[str, str]) -> Path:
+    configured = env.get("XDG_CACHE_HOME")
+    if configured and Path(configured).is_absolute():
+        return Path(configured)
+    return Path(env.get("HOME") or Path.home()) / ".cache"
+
+
+def _seeded_cache_dir(manifest: Path, env: Mapping[str, str]) -> Path:
+    """A writable toolchain directory for a packaged manifest: the per-user cache dir for
+    this lock file, holding copies of ``package.json`` and ``package-lock.json`` (``npm ci``
+    writes ``node_modules`` beside them). Several installs of the same lock share it."""
+
+    lock = manifest / "package-lock.json"
+    try:
+        digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise ToolchainError(f"{lock}: unreadable: {exc}") from exc
+    root = _cache_home(env) / "byod" / "toolchain" / digest
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for name in _MANIFEST:
+            data = (manifest / name).read_bytes()
+            target = root / name
+            if target.is_file() and target.read_bytes() == data:
+                continue
+            partial = root / f".{name}.{os.getpid()}.tmp"
+            partial.write_bytes(data)
+            os.replace(partial, target)  # readers never see half a file
+    except OSError as exc:
+        raise ToolchainError(
+            f"cannot prepare the toolchain directory {root}: {exc}; set BYOD_TOOLCHAIN_DIR "
+            "to a writable directory holding the toolchain's package.json and package-lock.json"
+        ) from exc
+    return root
+
+
+def _default_toolchain_dir(env: Mapping[str, str]) -> Path:
+    """A checkout's ``toolchain/`` itself; for an installed wheel, the cache directory
+    seeded from its packaged manifest."""
+
+    try:
+        manifest = assets.toolchain_manifest_dir()
+    except ByodError as exc:
+        raise ToolchainError(str(exc)) from exc
+    if assets.is_packaged(manifest):
+        return _seeded_cache_dir(manifest, env)
+    return manifest
 
 
 def node_executable() -> str:
@@ -83,15 +136,16 @@ class Toolchain:
 
     @classmethod
     def find(cls, env: Mapping[str, str] | None = None) -> "Toolchain":
-        """``BYOD_TOOLCHAIN_DIR`` or the repository's ``toolchain/``; must hold a
+        """``BYOD_TOOLCHAIN_DIR``, else the checkout's ``toolchain/``, else (an installed
+        wheel) the per-user cache directory seeded from the packaged manifest; must hold a
         ``package.json`` and a ``package-lock.json``."""
 
         env = os.environ if env is None else env
         configured = env.get("BYOD_TOOLCHAIN_DIR")
-        root = Path(configured).expanduser() if configured else _repo_toolchain_dir()
-        for name in ("package.json", "package-lock.json"):
+        root = Path(configured).expanduser() if configured else _default_toolchain_dir(env)
+        for name in _MANIFEST:
             if not (root / name).is_file():
-                source = "BYOD_TOOLCHAIN_DIR" if configured else "the repository"
+                source = "BYOD_TOOLCHAIN_DIR" if configured else "the engine's manifest"
                 raise ToolchainError(
                     f"toolchain directory {root} (from {source}) has no {name}; "
                     "it must be the pinned npm project with its lock file"

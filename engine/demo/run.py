@@ -20,16 +20,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from engine import commands
 from engine.assets import example_versions_dir
 from engine.bundle.compiler import compile_bundle, templates_dir
+from engine.commands.workspace import Workspace
 from engine.config import EngineConfig
 from engine.errors import ByodError
 from engine.events import Event
 from engine.ports.deployment import DeploymentTarget
+from engine.schema.models import SchemaVersion
+
+if TYPE_CHECKING:
+    from engine.fleet.rollout import RolloutReport
+    from engine.lifecycle.disconnect import DisconnectReport
+    from engine.lifecycle.health import HealthReport
+    from engine.local.launcher import LocalDeployment
 
 __all__ = ["DemoResult", "deploy_main", "run_demo"]
 
@@ -93,19 +102,19 @@ def write_key(directory: Path) -> str:
     return key
 
 
-def deploy_main(target: DeploymentTarget, version: Any, config: EngineConfig) -> str:
+def deploy_main(ws: Workspace, target: DeploymentTarget, version: SchemaVersion) -> str:
     """Deploy ``version``'s main bundle to the main deployment and record it there."""
 
-    from engine.convex.deploy_cli import CliDeployAdapter
-
-    bundle = compile_bundle(version.schema, version_id=version.id, config=config,
+    bundle = compile_bundle(version.schema, version_id=version.id, config=ws.config,
                             target="main")
-    with CliDeployAdapter(target, timeout=config.deploy_timeout_s,
-                          http_timeout=config.http_timeout_s) as adapter:
+    adapter = ws.connector.deployer(target)
+    try:
         adapter.deploy(bundle)
         adapter.mutation("byod:recordVersion", {"version": version.id,
                                                 "fingerprint": bundle.fingerprint,
                                                 "kind": "version"})
+    finally:
+        _close(adapter)
     return bundle.fingerprint
 
 
@@ -170,22 +179,21 @@ def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = prin
     result = DemoResult(directory=work, users=[f"user_{i + 1}" for i in range(users)])
     echo(f"byod demo in {work}")
 
-    versions = load_versions(versions_dir, config)
-    graph = VersionGraph(versions)
+    graph = VersionGraph(load_versions(versions_dir, config))
     v1, head = graph.resolve(1), graph.resolve("head")
-    echo(f"  {len(versions)} schema versions in {versions_dir.name}/: "
+    echo(f"  {len(graph.versions)} schema versions in {versions_dir.name}/: "
          f"{v1.id} … {head.id} (head)")
-    vault = Vault.from_hex(write_key(work))
-    store = SqliteStore(config.registry_path)
+    ws = Workspace.open(config, store=SqliteStore(config.registry_path),
+                        vault=Vault.from_hex(write_key(work)), graph=graph)
     echo("  registry: registry.sqlite3, encryption key: encryption.key (0600, not shown)")
 
     echo(f"\n1. starting {users + 1} local deployments (main + {users} users)")
     fleet = LocalFleet.start(users + 1, work / "fleet", timeout=120)
     try:
-        _run(result, fleet, store, vault, config, graph, v1, head, echo)
+        _run(result, ws, fleet.deployments, v1, head, echo)
     finally:
         fleet.stop()
-        store.close()
+        ws.close()
         echo("\ndeployments stopped.")
     result.duration_s = time.monotonic() - started
     _write_summary(result, work)
@@ -196,67 +204,87 @@ def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = prin
     return result
 
 
-def _run(result: DemoResult, fleet: Any, store: Any, vault: Any, config: EngineConfig,
-         graph: Any, v1: Any, head: Any, echo: Echo) -> None:
-    from engine.convex.http import ConvexHttpClient
-    from engine.demo.seed import seed_user
-    from engine.fleet.report import write_reports
-    from engine.fleet.rollout import RolloutOptions, rollout
-    from engine.lifecycle.connect import connect
-    from engine.lifecycle.disconnect import disconnect
-    from engine.lifecycle.health import check
-    from engine.lifecycle.routing import Router
+def _run(result: DemoResult, ws: Workspace, deployments: list[LocalDeployment],
+         v1: SchemaVersion, head: SchemaVersion, echo: Echo) -> None:
+    """Steps 2-7 through the commands door, as an app or an operator would run them."""
 
-    main_dep, *user_deps = fleet.deployments
+    main_dep, *user_deps = deployments
     main_target = DeploymentTarget(label="main", url=main_dep.url,
                                    admin_key=main_dep.admin_key, allow_insecure_local=True)
     echo(f"\n2. deploying {head.id} to main (all tables + migrate-back functions)")
-    deploy_main(main_target, head, config)
+    deploy_main(ws, main_target, head)
+    _connect_and_seed(result, ws, user_deps, v1, echo)
+    report = _roll_out(result, ws, head, len(user_deps), echo)
+    health = _check_health(result, ws, echo)
+    on_head = [u for u in result.users if ws.store.get_user(u).schema_version == head.id]
+    if not on_head:
+        echo(f"\n6. skipped: no user reached {head.id}, so none can migrate back to main")
+        result.fleet = [ws.store.get_user(uid).public_dict() for uid in result.users]
+        return
+    outcome, after = _disconnect_one(result, ws, on_head[0], main_target, echo)
+    result.fleet = [ws.store.get_user(uid).public_dict() for uid in result.users]
+    result.ok = (report.ok and health.ok and outcome.verified
+                 and outcome.status == "disconnected" and after == "main")
+
+
+def _connect_and_seed(result: DemoResult, ws: Workspace, user_deps: list[LocalDeployment],
+                      v1: SchemaVersion, echo: Echo) -> None:
+    from engine.demo.seed import seed_user
 
     echo(f"\n3. connecting {len(user_deps)} users at {v1.id} and seeding their content")
     for uid, dep in zip(result.users, user_deps):
-        connect(uid, dep.url, dep.admin_key, store=store, vault=vault, config=config,
-                versions=[v1], allow_insecure_local=True)
-        with ConvexHttpClient(vault.target_for(store.get_user(uid))) as client:
+        commands.connect(ws, uid, dep.url, dep.admin_key, version=v1.id,
+                         allow_insecure_local=True)
+        client = ws.connector.client(ws.vault.target_for(ws.store.get_user(uid)))
+        try:
             result.seeded[uid] = seed_user(client, uid)
+        finally:
+            _close(client)
         echo(f"  {uid}: connected at {v1.id}, {sum(result.seeded[uid].values())} documents "
              f"in {len(result.seeded[uid])} tables")
 
+
+def _roll_out(result: DemoResult, ws: Workspace, head: SchemaVersion, users: int,
+              echo: Echo) -> "RolloutReport":
+    from engine.fleet.rollout import RolloutOptions
+
     echo(f"\n4. rolling every user out to {head.id}")
-    report = rollout(head.id, store=store, vault=vault, config=config,
-                     versions=list(graph.versions.values()), emit=_Progress(echo),
-                     options=RolloutOptions(concurrency=min(4, len(user_deps)), canary=1,
-                                            waves=("100%",)))
-    json_path, html_path = write_reports(report, result.directory / "reports")
+    options = RolloutOptions(concurrency=min(4, users), canary=1, waves=("100%",))
+    report = commands.rollout(ws, head.id, options, emit=_Progress(echo))
+    json_path, html_path = commands.write_reports(ws, report, result.directory / "reports")
     result.rollout = {"id": report.rollout_id, "status": report.status,
                       "counts": report.counts, "duration_s": round(report.duration_s, 1)}
     result.reports.update(rollout_json=str(json_path), rollout_html=str(html_path))
     echo(f"  rollout {report.status}: {report.counts}")
+    return report
 
+
+def _check_health(result: DemoResult, ws: Workspace, echo: Echo) -> "HealthReport":
     echo("\n5. health check")
-    health = check("all", store=store, vault=vault, config=config, graph=graph,
-                   concurrency=8, timeout=5.0)
+    health = commands.health(ws, concurrency=8, timeout=5.0)
     result.health = health.to_dict()
     rows = [["user", "state", "version", "latency"]]
     rows += [[r.user_id, r.state, r.version or "-",
               f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-"]
              for r in health.results]
     _table(rows, echo)
+    return health
 
-    on_head = [u for u in result.users if store.get_user(u).schema_version == head.id]
-    if not on_head:
-        echo(f"\n6. skipped: no user reached {head.id}, so none can migrate back to main")
-        result.fleet = [store.get_user(uid).public_dict() for uid in result.users]
-        return
-    leaving = on_head[0]
+
+def _disconnect_one(result: DemoResult, ws: Workspace, leaving: str,
+                    main_target: DeploymentTarget, echo: Echo
+                    ) -> tuple["DisconnectReport", str]:
     echo(f"\n6. {leaving} disconnects and takes their data back to main (migrate)")
-    with ConvexHttpClient(main_target, timeout=config.http_timeout_s) as main_client:
-        router = Router(store, vault, config, graph, main_client)
+    main_client = ws.connector.client(main_target)
+    router = commands.router(ws, main_client)
+    try:
         before = router.route(leaving, "messages").destination
-        outcome = disconnect(leaving, "migrate", store=store, vault=vault, config=config,
-                             main_client=main_client, graph=graph, router=router)
+        outcome = commands.disconnect(ws, leaving, "migrate", main_client=main_client,
+                                      router=router)
         after = router.route(leaving, "messages").destination
+    finally:
         router.close()
+        _close(main_client)
     result.disconnect = {**outcome.to_dict(), "routing_before": before, "routing_after": after}
     rows = [["table", "source", "on main", "checksum", "verified"]]
     rows += [[name, str(t["source_count"]), str(t["main_count"]), t["checksum"],
@@ -266,10 +294,13 @@ def _run(result: DemoResult, fleet: Any, store: Any, vault: Any, config: EngineC
     empty = sum(1 for t in outcome.tables.values() if not t["source_count"])
     echo(f"  ({empty} empty tables verified too; {outcome.patched} references patched in a "
          f"second pass; routing for {leaving}: {before} → {after})")
+    return outcome, after
 
-    result.fleet = [store.get_user(uid).public_dict() for uid in result.users]
-    result.ok = (report.ok and health.ok and outcome.verified
-                 and outcome.status == "disconnected" and after == "main")
+
+def _close(client: object) -> None:
+    close = getattr(client, "close", None)
+    if callable(close):
+        close()
 
 
 def _write_summary(result: DemoResult, directory: Path) -> None:

@@ -28,11 +28,13 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from engine.bundle.compiler import Bundle, compile_version
 from engine.config import EngineConfig
+from engine.convex.connector import HttpConnector
 from engine.convex.targets import validate_deploy_key, validate_url
 from engine.errors import (
     ByodError,
@@ -45,8 +47,12 @@ from engine.errors import (
 from engine.fleet.health_states import nothing_deployed as _nothing_deployed
 from engine.lifecycle.copy_from_main import CopyPlan, plan_copy, run_copy_stage
 from engine.lifecycle.gate import Entitlement, check_entitled, grandfathered
+from engine.lifecycle.health import check_one
 from engine.lifecycle.progress import copy_in_progress
+from engine.plan.graph import VersionGraph
+from engine.plan.versions import Versions
 from engine.ports.deployment import (
+    Connector,
     DeployAdapter,
     DeploymentTarget,
     FunctionRunner,
@@ -58,11 +64,9 @@ from engine.schema.models import SchemaVersion
 from engine.vault import Vault
 
 __all__ = [
-    "AdapterFactory",
     "ConnectionTest",
     "STAGES",
     "connect",
-    "default_adapter_factory",
     "head_version",
     "retry_connect",
     "test_connection",
@@ -71,30 +75,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STAGES = ("validating", "testing", "saving", "deploying", "recording", "copying", "done")
-AdapterFactory = Callable[[DeploymentTarget], DeployAdapter]
 StageCallback = Callable[[str, str], None]
 
-# -- adapters --------------------------------------------------------------------------------
-
-def default_adapter_factory(config: EngineConfig) -> AdapterFactory:
-    """The real thing: ``npx convex deploy`` for deploys, the HTTP API for functions (the
-    CLI adapter carries an HTTP client for its function calls). Imported lazily so pure
-    callers never load the toolchain."""
-
-    def make(target: DeploymentTarget) -> DeployAdapter:
-        from engine.convex.deploy_cli import CliDeployAdapter
-
-        return CliDeployAdapter(target, timeout=config.deploy_timeout_s,
-                                http_timeout=config.http_timeout_s)
-
-    return make
+VersionsToDeploy = Union[VersionGraph, SchemaVersion, Mapping[str, SchemaVersion],
+                         Iterable[SchemaVersion]]
+"""A version to deploy, or versions whose head is deployed."""
 
 
-def head_version(versions: Any, config: EngineConfig) -> SchemaVersion:
-    """The head version from a ``VersionGraph``, a version, a list/mapping of versions, or
-    (None) the config's ``versions_dir``."""
-
-    from engine.plan.graph import VersionGraph
+def head_version(versions: VersionsToDeploy | None, config: EngineConfig) -> SchemaVersion:
+    """The version to deploy: the one given, or the head of a graph or of versions, or
+    (None) the head of the config's ``versions_dir``."""
 
     if versions is None:
         from engine.schema.loader import load_versions
@@ -102,8 +92,8 @@ def head_version(versions: Any, config: EngineConfig) -> SchemaVersion:
         versions = load_versions(config.versions_dir, config)
     if isinstance(versions, SchemaVersion):
         return versions
-    if not hasattr(versions, "resolve"):
-        versions = VersionGraph(versions.values() if isinstance(versions, dict) else versions)
+    if not isinstance(versions, VersionGraph):
+        versions = VersionGraph(versions.values() if isinstance(versions, Mapping) else versions)
     return versions.resolve("head")
 
 
@@ -207,7 +197,7 @@ def _copy_stage(flow: _Flow, adapter: DeployAdapter, plan: CopyPlan, *,
 
 
 def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: Vault,
-         config: EngineConfig, factory: AdapterFactory, head: SchemaVersion, bundle: Bundle,
+         config: EngineConfig, connector: Connector, head: SchemaVersion, bundle: Bundle,
          save: bool, copy: CopyPlan | None = None) -> UserConfig:
     """testing → (saving) → deploying → recording → (copying) → done, under the user's
     lease."""
@@ -218,7 +208,7 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
     adapter: DeployAdapter | None = None
     try:
         flow.enter("testing")
-        adapter = factory(target)
+        adapter = connector.deployer(target)
         info = _probe(adapter, user_id)
         tested_at = time.time()
 
@@ -236,41 +226,9 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
 
         flow.enter("deploying")
         if info is not None and info.version != head.id:
-            # Another byod version is live there: record it, never deploy over its data.
-            store.set_deployment(user_id, status="deployed", version=info.version,
-                                 fingerprint=info.fingerprint)
-            store.audit(user_id, "connect_found_version",
-                        {"version": info.version, "head": head.id})
-            if copy is not None:
-                flow.enter("copying")
-                raise CopyFromMainError(
-                    f"the deployment already runs {info.version} (head is {head.id}); content "
-                    "is copied from main only onto a deployment on the head version: run a "
-                    "rollout, then retry the connect with the copy")
-            flow.enter("done", f"done: found {info.version} deployed; head is {head.id}, "
-                               "run a rollout")
-            return store.set_connection_status(user_id, "connected", tested_at=tested_at)
-        if info is None or info.fingerprint != bundle.fingerprint:
-            store.set_deployment(user_id, status="deploying")
-            adapter.deploy(bundle)
-
-        flow.enter("recording")
-        recorded = info.recorded if info is not None else None
-        if not (recorded and recorded.get("version") == head.id
-                and recorded.get("fingerprint") == bundle.fingerprint
-                and info is not None and info.fingerprint == bundle.fingerprint):
-            adapter.mutation("byod:recordVersion", {
-                "version": head.id, "fingerprint": bundle.fingerprint, "kind": "version"})
-        check = _probe(adapter, user_id)
-        if check is None:
-            raise DeployFailed(f"after deploying {head.id} the deployment reports no byod "
-                               "version (the deploy did not take)", deployment=user_id)
-        if check.version != head.id or check.fingerprint != bundle.fingerprint:
-            raise DeployFailed(
-                f"after deploying {head.id} the deployment reports version {check.version} "
-                f"with fingerprint {check.fingerprint[:12]}", deployment=user_id)
-        store.set_deployment(user_id, status="deployed", version=head.id,
-                             fingerprint=bundle.fingerprint)
+            return _keep_other_version(flow, store, info, head, tested_at,
+                                       copying=copy is not None)
+        _deploy_record_verify(flow, adapter, info, head, bundle, store)
         note = None
         if copy is not None:
             note = _copy_stage(flow, adapter, copy, store=store, head=head, holder=holder,
@@ -286,9 +244,57 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
         store.release_lease(user_id, holder)
 
 
+def _keep_other_version(flow: _Flow, store: RegistryStore, info: VersionInfo,
+                        head: SchemaVersion, tested_at: float, *, copying: bool) -> UserConfig:
+    """Another byod version is live there: record it, never deploy over its data (a
+    rollout brings it to the head)."""
+
+    user_id = flow.user_id
+    store.set_deployment(user_id, status="deployed", version=info.version,
+                         fingerprint=info.fingerprint)
+    store.audit(user_id, "connect_found_version", {"version": info.version, "head": head.id})
+    if copying:
+        flow.enter("copying")
+        raise CopyFromMainError(
+            f"the deployment already runs {info.version} (head is {head.id}); content "
+            "is copied from main only onto a deployment on the head version: run a "
+            "rollout, then retry the connect with the copy")
+    flow.enter("done", f"done: found {info.version} deployed; head is {head.id}, "
+                       "run a rollout")
+    return store.set_connection_status(user_id, "connected", tested_at=tested_at)
+
+
+def _deploy_record_verify(flow: _Flow, adapter: DeployAdapter, info: VersionInfo | None,
+                          head: SchemaVersion, bundle: Bundle, store: RegistryStore) -> None:
+    """Deploy the head bundle unless it is live already, record it on the deployment
+    unless recorded already, and read it back: a deploy that did not take fails here."""
+
+    user_id = flow.user_id
+    if info is None or info.fingerprint != bundle.fingerprint:
+        store.set_deployment(user_id, status="deploying")
+        adapter.deploy(bundle)
+    flow.enter("recording")
+    recorded = info.recorded if info is not None else None
+    if not (recorded and recorded.get("version") == head.id
+            and recorded.get("fingerprint") == bundle.fingerprint
+            and info is not None and info.fingerprint == bundle.fingerprint):
+        adapter.mutation("byod:recordVersion", {
+            "version": head.id, "fingerprint": bundle.fingerprint, "kind": "version"})
+    check = _probe(adapter, user_id)
+    if check is None:
+        raise DeployFailed(f"after deploying {head.id} the deployment reports no byod "
+                           "version (the deploy did not take)", deployment=user_id)
+    if check.version != head.id or check.fingerprint != bundle.fingerprint:
+        raise DeployFailed(
+            f"after deploying {head.id} the deployment reports version {check.version} "
+            f"with fingerprint {check.fingerprint[:12]}", deployment=user_id)
+    store.set_deployment(user_id, status="deployed", version=head.id,
+                         fingerprint=bundle.fingerprint)
+
+
 def connect(user_id: str, url: str, deploy_key: str, *, store: RegistryStore, vault: Vault,
-            config: EngineConfig, adapter_factory: AdapterFactory | None = None,
-            versions: Any = None, allow_insecure_local: bool = False,
+            config: EngineConfig, connector: Connector | None = None,
+            versions: VersionsToDeploy | None = None, allow_insecure_local: bool = False,
             entitlement: Entitlement | None = None,
             on_stage: StageCallback | None = None, copy_from_main: bool = False,
             main_client: FunctionRunner | None = None,
@@ -316,10 +322,10 @@ def connect(user_id: str, url: str, deploy_key: str, *, store: RegistryStore, va
         bundle = compile_version(head, config)
         target = DeploymentTarget(label=user_id, url=clean_url, admin_key=deploy_key.strip(),
                                   allow_insecure_local=allow_insecure_local)
-        factory = adapter_factory or default_adapter_factory(config)
-        plan = _copy_plan(flow, copy_from_main, main_client, copy_page_size, config, owned)
-        return _run(flow, target, store=store, vault=vault, config=config, factory=factory,
-                    head=head, bundle=bundle, save=True, copy=plan)
+        connector = connector or HttpConnector(config)
+        plan = _copy_plan(flow, copy_from_main, main_client, copy_page_size, connector, owned)
+        return _run(flow, target, store=store, vault=vault, config=config,
+                    connector=connector, head=head, bundle=bundle, save=True, copy=plan)
     except ByodError as exc:
         flow.fail(exc)
         raise flow.reraise(exc) from None
@@ -332,17 +338,18 @@ def connect(user_id: str, url: str, deploy_key: str, *, store: RegistryStore, va
 
 
 def _copy_plan(flow: _Flow, wanted: bool, main_client: FunctionRunner | None,
-               page_size: int, config: EngineConfig, owned: list[Any]) -> CopyPlan | None:
+               page_size: int, connector: Connector, owned: list[Any]) -> CopyPlan | None:
     """Checked while validating: a missing main deployment fails before anything is
     stored or deployed. The main deployment's secrets join the ones redacted."""
 
-    plan, secrets = plan_copy(wanted, main_client, page_size, config, owned)
+    plan, secrets = plan_copy(wanted, main_client, page_size, connector, owned)
     flow.secrets = flow.secrets + secrets
     return plan
 
 
 def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: EngineConfig,
-                  adapter_factory: AdapterFactory | None = None, versions: Any = None,
+                  connector: Connector | None = None,
+                  versions: VersionsToDeploy | None = None,
                   entitlement: Entitlement | None = None,
                   on_stage: StageCallback | None = None, copy_from_main: bool | None = None,
                   main_client: FunctionRunner | None = None,
@@ -367,16 +374,16 @@ def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: E
         copy_from_main = copy_in_progress(store, user_id)
     try:
         flow.enter("validating")
-        plan = _copy_plan(flow, copy_from_main, main_client, copy_page_size, config, owned)
+        connector = connector or HttpConnector(config)
+        plan = _copy_plan(flow, copy_from_main, main_client, copy_page_size, connector, owned)
         if not grandfathered(user):
             check_entitled(user_id, config=config, store=store, entitlement=entitlement)
         validate_url(target.url, target.allow_insecure_local, label=user_id)
         validate_deploy_key(target.admin_key, label=user_id)
         head = head_version(versions, config)
         bundle = compile_version(head, config)
-        factory = adapter_factory or default_adapter_factory(config)
-        return _run(flow, target, store=store, vault=vault, config=config, factory=factory,
-                    head=head, bundle=bundle, save=False, copy=plan)
+        return _run(flow, target, store=store, vault=vault, config=config,
+                    connector=connector, head=head, bundle=bundle, save=False, copy=plan)
     except ByodError as exc:
         flow.fail(exc)
         raise flow.reraise(exc) from None
@@ -409,8 +416,8 @@ class ConnectionTest:
 
 
 def test_connection(user_id: str, *, store: RegistryStore, vault: Vault,
-                    config: EngineConfig, adapter_factory: AdapterFactory | None = None,
-                    versions: Any = None) -> ConnectionTest:
+                    config: EngineConfig, connector: Connector | None = None,
+                    versions: Versions | None = None) -> ConnectionTest:
     """Ask the deployment for its version with the saved credentials and classify the
     answer exactly as a health check does (``versions``: a ``VersionGraph`` or versions;
     None loads ``config.versions_dir``); record the time and move ``connected`` ↔
@@ -418,22 +425,18 @@ def test_connection(user_id: str, *, store: RegistryStore, vault: Vault,
     are recorded); credentials that do not decrypt change nothing. Never consults the
     premium gate."""
 
-    from engine.lifecycle.health import (
-        check_one,  # health imports disconnect → routing; keep lazy
-    )
-
     if versions is None:
         from engine.schema.loader import load_versions
 
         versions = load_versions(config.versions_dir, config)
-    factory = adapter_factory or default_adapter_factory(config)
+    connector = connector or HttpConnector(config)
 
     def read(target: DeploymentTarget) -> VersionInfo:
-        adapter = factory(target)
+        client = connector.client(target)
         try:
-            return adapter.read_version()
+            return client.read_version()
         finally:
-            _close(adapter)
+            _close(client)
 
     res = check_one(user_id, store=store, vault=vault, config=config, graph=versions,
                     read_version=read)

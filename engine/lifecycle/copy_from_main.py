@@ -36,7 +36,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.config import EngineConfig
 from engine.convex.targets import main_target_from_env
 from engine.errors import ByodError, CopyFromMainError, DisconnectError
 from engine.lifecycle.ownership import OwnerRule, owner_rules, owns
@@ -51,7 +50,7 @@ from engine.lifecycle.remap import (
     prepare,
     remap_value,
 )
-from engine.ports.deployment import FunctionRunner
+from engine.ports.deployment import Connector, FunctionRunner
 from engine.ports.registry import ProgressStore, RegistryStore
 from engine.schema.engine_tables import ENGINE_TABLE_NAMES
 from engine.schema.models import Location, SchemaVersion, Table
@@ -456,10 +455,10 @@ class CopyPlan:
 
 
 def plan_copy(wanted: bool, main_client: FunctionRunner | None, page_size: int,
-              config: EngineConfig, owned: list[Any]) -> tuple[CopyPlan | None, tuple[str, ...]]:
+              connector: Connector, owned: list[Any]) -> tuple[CopyPlan | None, tuple[str, ...]]:
     """(the plan or None, secrets to redact). Without ``main_client`` the main deployment
-    comes from ``BYOD_MAIN_URL`` + ``BYOD_MAIN_ADMIN_KEY``; the client built for it is
-    appended to ``owned`` for the caller to close."""
+    comes from ``BYOD_MAIN_URL`` + ``BYOD_MAIN_ADMIN_KEY`` through ``connector``; the
+    client built for it is appended to ``owned`` for the caller to close."""
 
     if not wanted:
         return None, ()
@@ -467,10 +466,8 @@ def plan_copy(wanted: bool, main_client: FunctionRunner | None, page_size: int,
         raise CopyFromMainError("the copy's page size must be between 1 and 8192")
     if main_client is not None:
         return CopyPlan(main=main_client, page_size=page_size), ()
-    from engine.convex.http import ConvexHttpClient
-
     target = main_target_from_env()
-    client = ConvexHttpClient(target, timeout=config.http_timeout_s)
+    client = connector.client(target)
     owned.append(client)
     return CopyPlan(main=client, page_size=page_size), target.secrets
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.config import EngineConfig
+from engine.convex.connector import HttpConnector
 from engine.convex.targets import main_target_from_env
 from engine.errors import ByodError, DisconnectError, LeaseHeld, UnknownVersion
 from engine.lifecycle.progress import DISCONNECT, ProgressRun, read_pages
@@ -40,12 +41,14 @@ from engine.lifecycle.remap import (
     prepare,
     remap_value,
 )
-from engine.plan.versions import as_version_source
-from engine.ports.deployment import DeploymentTarget, FunctionRunner
+from engine.lifecycle.routing import Router
+from engine.plan.versions import Versions, as_version_source
+from engine.ports.deployment import Connector, FunctionRunner
 from engine.ports.registry import ProgressStore, RegistryStore, UserConfig
 from engine.redact import redact
 from engine.schema.engine_tables import ENGINE_TABLE_NAMES
 from engine.schema.models import Location, Table
+from engine.vault import Vault
 
 __all__ = ["DisconnectReport", "Mode", "disconnect"]
 
@@ -259,7 +262,7 @@ class _Run(ProgressRun):
         return out
 
 
-def _user_tables(user: UserConfig, versions: Any) -> dict[str, Table]:
+def _user_tables(user: UserConfig, versions: Versions) -> dict[str, Table]:
     source = as_version_source(versions)
     if not user.schema_version:
         raise DisconnectError(
@@ -275,44 +278,24 @@ def _user_tables(user: UserConfig, versions: Any) -> dict[str, Table]:
             if t.location == Location.USER and n not in ENGINE_TABLE_NAMES}
 
 
-def _default_client(target: DeploymentTarget, config: EngineConfig) -> FunctionRunner:
-    from engine.convex.http import ConvexHttpClient
-
-    return ConvexHttpClient(target, timeout=config.http_timeout_s)
-
-
 def disconnect(
-    user_id: str, mode: str, *, confirm: bool = False, store: RegistryStore, vault: Any,
+    user_id: str, mode: str, *, confirm: bool = False, store: RegistryStore, vault: Vault,
     config: EngineConfig | None = None, main_client: FunctionRunner | None = None,
-    graph: Any, client_factory: Callable[[DeploymentTarget], FunctionRunner] | None = None,
-    router: Any = None, page_size: int = 200, hook: Hook | None = None,
+    graph: Versions, connector: Connector | None = None,
+    router: Router | None = None, page_size: int = 200, hook: Hook | None = None,
 ) -> DisconnectReport:
     """Disconnect one user (see the module docstring). Re-running after an interruption
     resumes; re-running after success reports that the user is already disconnected."""
 
     config = config or EngineConfig()
     started = time.monotonic()
-    if mode not in MODES:
-        raise DisconnectError(f"unknown disconnect mode {mode!r}; use one of {', '.join(MODES)}")
-    if not 1 <= page_size <= 8192:
-        raise DisconnectError("page_size must be between 1 and 8192")
     user = store.get_user(user_id)
     report = DisconnectReport(user_id=user_id, mode=mode)
-    progress = store.load_progress(DISCONNECT, user_id) or {}
-    running = progress.get("state") == "running"
-    if running and progress.get("mode") != mode:
-        raise DisconnectError(
-            f"a {progress.get('mode')} disconnect of user {user_id!r} was interrupted; "
-            f"finish it with --data {progress.get('mode')} (it resumes where it stopped)")
+    running = _refuse_or_resume(user, mode, confirm=confirm, store=store, page_size=page_size)
     if user.connection_status == "disconnected" and not running:
         report.status = "disconnected"
         report.message = "already disconnected; nothing to do"
         return report
-    if mode == "delete" and not confirm:
-        raise DisconnectError(
-            f"deleting user {user_id!r}'s content from their deployment cannot be undone; "
-            "pass --yes (confirm=True) to go ahead")
-
     if mode == "keep":
         store.set_connection_status(user_id, "disconnected")
         store.audit(user_id, "disconnected", {"mode": "keep"})
@@ -324,7 +307,7 @@ def disconnect(
 
     tables = _user_tables(user, graph)
     target = vault.target_for(user)
-    factory = client_factory or (lambda t: _default_client(t, config))
+    connector = connector or HttpConnector(config)
     # The user's lease (the one a rollout's runner takes too): two disconnects, or a
     # disconnect and a rollout, never work the same deployment at once.
     holder = f"disconnect:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -335,12 +318,12 @@ def disconnect(
         raise DisconnectError(
             f"user {user_id!r} is being worked by another runner ({exc.holder}); run the "
             "disconnect again once it has finished") from None
-    owned: list[Any] = []
+    owned: list[FunctionRunner] = []
     try:
         if mode == "migrate" and main_client is None:
-            main_client = factory(main_target_from_env())
+            main_client = connector.client(main_target_from_env())
             owned.append(main_client)
-        source = factory(target)
+        source = connector.client(target)
         owned.append(source)
         return _data_step(user, mode, store=store, tables=tables, source=source,
                           main_client=main_client, page_size=page_size, hook=hook,
@@ -356,9 +339,33 @@ def disconnect(
             pass  # it expires on its own
 
 
+def _refuse_or_resume(user: UserConfig, mode: str, *, confirm: bool, store: RegistryStore,
+                      page_size: int) -> bool:
+    """Refuse what cannot start (an unknown mode, a bad page size, another mode's
+    interrupted run, an unconfirmed delete); True when this mode's run was interrupted and
+    resumes now."""
+
+    if mode not in MODES:
+        raise DisconnectError(f"unknown disconnect mode {mode!r}; use one of {', '.join(MODES)}")
+    if not 1 <= page_size <= 8192:
+        raise DisconnectError("page_size must be between 1 and 8192")
+    progress = store.load_progress(DISCONNECT, user.user_id) or {}
+    running = progress.get("state") == "running"
+    if running and progress.get("mode") != mode:
+        raise DisconnectError(
+            f"a {progress.get('mode')} disconnect of user {user.user_id!r} was interrupted; "
+            f"finish it with --data {progress.get('mode')} (it resumes where it stopped)")
+    already = user.connection_status == "disconnected" and not running
+    if mode == "delete" and not confirm and not already:
+        raise DisconnectError(
+            f"deleting user {user.user_id!r}'s content from their deployment cannot be "
+            "undone; pass --yes (confirm=True) to go ahead")
+    return running
+
+
 def _data_step(user: UserConfig, mode: str, *, store: RegistryStore, tables: dict[str, Table],
                source: FunctionRunner, main_client: FunctionRunner | None, page_size: int,
-               hook: Hook | None, secrets: tuple[str, ...], router: Any,
+               hook: Hook | None, secrets: tuple[str, ...], router: Router | None,
                report: DisconnectReport, started: float,
                keep_lease: Callable[[], object] | None = None) -> DisconnectReport:
     user_id = user.user_id
@@ -437,7 +444,7 @@ def _interrupted(store: RegistryStore, run: _Run, user_id: str, mode: str, why: 
         pass
 
 
-def _invalidate(router: Any, user_id: str) -> None:
+def _invalidate(router: Router | None, user_id: str) -> None:
     if router is not None:
         router.invalidate(user_id)
 

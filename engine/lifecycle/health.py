@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.config import EngineConfig
+from engine.convex.connector import HttpConnector
 from engine.errors import ByodError, InvalidTransition, VaultKeyMismatch
 from engine.fleet.health_states import (
     BLOCKING,
@@ -50,17 +51,17 @@ from engine.fleet.health_states import (
 )
 from engine.lifecycle.alerts import AlertResult, build_alert, send_alert
 from engine.lifecycle.progress import disconnect_in_progress
-from engine.ports.deployment import DeploymentTarget, VersionInfo
+from engine.plan.versions import Versions
+from engine.ports.deployment import Connector, DeploymentTarget, VersionInfo
 from engine.ports.registry import RegistryStore, UserConfig
 from engine.redact import redact
-from engine.vault import ENV_KEY, ENV_OLD_KEYS, envelope_key_id
+from engine.vault import ENV_KEY, ENV_OLD_KEYS, Vault, envelope_key_id
 
 __all__ = ["BLOCKING", "ROUTABLE", "UNHEALTHY", "DeploymentHealth", "HealthReport", "check",
            "check_async", "check_one", "monitor", "probe_sync"]
 
 log = logging.getLogger(__name__)
 
-AsyncClientFactory = Callable[[DeploymentTarget, float], Any]
 ReadVersion = Callable[[DeploymentTarget], VersionInfo]
 
 
@@ -164,20 +165,14 @@ def _result(user: UserConfig, verdict: Verdict, secrets: Sequence[str], latency:
         error_kind=verdict.error_kind, **_base(user))
 
 
-def _default_async_factory(target: DeploymentTarget, timeout: float) -> Any:
-    from engine.convex.http import AsyncConvexHttpClient
-
-    return AsyncConvexHttpClient(target, timeout=timeout, retries=0)
-
-
-async def _probe(user: UserConfig, *, vault: Any, factory: AsyncClientFactory,
+async def _probe(user: UserConfig, *, vault: Vault, connector: Connector,
                  timeout: float, expect: Expectations) -> DeploymentHealth:
     secrets: tuple[str, ...] = ()
     started = time.monotonic()
     try:
         target = vault.target_for(user)
         secrets = target.secrets
-        client = factory(target, timeout)
+        client = connector.async_client(target, timeout=timeout, retries=0)
         try:
             info = await asyncio.wait_for(client.read_version(), timeout + 1.0)
         finally:
@@ -191,7 +186,7 @@ async def _probe(user: UserConfig, *, vault: Any, factory: AsyncClientFactory,
     return _result(user, classify_answer(user, info, expect), secrets, latency, info)
 
 
-def probe_sync(user: UserConfig, *, vault: Any, read_version: ReadVersion,
+def probe_sync(user: UserConfig, *, vault: Vault, read_version: ReadVersion,
                expect: Expectations) -> DeploymentHealth:
     """The same probe as the fleet check, for one user over a synchronous adapter
     (``read_version`` gets the decrypted target). Never raises for a deployment problem."""
@@ -253,8 +248,8 @@ def _apply(store: RegistryStore, result: DeploymentHealth, now: float,
                    "event": event, "state": result.state, "reason": result.reason, "at": now}
 
 
-def check_one(user_id: str, *, store: RegistryStore, vault: Any, config: EngineConfig,
-              graph: Any, read_version: ReadVersion, block_on_drift: bool = True,
+def check_one(user_id: str, *, store: RegistryStore, vault: Vault, config: EngineConfig,
+              graph: Versions, read_version: ReadVersion, block_on_drift: bool = True,
               clock: Callable[[], float] = time.time) -> DeploymentHealth:
     """Check one user over a synchronous adapter and apply the result (what
     ``byod test-connection`` does). A ``vault_error`` changes nothing."""
@@ -269,7 +264,7 @@ def check_one(user_id: str, *, store: RegistryStore, vault: Any, config: EngineC
     return result
 
 
-def _key_mismatch(vault: Any, store: RegistryStore, failed: list[DeploymentHealth],
+def _key_mismatch(vault: Vault, store: RegistryStore, failed: list[DeploymentHealth],
                   report: HealthReport) -> VaultKeyMismatch:
     named: set[str] = set()
     for r in failed:
@@ -293,10 +288,10 @@ def _key_mismatch(vault: Any, store: RegistryStore, failed: list[DeploymentHealt
 
 
 async def check_async(
-    users: Iterable[str] | str | None = "all", *, store: RegistryStore, vault: Any,
-    graph: Any, config: EngineConfig | None = None, concurrency: int = 16,
+    users: Iterable[str] | str | None = "all", *, store: RegistryStore, vault: Vault,
+    graph: Versions, config: EngineConfig | None = None, concurrency: int = 16,
     timeout: float | None = None, budget_s: float | None = None,
-    client_factory: AsyncClientFactory | None = None, apply: bool = True,
+    connector: Connector | None = None, apply: bool = True,
     alert: bool = True, block_on_drift: bool = True,
     alert_transport: Any = None, clock: Callable[[], float] = time.time,
     alerted_vault_errors: Collection[str] = (),
@@ -313,40 +308,12 @@ async def check_async(
     if budget_s is not None:
         timeout = min(timeout, max(0.1, budget_s * 0.8 - 0.2))
     expect = Expectations(graph, config, store)
-    factory = client_factory or _default_async_factory
     report = HealthReport(started_at=clock())
     began = time.monotonic()
-    selected = _select(store, users)
-    sem = asyncio.Semaphore(max(1, concurrency))
-
-    async def one(user: UserConfig) -> DeploymentHealth:
-        if user.connection_status == "disconnected" or not user.url_ct:
-            return DeploymentHealth(user.user_id, "skipped",
-                                    f"connection {user.connection_status}: not checked",
-                                    status_before=user.connection_status,
-                                    status_after=user.connection_status)
-        async with sem:
-            return await _probe(user, vault=vault, factory=factory, timeout=timeout,
-                                expect=expect)
-
-    tasks = [asyncio.ensure_future(one(u)) for u in selected]
-    wait_for = None if budget_s is None else max(0.1, budget_s * 0.8)
-    if tasks:
-        await asyncio.wait(tasks, timeout=wait_for)
-    results: list[DeploymentHealth] = []
-    for user, task in zip(selected, tasks):
-        if task.done() and not task.cancelled() and task.exception() is None:
-            results.append(task.result())
-            continue
-        if not task.done():
-            task.cancel()
-        reason = ("not checked: this run's time budget ran out" if not task.done() or
-                  task.cancelled() else f"check failed: {type(task.exception()).__name__}")
-        results.append(DeploymentHealth(user.user_id, "not_checked", reason,
-                                        status_before=user.connection_status,
-                                        status_after=user.connection_status))
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
+    results = await _probe_all(
+        _select(store, users), vault=vault, connector=connector or HttpConnector(config),
+        timeout=timeout, expect=expect, concurrency=concurrency,
+        wait_s=None if budget_s is None else max(0.1, budget_s * 0.8))
     now = clock()
     for res in results:
         if apply:
@@ -391,6 +358,44 @@ async def _send_alerts(url: str, report: HealthReport, now: float, budget: float
         payload = build_alert(event, deployments, report.counts, now)
         out.append(await send_alert(url, payload, budget_s=remaining, transport=transport))
     return out
+async def _probe_all(selected: list[UserConfig], *, vault: Vault, connector: Connector,
+                     timeout: float, expect: Expectations, concurrency: int,
+                     wait_s: float | None) -> list[DeploymentHealth]:
+    """Probe every selected user, at most ``concurrency`` at once, within ``wait_s``;
+    one result per user, in order (``not_checked`` for those the budget left out)."""
+
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(user: UserConfig) -> DeploymentHealth:
+        if user.connection_status == "disconnected" or not user.url_ct:
+            return DeploymentHealth(user.user_id, "skipped",
+                                    f"connection {user.connection_status}: not checked",
+                                    status_before=user.connection_status,
+                                    status_after=user.connection_status)
+        async with sem:
+            return await _probe(user, vault=vault, connector=connector, timeout=timeout,
+                                expect=expect)
+
+    tasks = [asyncio.ensure_future(one(u)) for u in selected]
+    if tasks:
+        await asyncio.wait(tasks, timeout=wait_s)
+    results: list[DeploymentHealth] = []
+    for user, task in zip(selected, tasks):
+        if task.done() and not task.cancelled() and task.exception() is None:
+            results.append(task.result())
+            continue
+        if not task.done():
+            task.cancel()
+        reason = ("not checked: this run's time budget ran out" if not task.done() or
+                  task.cancelled() else f"check failed: {type(task.exception()).__name__}")
+        results.append(DeploymentHealth(user.user_id, "not_checked", reason,
+                                        status_before=user.connection_status,
+                                        status_after=user.connection_status))
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return results
+
+
 def check(users: Iterable[str] | str | None = "all", **kwargs: Any) -> HealthReport:
     """Synchronous ``check_async`` (for the CLI and scripts)."""
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from engine import assets
 from engine.convex.toolchain import Toolchain
-from engine.errors import ToolchainError
+from engine.errors import ConfigError, ToolchainError
 
 
 def _project(root: Path, installed: dict[str, str] | None, locked: dict[str, str]) -> Toolchain:
@@ -39,6 +41,68 @@ def test_find_requires_package_and_lock(tmp_path: Path) -> None:
 def test_default_is_the_repository_toolchain() -> None:
     tc = Toolchain.find({})
     assert tc.root.name == "toolchain" and (tc.root / "package-lock.json").is_file()
+
+
+def _packaged_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Pretend the engine is installed from a wheel whose manifest is ``tmp_path/pkg``."""
+
+    manifest = tmp_path / "pkg" / "toolchain"
+    manifest.mkdir(parents=True)
+    (manifest / "package.json").write_text('{"name": "t"}')
+    (manifest / "package-lock.json").write_text('{"lockfileVersion": 3, "packages": {}}')
+    monkeypatch.setattr(assets, "toolchain_manifest_dir", lambda: manifest)
+    monkeypatch.setattr(assets, "is_packaged", lambda path: path == manifest)
+    return manifest
+
+
+def test_packaged_manifest_installs_into_the_user_cache(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = _packaged_manifest(tmp_path, monkeypatch)
+    manifest.chmod(0o555)  # an installed package may be read-only
+    try:
+        tc = Toolchain.find({"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    finally:
+        manifest.chmod(0o755)
+    digest = hashlib.sha256((manifest / "package-lock.json").read_bytes()).hexdigest()[:16]
+    assert tc.root == (tmp_path / "cache" / "byod" / "toolchain" / digest).resolve()
+    for name in ("package.json", "package-lock.json"):
+        assert (tc.root / name).read_bytes() == (manifest / name).read_bytes()
+    assert tc.node_modules.parent == tc.root  # npm ci writes beside the copies
+    again = Toolchain.find({"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert again.root == tc.root and not list(tc.root.glob(".*.tmp"))
+
+
+def test_user_cache_defaults_to_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _packaged_manifest(tmp_path, monkeypatch)
+    tc = Toolchain.find({"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": "relative"})
+    assert tc.root.parent == (tmp_path / "home" / ".cache" / "byod" / "toolchain").resolve()
+
+
+def test_toolchain_dir_setting_wins_over_the_packaged_manifest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _packaged_manifest(tmp_path, monkeypatch)
+    own = _project(tmp_path / "own", None, {"convex": "1.48.0"})
+    tc = Toolchain.find({"BYOD_TOOLCHAIN_DIR": str(own.root),
+                         "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert tc.root == own.root and not (tmp_path / "cache").exists()
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    _packaged_manifest(tmp_path, monkeypatch)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ToolchainError, match="BYOD_TOOLCHAIN_DIR"):
+        Toolchain.find({"XDG_CACHE_HOME": str(tmp_path / "file")})
+
+
+def test_missing_assets_are_a_clear_error(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(assets, "_packaged_root", lambda: None)
+    monkeypatch.setattr(assets, "_checkout_root", lambda: tmp_path)
+    with pytest.raises(ConfigError, match="templates"):
+        assets.templates_dir()
+    with pytest.raises(ToolchainError, match="npm toolchain manifest"):
+        Toolchain.find({})
 
 
 def test_install_state_follows_the_lock(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Fake deployments that keep their own record (``byodVersions`` / ``byodSteps``) the way
-a compiled bundle does, on top of the shared in-memory fleet (real registry and vault)."""
+"""Deployments that keep their own record (``byodVersions`` / ``byodSteps``) the way a
+compiled bundle does, on top of the shared in-memory fleet (real registry and vault).
+``engine.testing``'s deployment already keeps that record; here it is written on ``add``."""
 
 from __future__ import annotations
 
@@ -9,68 +10,29 @@ from typing import Any
 
 from ops_fakes import AsyncFake, FakeDeployment, Fleet
 
-from engine.ports.deployment import DeploymentTarget, VersionInfo
-from engine.ports.registry import JournalEntry
+from engine.ports.registry import ConnectionStatus, JournalEntry
 
 
 class RecordingDeployment(FakeDeployment):
     """``byod:version`` answers the latest ``byodVersions`` row as ``recorded``;
-    ``byod:appliedSteps`` answers the ``byodSteps`` rows."""
-
-    def __init__(self, name: str, **kw: Any):
-        super().__init__(name, **kw)
-        self.versions: list[dict[str, Any]] = []
-        self.steps: list[dict[str, Any]] = []
-
-    def record_version(self, version: str, fingerprint: str, kind: str = "version",
-                       plan_id: str | None = None) -> None:
-        row: dict[str, Any] = {"version": version, "fingerprint": fingerprint, "kind": kind,
-                               "appliedAt": time.time() * 1000}
-        if plan_id is not None:
-            row["planId"] = plan_id
-        self.versions.append(row)
-
-    def record_step(self, step_id: str, version: str, status: str = "completed",
-                    processed: int = 0, at: float | None = None) -> None:
-        self.steps = [s for s in self.steps if s["stepId"] != step_id]
-        self.steps.append({"stepId": step_id, "version": version, "status": status,
-                           "processed": processed, "cursor": None,
-                           "updatedAt": (at if at is not None else time.time()) * 1000})
-
-    def _fn_byod_version(self) -> dict[str, Any]:
-        return {**super()._fn_byod_version(), "convexVersion": "1.48.0",
-                "recorded": self.versions[-1] if self.versions else None}
-
-    def _fn_byod_appliedSteps(self) -> list[dict[str, Any]]:
-        return self.steps
-
-    def read_version(self) -> VersionInfo:
-        value = self.query("byod:version")
-        return VersionInfo(value["version"], value["fingerprint"], value["kind"],
-                           value["recorded"])
+    ``byod:appliedSteps`` answers the ``byodSteps`` rows (``record_version`` /
+    ``record_step`` write them)."""
 
 
-class AsyncRecording(AsyncFake):
-    async def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self.dep.query(path, args)
+AsyncRecording = AsyncFake
 
 
 class RecordingFleet(Fleet):
+    deployment_class = RecordingDeployment
+
     def add(  # type: ignore[override]
-            self, user_id: str, *, status: str = "connected", version: str = "v1",
+            self, user_id: str, *, status: ConnectionStatus = "connected", version: str = "v1",
             fingerprint: str = "fp1", tables: list[str] | None = None,
             record: bool = True) -> RecordingDeployment:
-        super().add(user_id, status=status, version=version, fingerprint=fingerprint,
-                    tables=tables)
-        dep = RecordingDeployment(f"dep-{user_id}", version=version, fingerprint=fingerprint,
-                                  tables=tables)
-        self.deployments[dep.url] = dep
-        if record:
-            dep.record_version(version, fingerprint)
+        dep = super().add(user_id, status=status, version=version, fingerprint=fingerprint,
+                          tables=tables, record=record)
+        assert isinstance(dep, RecordingDeployment)
         return dep
-
-    def async_client(self, target: DeploymentTarget, timeout: float) -> AsyncRecording:
-        return AsyncRecording(self.deployments[target.url], timeout)
 
     def sql(self, statement: str, *params: Any) -> None:
         """Edit the registry file behind the store's back (a restore, a lost write)."""

@@ -40,8 +40,8 @@ FakeAdapter = FakeDeployment | RefusedClient
 
 
 class FakeFleet(InMemoryFleet):
-    """URL → deployment; ``factory`` is the ``adapter_factory`` connect takes (every adapter
-    it built is in ``adapters``)."""
+    """URL → deployment, and the connector connect takes (``factory``: its deployer, as an
+    ``adapter_factory``); every client or deployer handed out is in ``adapters``."""
 
     deployment_class = FakeDeployment
 
@@ -54,7 +54,29 @@ class FakeFleet(InMemoryFleet):
         assert isinstance(dep, FakeDeployment)
         return dep
 
-    def factory(self, target: DeploymentTarget) -> Any:
-        adapter = self.deployer(target)
+    def deployer(self, target: DeploymentTarget) -> Any:
+        adapter = super().deployer(target)
         self.adapters.append(adapter)
         return adapter
+
+    def client(self, target: DeploymentTarget) -> Any:
+        adapter = super().client(target)
+        self.adapters.append(adapter)
+        return adapter
+
+    def factory(self, target: DeploymentTarget) -> Any:
+        return self.deployer(target)
+
+
+class FixedConnector:
+    """A connector whose every client and deployer is ``make(target)``: one hand-built
+    adapter standing in for the whole outside world."""
+
+    def __init__(self, make: Any):
+        self.make = make
+
+    def client(self, target: DeploymentTarget) -> Any:
+        return self.make(target)
+
+    def deployer(self, target: DeploymentTarget) -> Any:
+        return self.make(target)

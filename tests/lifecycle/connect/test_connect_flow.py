@@ -19,6 +19,7 @@ from engine.errors import (
     SchemaValidationFailed,
 )
 from engine.lifecycle import connect as conn
+from lifecycle.connect.fakes import FixedConnector
 
 URL = "https://secret-deployment-4711.convex.cloud"
 KEY = "prod:secret-deployment-4711|a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6"
@@ -35,7 +36,7 @@ def run(store, vault, config, fleet, head):
     def _run(user="u1", url=URL, key=KEY, **kw):
         kw.setdefault("config", config)
         return conn.connect(user, url, key, store=store, vault=vault,
-                            adapter_factory=fleet.factory, versions=head,
+                            connector=fleet, versions=head,
                             on_stage=lambda _u, s: stages.append(s), **kw)
 
     _run.stages = stages  # type: ignore[attr-defined]
@@ -138,7 +139,7 @@ def test_deploy_failure_leaves_error_then_retry_succeeds(run, store, vault, flee
     dep.fault = None
     stages: list[str] = []
     user = conn.retry_connect("u1", store=store, vault=vault, config=config,
-                              adapter_factory=fleet.factory, versions=head,
+                              connector=fleet, versions=head,
                               on_stage=lambda _u, s: stages.append(s))
     assert stages == ["validating", "testing", "deploying", "recording", "done"]
     assert (user.connection_status, user.deployment_status, user.schema_version) == (
@@ -149,11 +150,11 @@ def test_deploy_failure_leaves_error_then_retry_succeeds(run, store, vault, flee
 def test_retry_without_saved_credentials_is_a_clear_error(store, vault, config, fleet) -> None:
     with pytest.raises(RegistryError, match="no BYOD configuration"):
         conn.retry_connect("ghost", store=store, vault=vault, config=config,
-                           adapter_factory=fleet.factory)
+                           connector=fleet)
     store.set_entitled("u2", True)
     with pytest.raises(RegistryError, match="no saved credentials"):
         conn.retry_connect("u2", store=store, vault=vault, config=config,
-                           adapter_factory=fleet.factory)
+                           connector=fleet)
 
 
 def test_post_deploy_verification_catches_a_deploy_that_did_not_take(run, store, fleet) -> None:
@@ -252,7 +253,7 @@ def test_closing_the_gate_keeps_connected_users_working(run, store, vault, fleet
     run()  # connected while availability was "everyone"
     premium = EngineConfig(availability="premium", registry_path=tmp_path / "x")
     result = conn.test_connection("u1", store=store, vault=vault, config=premium,
-                                  adapter_factory=fleet.factory)
+                                  connector=fleet)
     assert result.ok and result.connection_status == "connected"
     dep.key = KEY2  # they rotate their key: re-connecting is still allowed
     assert run(key=KEY2, config=premium).connection_status == "connected"
@@ -262,7 +263,7 @@ def test_closing_the_gate_keeps_connected_users_working(run, store, vault, fleet
         run(key=KEY2, config=premium)
     dep.fault = None
     assert conn.retry_connect("u1", store=store, vault=vault, config=premium,
-                              adapter_factory=fleet.factory, versions=head,
+                              connector=fleet, versions=head,
                               ).connection_status == "connected"
     # a user never connected before is refused
     with pytest.raises(NotEntitled):
@@ -276,14 +277,14 @@ def test_test_connection_moves_connected_and_error(run, store, vault, config, fl
     run()
     dep.fault = "revoked"
     result = conn.test_connection("u1", store=store, vault=vault, config=config,
-                                  adapter_factory=fleet.factory)
+                                  connector=fleet)
     assert not result.ok and result.error_kind == "auth"
     user = store.get_user("u1")
     assert user.connection_status == "error" and "rejected the key" in user.connection_error
     tested = user.last_connection_test
     dep.fault = None
     result = conn.test_connection("u1", store=store, vault=vault, config=config,
-                                  adapter_factory=fleet.factory)
+                                  connector=fleet)
     assert result.ok and result.deployed_version == user.schema_version
     user = store.get_user("u1")
     assert user.connection_status == "connected" and user.connection_error is None
@@ -297,7 +298,7 @@ def test_test_connection_without_bundle_is_an_error_for_connected(run, store, va
     run()
     dep.bundle = None
     result = conn.test_connection("u1", store=store, vault=vault, config=config,
-                                  adapter_factory=fleet.factory)
+                                  connector=fleet)
     assert not result.ok and "no byod bundle" in result.error
     assert store.get_user("u1").connection_status == "error"
 
@@ -307,7 +308,7 @@ def test_test_connection_keeps_pending_pending(store, vault, config, fleet) -> N
     url_ct, key_ct = vault.encrypt_credentials("u1", URL, KEY)
     store.upsert_credentials("u1", url_ct=url_ct, key_ct=key_ct)
     result = conn.test_connection("u1", store=store, vault=vault, config=config,
-                                  adapter_factory=fleet.factory)
+                                  connector=fleet)
     assert not result.ok and result.connection_status == "pending"
     assert store.get_user("u1").last_connection_test is not None
 
@@ -332,7 +333,7 @@ def test_leaky_adapter_errors_are_sanitized(store, vault, config, head, exc_type
     store.set_entitled("u1", True)
     with pytest.raises(Exception) as err:
         conn.connect("u1", URL, KEY, store=store, vault=vault, config=config, versions=head,
-                     adapter_factory=lambda t: LeakyAdapter(t, exc_type))
+                     connector=FixedConnector(lambda t: LeakyAdapter(t, exc_type)))
     for text in (str(err.value), repr(err.value), store.get_user("u1").connection_error,
                  str([e.detail for e in store.audit_log("u1")])):
         assert URL not in text and KEY not in text and KEY.split("|")[1] not in text
@@ -367,5 +368,5 @@ def test_reconnect_of_a_user_in_error_never_passes_through_pending(run, store, v
             return store.set_connection_status(user_id, status, **kw)
 
     user = conn.connect("u1", URL, KEY2, store=Watching(), vault=vault, config=config,
-                        adapter_factory=fleet.factory, versions=head)
+                        connector=fleet, versions=head)
     assert seen and "pending" not in seen and user.connection_status == "connected"

@@ -19,6 +19,7 @@ from engine.lifecycle.progress import disconnect_in_progress
 from engine.ports.deployment import DeployResult, VersionInfo
 from engine.schema.models import DbIndex, Location, Table
 from engine.schema.types import parse_field_type
+from lifecycle.connect.fakes import FixedConnector
 
 
 def _t(table_name: str, location: str = "user", /, index: bool = False,
@@ -272,7 +273,7 @@ class Deployable(FakeDeployment):
 
 def _connect(fleet: Fleet, dest: Deployable, stages: list[str], **kw: Any):  # type: ignore[no-untyped-def]
     return connect("u1", dest.url, dest.key, store=fleet.store, vault=fleet.vault,
-                   config=EngineConfig(), adapter_factory=lambda t: dest, versions=V1,
+                   config=EngineConfig(), connector=FixedConnector(lambda t: dest), versions=V1,
                    on_stage=lambda u, s: stages.append(s), copy_from_main=True,
                    main_client=fleet.main, copy_page_size=3, **kw)
 
@@ -307,7 +308,7 @@ def test_failed_copy_never_connects_and_retry_resumes(fleet: Fleet) -> None:
     del dest._fn_byod_exportPage
     stages: list[str] = []
     user = retry_connect("u1", store=fleet.store, vault=fleet.vault, config=EngineConfig(),
-                         adapter_factory=lambda t: dest, versions=V1,
+                         connector=FixedConnector(lambda t: dest), versions=V1,
                          on_stage=lambda u, s: stages.append(s), main_client=fleet.main)
     assert "copying" in stages and user.connection_status == "connected"
     assert len(dest.docs("conversations")) == 2  # resumed: nothing imported twice
@@ -320,6 +321,6 @@ def test_missing_main_configuration_fails_before_anything_is_stored(
     dest = Deployable("dep-u1", tables=USER_TABLES)
     with pytest.raises(Exception, match="BYOD_MAIN_URL"):
         connect("u1", dest.url, dest.key, store=fleet.store, vault=fleet.vault,
-                config=EngineConfig(), adapter_factory=lambda t: dest, versions=V1,
+                config=EngineConfig(), connector=FixedConnector(lambda t: dest), versions=V1,
                 copy_from_main=True)
     assert fleet.store.find_user("u1") is None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import InvalidCredentials
 from engine.convex.targets import validate_deploy_key, validate_url
+from engine.errors import InvalidCredentials
 
 SECRET = "01c046ab8f2e4d7a9b3c5e6f70819a2b3c4d5e6f708192a3b4c5d6e7f8091a2b"
 

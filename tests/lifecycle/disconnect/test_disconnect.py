@@ -64,7 +64,7 @@ def connect(fleet: Fleet, uid: str = "u1") -> FakeDeployment:
 
 def go(fleet: Fleet, mode: str, uid: str = "u1", **kw: Any):  # type: ignore[no-untyped-def]
     return disconnect(uid, mode, store=fleet.store, vault=fleet.vault, graph=[V1],
-                      main_client=fleet.main, client_factory=fleet.client, **kw)
+                      main_client=fleet.main, connector=fleet, **kw)
 
 
 def test_copy_order_puts_parents_first() -> None:
@@ -267,6 +267,6 @@ def test_disconnect_invalidates_the_router_cache(fleet: Fleet) -> None:
                     connector=fleet)
     assert router.client_for("u1", "messages") is dep
     disconnect("u1", "migrate", store=fleet.store, vault=fleet.vault, graph=[V1],
-               main_client=fleet.main, client_factory=fleet.client, router=router)
+               main_client=fleet.main, connector=fleet, router=router)
     assert router.cached_users() == []
     assert router.client_for("u1", "messages") is fleet.main

@@ -33,7 +33,7 @@ def fleet(tmp_path: Path) -> Fleet:
 def run(fleet: Fleet, users="all", config: EngineConfig = CONFIG, **kw):  # type: ignore[no-untyped-def]
     kw.setdefault("timeout", 0.5)
     return check(users, store=fleet.store, vault=fleet.vault, config=config, graph=GRAPH,
-                 client_factory=fleet.async_client, **kw)
+                 connector=fleet, **kw)
 
 
 def add(fleet: Fleet, uid: str, status: str = "connected"):  # type: ignore[no-untyped-def]
@@ -164,7 +164,7 @@ def test_monitor_run_never_exceeds_its_interval(fleet: Fleet) -> None:
     runs = []
     started = time.monotonic()
     reports = monitor(1.0, max_runs=2, store=fleet.store, vault=fleet.vault, config=CONFIG,
-                      graph=GRAPH, client_factory=fleet.async_client, timeout=10.0,
+                      graph=GRAPH, connector=fleet, timeout=10.0,
                       on_report=runs.append)
     elapsed = time.monotonic() - started
     assert len(reports) == 2 and runs == reports

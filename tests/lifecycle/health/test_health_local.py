@@ -54,8 +54,9 @@ def test_faults_transitions_and_alerts_on_real_deployments(tmp_path: Path) -> No
 
 
 def test_a_deployment_left_on_a_widened_bundle_is_migrating(tmp_path: Path) -> None:
+    from engine.convex.connector import HttpConnector
     from engine.fleet.artifacts import PlanKit
-    from engine.lifecycle.connect import default_adapter_factory, test_connection
+    from engine.lifecycle.connect import test_connection
 
     env = start(tmp_path, 1, with_main=False)
     try:
@@ -64,7 +65,7 @@ def test_a_deployment_left_on_a_widened_bundle_is_migrating(tmp_path: Path) -> N
         plan = kit.plan("0001_initial", "0004_task_priorities")
         step = next(s for s in plan.steps if s.kind == "deploy_widened")
         bundle = kit.step_bundle(plan, step)
-        adapter = default_adapter_factory(env.config)(env.vault.target_for(env.store.get_user("u1")))
+        adapter = HttpConnector(env.config).deployer(env.vault.target_for(env.store.get_user("u1")))
         try:
             adapter.deploy(bundle)  # a rollout's first step, then it stopped
             assert adapter.read_version().kind == "widen"

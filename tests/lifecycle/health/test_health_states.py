@@ -51,7 +51,7 @@ def fleet(tmp_path: Path) -> Fleet:
 def run(fleet: Fleet, users="all", config: EngineConfig = CONFIG, vault=None, **kw):  # type: ignore[no-untyped-def]
     kw.setdefault("timeout", 0.5)
     return check(users, store=fleet.store, vault=vault or fleet.vault, config=config,
-                 graph=GRAPH, client_factory=fleet.async_client, **kw)
+                 graph=GRAPH, connector=fleet, **kw)
 
 
 def add(fleet: Fleet, uid: str, status: str = "connected"):  # type: ignore[no-untyped-def]
@@ -117,7 +117,7 @@ def test_some_rows_on_an_unconfigured_key_are_reported_not_blocked(fleet: Fleet)
         assert hook.bodies[0]["deployments"][0]["user_id"] == "old"
         # The monitor alerts a lasting vault error once, not on every run.
         monitor(0.5, max_runs=3, store=fleet.store, vault=fleet.vault, config=config,
-                graph=GRAPH, client_factory=fleet.async_client, timeout=0.3)
+                graph=GRAPH, connector=fleet, timeout=0.3)
         assert [b["event"] for b in hook.bodies] == ["vault_error", "vault_error"]
         for text in hook.raw + [json.dumps(report.to_dict())]:
             assert ADMIN_KEY_SECRET not in text and "convex.cloud" not in text
@@ -234,7 +234,7 @@ def test_stale_needs_the_registry_record(fleet: Fleet) -> None:
 
 def test_connection(fleet: Fleet, uid: str, config: EngineConfig = CONFIG, vault=None):  # type: ignore[no-untyped-def]
     return conn.test_connection(uid, store=fleet.store, vault=vault or fleet.vault,
-                                config=config, adapter_factory=fleet.client, versions=GRAPH)
+                                config=config, connector=fleet, versions=GRAPH)
 
 
 test_connection.__test__ = False  # type: ignore[attr-defined]
