@@ -17,7 +17,7 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "Bundle": "engine.bundle.compiler",
+    "Bundle": "engine.ports.bundle",
     "ByodError": "engine.errors",
     "ConvexHttpClient": "engine.convex.http",
     "AsyncConvexHttpClient": "engine.convex.http",

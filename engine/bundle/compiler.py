@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Literal, Sequence
 
@@ -27,6 +26,7 @@ from engine.bundle.templating import code_environment, templates_dir
 from engine.bundle.tsrender import render_table, ts_key, ts_string
 from engine.config import EngineConfig
 from engine.errors import CompileError
+from engine.ports.bundle import Bundle
 from engine.schema.engine_tables import ENGINE_TABLES
 from engine.schema.main_tables import MAIN_ENGINE_TABLES
 from engine.schema.models import Location, Schema, SchemaVersion
@@ -89,36 +89,6 @@ _TEMPLATES: dict[str, str] = {
     "package.json.j2": "package.json",
     "tsconfig.json.j2": "tsconfig.json",
 }
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """One compiled bundle: relative path → text (sorted), its fingerprint and manifest.
-
-    Treat ``files`` and ``manifest`` as read-only; ``bundle_io`` writes them to disk.
-    """
-
-    version_id: str
-    kind: str
-    files: dict[str, str] = field(repr=False)
-    fingerprint: str
-    manifest: dict[str, Any] = field(repr=False)
-
-    @property
-    def tables(self) -> list[str]:
-        return list(self.manifest["tables"])
-
-    @property
-    def content_key(self) -> str:
-        """sha256 over every file, the version marker included. Two bundles can share a
-        fingerprint (same behaviour) yet answer different versions (e.g. the widened
-        bundles of 0001→0006 and 0002→0006), so anything that caches what is *pushed*
-        keys on this, not on the fingerprint."""
-
-        digest = hashlib.sha256()
-        for path, text in sorted(self.files.items()):
-            digest.update(path.encode() + b"\0" + text.encode() + b"\0")
-        return digest.hexdigest()
 
 
 @lru_cache(maxsize=1)

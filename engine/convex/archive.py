@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from engine.bundle.write import write_archive, write_bundle
 from engine.errors import AdapterUnsupported
+from engine.ports.bundle import Bundle
 from engine.ports.deployment import DeployResult, FunctionKind, VersionInfo
 
 __all__ = ["ArchiveAdapter", "ArchiveFormat"]
@@ -42,7 +43,7 @@ class ArchiveAdapter:
             return self.out_dir / version_id
         return self.out_dir / f"{version_id}.{self.format}"
 
-    def deploy(self, bundle: Any) -> DeployResult:
+    def deploy(self, bundle: Bundle) -> DeployResult:
         started = time.monotonic()
         path = self.path_for(bundle.version_id)
         if self.format == "dir":

@@ -36,6 +36,7 @@ import brotli
 from engine.convex.deploy_cli import CliDeployAdapter
 from engine.convex.toolchain import Toolchain
 from engine.errors import DeploymentError, PushCaptureFailed
+from engine.ports.bundle import Bundle
 from engine.ports.deployment import DeploymentTarget
 
 __all__ = ["CAPTURE_FORMAT", "PayloadCache", "PushPayload", "capture_push"]
@@ -255,7 +256,7 @@ def _convex_version(toolchain: Toolchain) -> str:
     return version
 
 
-def capture_push(bundle: Any, *, toolchain: Toolchain | None = None,
+def capture_push(bundle: Bundle, *, toolchain: Toolchain | None = None,
                  timeout: float = 300.0) -> PushPayload:
     """Run the real ``convex deploy`` for ``bundle`` against a capture server and return
     the ``start_push`` request it sent, without its key. Raises ``PushCaptureFailed``."""
@@ -332,11 +333,11 @@ class PayloadCache:
             self._convex_version = _convex_version(self.toolchain)
         return self._convex_version
 
-    def key(self, bundle: Any) -> str:
+    def key(self, bundle: Bundle) -> str:
         text = f"{bundle.content_key}\0{self.convex_version}"
         return hashlib.sha256(text.encode()).hexdigest()[:40]
 
-    def peek(self, bundle: Any) -> PushPayload | None:
+    def peek(self, bundle: Bundle) -> PushPayload | None:
         """The payload if it is already in memory or on disk; never captures."""
 
         key = self.key(bundle)
@@ -349,7 +350,7 @@ class PayloadCache:
                     found = self._memory.setdefault(key, found)
         return found
 
-    def get(self, bundle: Any) -> PushPayload:
+    def get(self, bundle: Bundle) -> PushPayload:
         """The payload of ``bundle``, capturing it with the real CLI when unknown."""
 
         found = self.peek(bundle)
@@ -381,7 +382,7 @@ class PayloadCache:
         if not distinct:
             return []
 
-        def one(bundle: Any) -> PushPayload | None:
+        def one(bundle: Bundle) -> PushPayload | None:
             try:
                 return self.get(bundle)
             except PushCaptureFailed as exc:
@@ -396,7 +397,7 @@ class PayloadCache:
     def _path(self, key: str) -> Path | None:
         return self.directory / f"{key}.json" if self.directory is not None else None
 
-    def _load(self, key: str, bundle: Any) -> PushPayload | None:
+    def _load(self, key: str, bundle: Bundle) -> PushPayload | None:
         path = self._path(key)
         if path is None or not path.is_file():
             return None

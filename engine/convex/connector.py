@@ -4,8 +4,8 @@ client (or deployer) for this target" and nothing more."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from engine.config import EngineConfig

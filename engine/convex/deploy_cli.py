@@ -25,7 +25,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 from engine.bundle.write import write_bundle
 from engine.convex.delegate import HttpFunctions
@@ -41,6 +41,7 @@ from engine.errors import (
     DeploymentUnreachable,
     SchemaValidationFailed,
 )
+from engine.ports.bundle import Bundle
 from engine.ports.deployment import DeploymentTarget, DeployResult
 from engine.redact import redact
 
@@ -156,7 +157,7 @@ class CliDeployAdapter(HttpFunctions):
 
     # -- deploying -----------------------------------------------------------------------
 
-    def deploy(self, bundle: Any) -> DeployResult:
+    def deploy(self, bundle: Bundle) -> DeployResult:
         """Push ``bundle`` (a compiled ``Bundle``); raise a typed ``DeploymentError``."""
 
         label = self.target.label
@@ -185,7 +186,7 @@ class CliDeployAdapter(HttpFunctions):
         return DeployResult(label=label, version_id=bundle.version_id,
                             fingerprint=bundle.fingerprint, duration_s=duration, output=output)
 
-    def _needs_codegen(self, bundle: Any) -> bool:
+    def _needs_codegen(self, bundle: Bundle) -> bool:
         if self.codegen != "auto":
             return self.codegen == "enable"
         files: dict[str, str] = bundle.files
@@ -194,7 +195,7 @@ class CliDeployAdapter(HttpFunctions):
                                 if p.startswith("convex/") and p.endswith((".ts", ".js")))
         return imports_generated and not has_generated
 
-    def _argv(self, bundle: Any) -> list[str]:
+    def _argv(self, bundle: Bundle) -> list[str]:
         base = self._cli_command or [node_executable(),
                                      str(self.toolchain.convex_bin.resolve())]
         return [

@@ -37,6 +37,7 @@ from engine.errors import (
     DeploymentUnreachable,
     FunctionError,
 )
+from engine.ports.bundle import Bundle
 from engine.ports.deployment import (
     DeploymentTarget,
     DeployResult,
@@ -303,7 +304,7 @@ class _HttpCore:
             recorded=recorded if isinstance(recorded, dict) else None,
         )
 
-    def deploy(self, bundle: Any) -> DeployResult:
+    def deploy(self, bundle: Bundle) -> DeployResult:
         raise AdapterUnsupported(
             "the HTTP function API cannot deploy code; use the CLI adapter (kind='cli') "
             "or an archive for manual deployment", deployment=self.label)

@@ -43,6 +43,7 @@ from engine.errors import (
     DeploymentTimeout,
     SchemaValidationFailed,
 )
+from engine.ports.bundle import Bundle
 from engine.ports.deployment import DeploymentTarget, DeployResult
 from engine.redact import redact
 
@@ -126,7 +127,7 @@ class _PushCore:
     def report_request(self) -> bytes:
         return json.dumps({"adminKey": self.target.admin_key, "spans": []}).encode()
 
-    def payload_for(self, payloads: Payloads, bundle: Any) -> PushPayload | None:
+    def payload_for(self, payloads: Payloads, bundle: Bundle) -> PushPayload | None:
         """The captured payload, or None when a cache must capture it first."""
 
         if isinstance(payloads, PayloadCache):
@@ -139,7 +140,7 @@ class _PushCore:
                 deployment=self.label)
         return found
 
-    def check_payload(self, payload: PushPayload, bundle: Any) -> None:
+    def check_payload(self, payload: PushPayload, bundle: Bundle) -> None:
         if (payload.fingerprint, payload.version_id, payload.kind) != (
                 bundle.fingerprint, bundle.version_id, str(bundle.kind)):
             raise DeployFailed(
@@ -239,7 +240,7 @@ class PushDeployAdapter(_PushCore, HttpFunctions):
         self.payloads = payloads
         self._attach_http(http_client, target, min(http_timeout, timeout))
 
-    def deploy(self, bundle: Any) -> DeployResult:
+    def deploy(self, bundle: Bundle) -> DeployResult:
         """Push ``bundle``'s captured request; raise a typed ``DeploymentError``."""
 
         payload = self.payload_for(self.payloads, bundle)
@@ -274,7 +275,7 @@ class AsyncPushDeployAdapter(_PushCore, AsyncHttpFunctions):
         self.payloads = payloads
         self._attach_http(http_client, target, min(http_timeout, timeout))
 
-    async def deploy(self, bundle: Any) -> DeployResult:
+    async def deploy(self, bundle: Bundle) -> DeployResult:
         payload = self.payload_for(self.payloads, bundle)
         if payload is None:  # a capture is CPU work: off the event loop
             assert isinstance(self.payloads, PayloadCache)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from engine.ports.bundle import Bundle
+
 __all__ = [
     "AsyncDeployAdapter",
     "AsyncFunctionRunner",
@@ -87,7 +89,7 @@ class FunctionRunner(Protocol):
 class DeployAdapter(FunctionRunner, Protocol):
     """Deploy a bundle, then run functions and read the version like a FunctionRunner."""
 
-    def deploy(self, bundle: Any) -> DeployResult: ...
+    def deploy(self, bundle: Bundle) -> DeployResult: ...
 
 
 @runtime_checkable
@@ -111,7 +113,7 @@ class AsyncFunctionRunner(Protocol):
 class AsyncDeployAdapter(AsyncFunctionRunner, Protocol):
     """``DeployAdapter`` for the event loop."""
 
-    async def deploy(self, bundle: Any) -> DeployResult: ...
+    async def deploy(self, bundle: Bundle) -> DeployResult: ...
 
 
 @runtime_checkable
