@@ -36,7 +36,7 @@ from engine.errors import (
     FunctionError,
     VaultError,
 )
-from engine.plan.versions import as_version_source
+from engine.plan.versions import Versions, as_version_source
 from engine.ports.deployment import VersionInfo
 from engine.ports.registry import RegistryStore, UserConfig
 
@@ -163,7 +163,7 @@ class Expectations:
     ``store`` it also trusts widened bundles its journal says a rollout deployed (a
     config change since then alters what they compile to, not what they are)."""
 
-    def __init__(self, graph: Any, config: EngineConfig, store: RegistryStore | None = None):
+    def __init__(self, graph: Versions, config: EngineConfig, store: RegistryStore | None = None):
         self.config = config
         self.store = store
         self.versions = as_version_source(graph)

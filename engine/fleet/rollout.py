@@ -66,10 +66,12 @@ from engine.fleet.runner import (
     run_plan_async,
 )
 from engine.fleet.waves import parse_budget, parse_waves, plan_waves
+from engine.plan.planner import Plan
 from engine.ports.deployment import Connector
 from engine.ports.registry import RegistryStore, RolloutStore, UserConfig
 from engine.redact import redact
 from engine.schema.models import SchemaVersion
+from engine.vault import Vault
 
 if TYPE_CHECKING:
     from engine.plan.planner import FleetPlan
@@ -99,7 +101,7 @@ class _Planned:
     before: dict[str, str | None]
     refresh: set[str]
     fleet: "FleetPlan"
-    refresh_plan: Any | None = None
+    refresh_plan: Plan | None = None
 
     @property
     def to_capture(self) -> list[Any]:
@@ -144,7 +146,7 @@ class _Rollout:
     """One run of a rollout: works its waves and saves its ``RolloutState`` after every
     deployment."""
 
-    def __init__(self, *, store: RegistryStore, vault: Any, kit: PlanKit, emit: Sink,
+    def __init__(self, *, store: RegistryStore, vault: Vault, kit: PlanKit, emit: Sink,
                  connector: Connector, state: RolloutState):
         self.store, self.vault, self.kit, self.emit = store, vault, kit, emit
         self.connector, self.state = connector, state
@@ -359,11 +361,14 @@ def _dry_rows(p: _Planned, report: RolloutReport) -> None:
     report.graph = _graph_summary(p.kit, p.before, p.before)
 
 
-async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vault: Any,
+async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vault: Vault | None,
                connector: Connector, emit: Sink) -> None:
     """Capture (``push``), then work the waves, saving the state as it goes."""
 
     state = p.state
+    if vault is None:
+        raise RolloutError("a rollout that deploys needs the encryption key (set "
+                           "BYOD_ENCRYPTION_KEY); only a dry run works without it")
     if state.options.deployer == "push":
         await _capture_all(p.kit, p.to_capture, connector)
     runner = _Rollout(store=store, vault=vault, kit=p.kit, emit=emit, connector=connector,
@@ -384,7 +389,7 @@ async def rollout_async(
     target_ref: str | int | None,
     *,
     store: RegistryStore,
-    vault: Any,
+    vault: Vault | None,
     config: EngineConfig,
     versions: Iterable[SchemaVersion] | PlanKit,
     options: RolloutOptions | None = None,

@@ -81,6 +81,7 @@ from engine.fleet.context import (
     default_deploy_slots,
 )
 from engine.fleet.run_reconcile import reconcile_deployment, record_reconciled
+from engine.plan.planner import Plan, PlanStep
 from engine.ports.registry import JournalEntry, RegistryStore
 from engine.redact import redact
 
@@ -125,7 +126,7 @@ class _Run:
                 f"{info.version} with fingerprint {str(info.fingerprint)[:12]}",
                 deployment=self.user_id)
 
-    async def data_step(self, plan: Any, step: Any, entry: JournalEntry, lease: DeploymentLease,
+    async def data_step(self, plan: Plan, step: PlanStep, entry: JournalEntry, lease: DeploymentLease,
                         plan_id: str) -> None:
         ds = step_data(step)
         store = self.ctx.store
@@ -222,7 +223,7 @@ class _Run:
 
 
 async def run_plan_async(
-    plan: Any | None,
+    plan: Plan | None,
     *,
     user_id: str,
     target: str,
@@ -274,7 +275,7 @@ async def run_plan_async(
         processed=run.processed, changed=run.changed, refresh=is_refresh(plan))
 
 
-def _plan_from(kit: PlanKit, plan: Any | None, source: str, target: str, stale: bool) -> Any:
+def _plan_from(kit: PlanKit, plan: Plan | None, source: str, target: str, stale: bool) -> Plan:
     """The plan to run from where the deployment really is: a refresh when it is stale at
     the target, the given plan when it still fits, else one computed anew."""
 
@@ -304,7 +305,7 @@ def _already_there(ctx: RunContext, user_id: str, info: Any, *, source: str, tar
                              duration_s=time.monotonic() - started)
 
 
-async def _execute(run: _Run, plan: Any, plan_id: str, lease: DeploymentLease) -> None:
+async def _execute(run: _Run, plan: Plan, plan_id: str, lease: DeploymentLease) -> None:
     ctx, user_id, store = run.ctx, run.user_id, run.ctx.store
     steps = list(plan.steps)
     if not steps:
@@ -437,7 +438,7 @@ def _failed(run: _Run, exc: BaseException, *, user_id: str, target: str, before:
         step_id=step_id, refresh=refresh)
 
 
-def run_plan(plan: Any | None, *, user_id: str, target: str, adapter: Any,
+def run_plan(plan: Plan | None, *, user_id: str, target: str, adapter: Any,
              store: RegistryStore, kit: PlanKit, holder: str | None = None,
              emit: Sink = null_sink, functions: Any | None = None,
              secrets: Sequence[str] = (), lease_ttl_s: float = 120.0) -> DeploymentOutcome:
