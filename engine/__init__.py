@@ -13,8 +13,7 @@ the module.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from engine.lazy import lazy_face
 
 _EXPORTS: dict[str, str] = {
     "Bundle": "engine.ports.bundle",
@@ -49,19 +48,4 @@ _EXPORTS: dict[str, str] = {
     "test_connection": "engine.lifecycle.connect",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    try:
-        target = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'engine' has no attribute {name!r}") from None
-    module_name, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module_name), attr or name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_face("engine", _EXPORTS, globals())

@@ -14,8 +14,7 @@ parses arguments and prints. Names resolve lazily so importing this package is c
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from engine.lazy import lazy_face
 
 _VERBS: dict[str, str] = {
     "Workspace": "engine.commands.workspace",
@@ -48,18 +47,4 @@ _VERBS: dict[str, str] = {
     "reconcile": "engine.commands.fleet",
 }
 
-__all__ = sorted(_VERBS)
-
-
-def __getattr__(name: str) -> Any:
-    try:
-        module = _VERBS[name]
-    except KeyError:
-        raise AttributeError(f"module 'engine.commands' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_face("engine.commands", _VERBS, globals())

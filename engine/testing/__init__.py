@@ -16,8 +16,9 @@ Names resolve lazily: importing this package (as pytest does for the plugin) is 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from engine.lazy import lazy_face
 
 if TYPE_CHECKING:
     from engine.testing.catalog import BundleCatalog, KnownBundle
@@ -47,18 +48,4 @@ _EXPORTS: dict[str, str] = {
     "crash_at": "engine.testing.deployment",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'engine.testing' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_face("engine.testing", _EXPORTS, globals())

@@ -190,4 +190,4 @@ def test_importing_the_plugin_imports_no_engine_module() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('engine.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout
-    assert out.strip() == "['engine.testing', 'engine.testing.plugin']"
+    assert out.strip() == "['engine.lazy', 'engine.testing', 'engine.testing.plugin']"
