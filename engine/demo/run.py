@@ -29,9 +29,10 @@ from engine.assets import example_versions_dir
 from engine.bundle.compiler import compile_bundle, templates_dir
 from engine.commands.workspace import Workspace
 from engine.config import EngineConfig
+from engine.convex.connector import HttpConnector
 from engine.errors import ByodError
 from engine.events import Event
-from engine.ports.deployment import DeploymentTarget
+from engine.ports.deployment import Connector, DeploymentTarget
 from engine.schema.models import SchemaVersion
 
 if TYPE_CHECKING:
@@ -102,12 +103,13 @@ def write_key(directory: Path) -> str:
     return key
 
 
-def deploy_main(ws: Workspace, target: DeploymentTarget, version: SchemaVersion) -> str:
+def deploy_main(target: DeploymentTarget, version: SchemaVersion, config: EngineConfig, *,
+                connector: Connector | None = None) -> str:
     """Deploy ``version``'s main bundle to the main deployment and record it there."""
 
-    bundle = compile_bundle(version.schema, version_id=version.id, config=ws.config,
+    bundle = compile_bundle(version.schema, version_id=version.id, config=config,
                             target="main")
-    adapter = ws.connector.deployer(target)
+    adapter = (connector or HttpConnector(config)).deployer(target)
     try:
         adapter.deploy(bundle)
         adapter.mutation("byod:recordVersion", {"version": version.id,
@@ -212,7 +214,7 @@ def _run(result: DemoResult, ws: Workspace, deployments: list[LocalDeployment],
     main_target = DeploymentTarget(label="main", url=main_dep.url,
                                    admin_key=main_dep.admin_key, allow_insecure_local=True)
     echo(f"\n2. deploying {head.id} to main (all tables + migrate-back functions)")
-    deploy_main(ws, main_target, head)
+    deploy_main(main_target, head, ws.config, connector=ws.connector)
     _connect_and_seed(result, ws, user_deps, v1, echo)
     report = _roll_out(result, ws, head, len(user_deps), echo)
     health = _check_health(result, ws, echo)
