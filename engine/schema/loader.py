@@ -1,10 +1,11 @@
 """Version files (``schema_versions/NNNN_slug.yaml``) → ``SchemaVersion`` models.
 
-The loader reads YAML through PyYAML's node API (``compose``) rather than ``safe_load``:
-nodes keep their line numbers, so every problem (and every later rule) can point at the
-exact line, and duplicate mapping keys — which ``safe_load`` silently overwrites — can be
-detected. Every problem in every file is collected and raised once as a
-``VersionFileError``; nothing here raises a traceback for bad input.
+The loader reads YAML through PyYAML's node API (``compose``; libyaml composes when PyYAML
+has it, see ``engine.schema.yamlnodes``) rather than ``safe_load``: nodes keep their line
+numbers, so every problem (and every later rule) can point at the exact line, and
+duplicate mapping keys — which ``safe_load`` silently overwrites — can be detected. Every
+problem in every file is collected and raised once as a ``VersionFileError``; nothing here
+raises a traceback for bad input.
 
 The file format is documented in ``docs/version-format.md``.
 """
@@ -36,7 +37,7 @@ from engine.schema.models import (
     VectorIndex,
 )
 from engine.schema.types import TypeSyntaxError, parse_field_type
-from engine.schema.yamlnodes import NodeReader, closest, join, kind
+from engine.schema.yamlnodes import NodeReader, closest, compose, join, kind
 
 __all__ = ["FILE_NAME_RE", "load_version_file", "load_versions"]
 
@@ -59,9 +60,13 @@ _OPS = ("backfill", "rename", "copy", "map_values", "convert", "drop_field", "de
 class _FileReader(NodeReader):
     """Reads one version file, collecting problems instead of raising."""
 
-    def __init__(self, path: Path, numbers: dict[int, list[str]]):
+    def __init__(self, path: Path, numbers: dict[int, list[str]],
+                 types: dict[str, FieldDef] | None = None):
         super().__init__(path)
         self.numbers = numbers
+        # Parsed type expressions, shared by the files of one load: every version repeats
+        # most of its parent's fields (the models are frozen, so sharing them is safe).
+        self.types: dict[str, FieldDef] = {} if types is None else types
 
     # -- the file --------------------------------------------------------------------------
     def read(self) -> SchemaVersion | None:
@@ -79,7 +84,7 @@ class _FileReader(NodeReader):
                          "version files are UTF-8 text", code="BYOD-E003")
             return None
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = compose(text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
@@ -222,7 +227,8 @@ class _FileReader(NodeReader):
                 continue
             field = self.field(value, loc, depth)
             if field is not None:
-                out[name] = FieldDef(type=field.type, optional=optional or field.optional)
+                out[name] = field if field.optional or not optional else \
+                    FieldDef(type=field.type, optional=True)
         return out
 
     def field(self, node: Node, location: str, depth: int = 1) -> FieldDef | None:
@@ -238,8 +244,12 @@ class _FileReader(NodeReader):
             self.problem(node, location, "missing type", "e.g. `string`, `number`, `id(users)`",
                          code="BYOD-E007")
             return None
+        parsed = self.types.get(expr)
+        if parsed is not None:
+            return parsed
         try:
-            return parse_field_type(expr)
+            parsed = self.types[expr] = parse_field_type(expr)
+            return parsed
         except TypeSyntaxError as exc:
             hint = exc.hint
             if node.style in ('"', "'") and exc.message.startswith("unknown type") \
@@ -432,12 +442,13 @@ def load_versions(directory: Path, config: EngineConfig | None = None) -> list[S
     numbers = _numbers(files)
     problems: list[Problem] = []
     versions: list[SchemaVersion] = []
+    types: dict[str, FieldDef] = {}
     for path in files:
         if path.suffix == ".yml":
             problems.append(Problem(str(path), None, "", "version files end in .yaml",
                                     f"rename it to {path.stem}.yaml", "BYOD-E002"))
             continue
-        reader = _FileReader(path, numbers)
+        reader = _FileReader(path, numbers, types)
         version = reader.read()
         problems.extend(reader.problems)
         if version is not None:

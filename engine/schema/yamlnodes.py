@@ -2,23 +2,126 @@
 
 Working on nodes rather than on ``safe_load`` output keeps line numbers for every key and
 lets duplicate mapping keys be reported (PyYAML silently keeps the last one).
+
+``compose`` builds the tree with libyaml (PyYAML's C composer, several times faster) when
+PyYAML was built with it, and with PyYAML's pure-Python composer otherwise. Both give the
+same ``yaml.nodes`` classes with the same ``start_mark.line`` for every node the loader
+reports on, except around a few constructs where libyaml's scanner is more lenient than
+PyYAML's or places an empty node on another line: tabs, tags, byte-order marks, the
+Unicode line breaks, explicit ``?`` keys, comments glued to a block scalar header, empty
+documents, and ``?`` or empty plain scalars inside flow collections (``{a?: string}`` is
+an error for PyYAML, the key ``a?`` for libyaml). A file with one of those, and any file
+libyaml rejects, is composed again by the pure-Python composer, so the accepted files, the
+lines and the error messages are exactly PyYAML's.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import difflib
+import re
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.errors import Problem
 
-__all__ = ["NodeReader", "closest", "join", "kind"]
+try:
+    from yaml import CSafeLoader as _CSafeLoader
+except ImportError:  # PyYAML built without libyaml
+    _CSafeLoader = None  # type: ignore[assignment, misc]
+
+__all__ = ["LIBYAML", "NodeReader", "closest", "compose", "join", "kind"]
 
 _NULL = "tag:yaml.org,2002:null"
+
+#: Compose with libyaml when it is available. Set it to ``False`` to use PyYAML's
+#: pure-Python composer only (benchmarks and differential tests do).
+LIBYAML: bool = _CSafeLoader is not None
+
+# Where libyaml and the pure-Python scanner may read a text differently. Anywhere: the
+# line breaks NEL, LS and PS and byte-order marks. Outside quoted and block scalars: tabs,
+# tags, a `?` standing alone (an explicit key), a block scalar header followed by a tab
+# or a comment without a space (`|#`).
+_ANYWHERE = ("\x85", "\u2028", "\u2029", "\ufeff")
+_OUTSIDE_SCALARS = re.compile(
+    r"\t|(?:\A|(?<=[ \r\n\[{,]))(?:!|\?(?=[ \t\r\n,\]}]|\Z))|[|>][-+0-9]*(?:#| *\t)")
+# A quick superset of _OUTSIDE_SCALARS: most files have none of these.
+_SUSPECT_PAIRS = ("\t",) + tuple(c + x for c in " \r\n[{," for x in "!?")
+_BLOCK_HEADER = re.compile(r"[|>][-+0-9]*(?:#| *\t)")
+
+
+def compose(text: str) -> Node | None:
+    """The node tree of the single YAML document ``text`` (``None`` when it has none);
+    raises ``yaml.YAMLError`` as ``yaml.compose`` does, with PyYAML's own messages."""
+
+    if LIBYAML and _CSafeLoader is not None and not any(c in text for c in _ANYWHERE):
+        try:
+            root = yaml.compose(text, Loader=_CSafeLoader)
+        except yaml.YAMLError:
+            pass  # the pure-Python composer words the error (or accepts the text)
+        else:
+            if root is None or _agrees(root, text):
+                return root
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
+def _agrees(root: Node, text: str) -> bool:
+    """Whether the pure-Python composer would build the same tree from ``text`` as libyaml
+    built (``root``): the document is not empty, no plain scalar inside a flow collection
+    holds a ``?`` (PyYAML ends the scalar there) or is empty (PyYAML may put it on another
+    line), and nothing of ``_OUTSIDE_SCALARS`` stands outside quoted and block scalars.
+    Plain scalars get PyYAML's ``style`` (``None``, where libyaml says ``''``) on the way."""
+
+    spans: list[tuple[int, int]] = []  # quoted and block scalars, by character index
+    scalars: list[ScalarNode] = []
+    collections: list[CollectionNode] = []
+    if isinstance(root, ScalarNode):
+        if not root.style and not root.value:
+            return False
+        scalars.append(root)
+    elif isinstance(root, CollectionNode):
+        collections.append(root)
+    seen: set[int] = set()
+    while scalars or collections:
+        for scalar in scalars:
+            if scalar.style:
+                spans.append((scalar.start_mark.index, scalar.end_mark.index))
+            else:
+                scalar.style = None
+        scalars = []
+        if not collections:
+            break
+        node = collections.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        # a flow collection holds only flow collections and scalars
+        flow = bool(node.flow_style)
+        children = node.value if isinstance(node, SequenceNode) else chain.from_iterable(
+            node.value)
+        for child in children:
+            if isinstance(child, ScalarNode):
+                if flow and not child.style and (not child.value or "?" in child.value):
+                    return False
+                scalars.append(child)
+            elif isinstance(child, CollectionNode):
+                collections.append(child)
+    if not (text.startswith(("!", "?")) or any(p in text for p in _SUSPECT_PAIRS)
+            or _BLOCK_HEADER.search(text)):
+        return True
+    spans.sort()
+    starts = [start for start, _ in spans]
+    for match in _OUTSIDE_SCALARS.finditer(text):
+        at = match.start()
+        i = bisect.bisect_left(starts, at) - 1  # the last scalar starting before `at`
+        if i < 0 or not at < spans[i][1]:
+            return False
+    return True
 
 
 def closest(word: str, choices: Iterable[str]) -> str:

@@ -27,6 +27,21 @@ def test_plan_fleet_benchmark_runs_small() -> None:
     assert "ratio naive / grouped" in out.stdout
 
 
+def test_check_versions_benchmark_runs_small(tmp_path: Path) -> None:
+    report = tmp_path / "bench.json"
+    out = subprocess.run(
+        [sys.executable, "benchmarks/check_versions.py", "--versions", "20", "--runs", "1",
+         "--pure-runs", "1", "--json", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "of which YAML parse" in out.stdout and "rules" in out.stdout
+    assert "libyaml and pure Python load equal versions: yes" in out.stdout
+    data = json.loads(report.read_text())
+    assert [r["set"] for r in data] == ["shipped", "generated-20"]
+    assert data[1]["files"] == 20
+    assert all(r["errors"] == 0 and r["same_versions"] for r in data)
+
+
 @pytest.mark.local
 @pytest.mark.toolchain
 @pytest.mark.slow
