@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 from engine.bundle.compiler import Bundle, compile_bundle, compile_version
 from engine.config import EngineConfig
 from engine.errors import PlanError
-from engine.plan.datasteps import DataStep
+from engine.plan.datasteps import DataStep, suggest_batch_size
 from engine.plan.graph import VersionGraph
 from engine.plan.planner import Plan, PlanStep, plan_deployment
 from engine.schema.models import SchemaVersion
@@ -184,8 +184,6 @@ class PlanKit:
     def batch_size(self, plan: Plan, data_step: DataStep) -> int:
         """Start from the size the datasteps module suggests for the table's schema
         (capped by ``max_batch``); the runner adapts it to the limits it meets."""
-
-        from engine.plan.datasteps import suggest_batch_size
 
         size = DEFAULT_BATCH
         for vid in (plan.target, plan.source):

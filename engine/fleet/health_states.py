@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from engine.bundle.compiler import compile_version
 from engine.config import EngineConfig
 from engine.errors import (
     ByodError,
@@ -36,9 +37,12 @@ from engine.errors import (
     FunctionError,
     VaultError,
 )
+from engine.fleet.artifacts import PlanKit
+from engine.plan.graph import VersionGraph
 from engine.plan.versions import Versions, as_version_source
 from engine.ports.deployment import VersionInfo
 from engine.ports.registry import RegistryStore, UserConfig
+from engine.schema.models import SchemaVersion
 
 __all__ = [
     "BLOCKING",
@@ -185,8 +189,6 @@ class Expectations:
             fp: str | None = None
             if version is not None:
                 try:
-                    from engine.bundle.compiler import compile_version
-
                     fp = compile_version(version, self.config).fingerprint
                 except ByodError as exc:
                     log.warning("cannot compile version %s for a fingerprint check: %s",
@@ -228,10 +230,6 @@ class Expectations:
 
     def _plan_kit(self) -> Any:
         if self._kit is None:
-            from engine.fleet.artifacts import PlanKit
-            from engine.plan.graph import VersionGraph
-            from engine.schema.models import SchemaVersion
-
             graph = self._graph_arg
             try:
                 if not isinstance(graph, VersionGraph):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from engine.schema.models import Table
+from engine.schema.validate_doc import Int64
 
 __all__ = [
     "DataStep",
@@ -27,10 +28,9 @@ __all__ = [
     "estimate_doc_bytes",
     "apply_step",
     "json_accepts",
+    "js_string",
     "make_step",
-    "render_data_steps_module",
     "suggest_batch_size",
-    "ts_check",
 ]
 
 StepOp = Literal[
@@ -202,8 +202,6 @@ _DELETE = object()
 def json_accepts(j: dict[str, Any], value: Any) -> bool:
     """Python twin of ``ts_check`` over the Python value conventions of
     ``engine.schema.validate_doc`` (a missing field is absent, not ``None``)."""
-
-    from engine.schema.validate_doc import Int64
 
     t = j.get("type")
     if t in ("string", "id"):

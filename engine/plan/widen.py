@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from engine.plan.datasteps import DataStep
+from engine.plan.diff import diff
 from engine.schema.models import (
     ArrayV,
     Consent,
@@ -146,10 +147,6 @@ def data_steps_for(a: Schema, b: Schema, hints: Iterable[MigrationOp] = (),
     consent the version file does not give (for example a required field added without a
     backfill).
     """
-
-    from engine.plan.diff import (
-        diff,  # the diff depends on datasteps, not on this module
-    )
 
     d = diff(a, b, hints, consent)
     d.raise_if_blocked(label or "migration")
