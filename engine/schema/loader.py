@@ -77,54 +77,16 @@ class _FileReader(NodeReader):
                          "digits, '_' or '-' (e.g. 0004_add_priority.yaml)", code="BYOD-E002")
             return None
         vid, number = self.path.stem, int(m.group("number"))
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problem(None, "", f"cannot read the file: {exc.__class__.__name__}",
-                         "version files are UTF-8 text", code="BYOD-E003")
-            return None
-        try:
-            root = compose(text)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else None
-            what = " ".join(x for x in (exc.context, exc.problem) if x)
-            hint = "check indentation, colons and quoting near this line"
-            if "flow mapping" in what and "'?'" in what:
-                hint = "inside {...} quote optional field names: {'color?': string}"
-            self.problems.append(Problem(self.file, line, "", f"malformed YAML: {what}",
-                                         hint, "BYOD-E003"))
-            return None
-        except yaml.YAMLError as exc:
-            self.problems.append(Problem(self.file, None, "", f"malformed YAML: {exc}",
-                                         code="BYOD-E003"))
-            return None
+        root = self._compose_file()
         if root is None:
-            self.problem(None, "", "the file is empty",
-                         "declare at least `parents: []` and `tables:`", code="BYOD-E009")
             return None
         self.scan(root, "", set())
         top = self.mapping(root, "", "a version file", _TOP_KEYS)
         if top is None:
             return None
         got = {k: (kn, vn) for k, kn, vn in top}
-
-        description = ""
-        if "description" in got:
-            node = got["description"][1]
-            if isinstance(node, ScalarNode) and not self._is_null(node):
-                description = node.value
-            elif not self._is_null(node):
-                self.problem(node, "description", "description must be text", code="BYOD-E004")
-        for key, expected in (("id", vid), ("number", number)):
-            if key in got:
-                node = got[key][1]
-                declared = node.value if isinstance(node, ScalarNode) else None
-                if declared is None or str(declared).lstrip("0") != str(expected).lstrip("0"):
-                    self.problem(node, key, f"{key} {kind(node)} does not match the file "
-                                 f"name, which gives {key} {expected!r}",
-                                 "rename the file or fix the value (or drop the key: the file "
-                                 "name is the source of truth)", code="BYOD-E010")
+        description = self._description(got)
+        self._check_declared_identity(got, vid, number)
         parents: tuple[str, ...] = ()
         if "parents" not in got:
             self.problem(root, "parents", "missing `parents`",
@@ -157,6 +119,61 @@ class _FileReader(NodeReader):
             for err in exc.errors():
                 self.problem(None, ".".join(str(p) for p in err["loc"]), err["msg"])
             return None
+
+    def _compose_file(self) -> Node | None:
+        """The file's YAML node tree; None (with the problem recorded) when it cannot be
+        read, is not YAML, or is empty."""
+
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem(None, "", f"cannot read the file: {exc.__class__.__name__}",
+                         "version files are UTF-8 text", code="BYOD-E003")
+            return None
+        try:
+            root = compose(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else None
+            what = " ".join(x for x in (exc.context, exc.problem) if x)
+            hint = "check indentation, colons and quoting near this line"
+            if "flow mapping" in what and "'?'" in what:
+                hint = "inside {...} quote optional field names: {'color?': string}"
+            self.problems.append(Problem(self.file, line, "", f"malformed YAML: {what}",
+                                         hint, "BYOD-E003"))
+            return None
+        except yaml.YAMLError as exc:
+            self.problems.append(Problem(self.file, None, "", f"malformed YAML: {exc}",
+                                         code="BYOD-E003"))
+            return None
+        if root is None:
+            self.problem(None, "", "the file is empty",
+                         "declare at least `parents: []` and `tables:`", code="BYOD-E009")
+        return root
+
+    def _description(self, got: dict[str, tuple[Node, Node]]) -> str:
+        if "description" not in got:
+            return ""
+        node = got["description"][1]
+        if isinstance(node, ScalarNode) and not self._is_null(node):
+            return str(node.value)
+        if not self._is_null(node):
+            self.problem(node, "description", "description must be text", code="BYOD-E004")
+        return ""
+
+    def _check_declared_identity(self, got: dict[str, tuple[Node, Node]], vid: str,
+                                 number: int) -> None:
+        """An ``id`` or ``number`` written in the file must agree with the file name."""
+
+        for key, expected in (("id", vid), ("number", number)):
+            if key in got:
+                node = got[key][1]
+                declared = node.value if isinstance(node, ScalarNode) else None
+                if declared is None or str(declared).lstrip("0") != str(expected).lstrip("0"):
+                    self.problem(node, key, f"{key} {kind(node)} does not match the file "
+                                 f"name, which gives {key} {expected!r}",
+                                 "rename the file or fix the value (or drop the key: the file "
+                                 "name is the source of truth)", code="BYOD-E010")
 
     def parents(self, node: Node) -> tuple[str, ...] | None:
         items = self.sequence(node, "parents", "parents")
