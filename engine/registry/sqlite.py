@@ -11,11 +11,13 @@ Why it is built this way:
 * **Versioned DDL**: ``PRAGMA user_version`` plus a ``schema_migrations`` table, applied
   under the write lock so two processes creating the file at once do not race; a file
   from an older engine is upgraded in place when it is opened (``engine.registry.ddl``).
+
+The journal, lease, audit, rollout and progress roles live in
+``engine.registry.sqlite_roles`` (mixins over the connection kept here).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -24,22 +26,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from engine.errors import InvalidTransition, LeaseHeld, RegistryError, UnknownUser
+from engine.errors import InvalidTransition, RegistryError, UnknownUser
 from engine.ports.registry import (
     CONNECTION_TRANSITIONS,
-    JOURNAL_TRANSITIONS,
-    PROGRESS_KINDS,
-    AuditEntry,
     ConnectionStatus,
     DeploymentStatus,
-    JournalEntry,
-    JournalStatus,
-    Lease,
-    ProgressKind,
     UserConfig,
 )
-from engine.redact import redact
 from engine.registry.ddl import MIGRATIONS, SCHEMA_VERSION
+from engine.registry.sqlite_roles import (  # the helpers moved there stay importable here
+    _JOURNAL_COLS,
+    SqliteAudit,
+    SqliteJournal,
+    SqliteLeases,
+    SqliteProgress,
+    SqliteRollouts,
+    _clean,
+    _entry,
+)
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION", "open_store"]
 
@@ -47,10 +51,6 @@ _USER_COLS = (
     "user_id, url_ct, key_ct, connection_status, deployment_status, deployment_progress, "
     "schema_version, schema_fingerprint, last_connection_test, connection_error, entitled, "
     "created_at, updated_at"
-)
-_JOURNAL_COLS = (
-    "user_id, plan_id, step_id, seq, kind, status, version, cursor, processed, attempts, "
-    "error, fingerprint, started_at, completed_at, created_at"
 )
 
 
@@ -67,16 +67,6 @@ def _user(row: sqlite3.Row) -> UserConfig:
     )
 
 
-def _entry(row: sqlite3.Row) -> JournalEntry:
-    return JournalEntry(**{k: row[k] for k in row.keys()})
-
-
-def _clean(text: str | None) -> str | None:
-    """Defence in depth: whatever the caller passed, nothing key-shaped is stored."""
-
-    return None if text is None else redact(str(text))[:2000]
-
-
 def _secure_file(path: Path) -> None:
     """Create the parent directory (0700) and the file itself (0600) before SQLite opens it,
     so the file is never readable by others, not even for an instant."""
@@ -89,8 +79,11 @@ def _secure_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-class SqliteStore:
-    """The registry in one SQLite file. See the module docstring for the concurrency model."""
+class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, SqliteProgress):
+    """The registry in one SQLite file. See the module docstring for the concurrency model.
+
+    The connection and the ``UserStore`` role are here; the other roles come from the
+    mixins of ``engine.registry.sqlite_roles``."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0,
                  clock: Callable[[], float] = time.time):
@@ -213,12 +206,6 @@ class SqliteStore:
             raise UnknownUser(user_id)
         return _user(row)
 
-    def _audit(self, conn: sqlite3.Connection, user_id: str, event: str,
-               detail: dict[str, Any] | None) -> None:
-        conn.execute("INSERT INTO audit (at, user_id, event, detail) VALUES (?, ?, ?, ?)",
-                     (self._clock(), user_id, event,
-                      redact(json.dumps(detail or {}, default=str, sort_keys=True))))
-
     # -- users --------------------------------------------------------------------------------
     def get_user(self, user_id: str) -> UserConfig:
         user = self.find_user(user_id)
@@ -336,192 +323,6 @@ class SqliteStore:
                 self._audit(conn, user_id, "credentials_reencrypted", {})
                 return True
             return False
-
-    # -- journal ------------------------------------------------------------------------------
-    def journal_plan(self, entries: list[JournalEntry]) -> None:
-        now = self._clock()
-        with self._write() as conn:
-            for e in entries:
-                self._get(conn, e.user_id)
-                conn.execute(
-                    f"INSERT INTO journal ({_JOURNAL_COLS}, updated_at) VALUES "
-                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (user_id, plan_id, step_id) DO NOTHING",
-                    (e.user_id, e.plan_id, e.step_id, e.seq, e.kind, e.status, e.version,
-                     e.cursor, e.processed, e.attempts, _clean(e.error), e.fingerprint,
-                     e.started_at, e.completed_at, e.created_at or now, now))
-
-    def journal(self, user_id: str, plan_id: str | None = None) -> list[JournalEntry]:
-        if plan_id is None:
-            rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE user_id = ? "
-                              "ORDER BY created_at, plan_id, seq", (user_id,))
-        else:
-            rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE user_id = ? AND "
-                              "plan_id = ? ORDER BY seq", (user_id, plan_id))
-        return [_entry(r) for r in rows]
-
-    def journal_update(
-        self, user_id: str, plan_id: str, step_id: str, *, status: JournalStatus | None = None,
-        cursor: str | None = None, processed: int | None = None, error: str | None = None,
-        bump_attempts: bool = False,
-    ) -> JournalEntry:
-        with self._write() as conn:
-            row = conn.execute(f"SELECT {_JOURNAL_COLS} FROM journal WHERE user_id = ? AND "
-                               "plan_id = ? AND step_id = ?",
-                               (user_id, plan_id, step_id)).fetchone()
-            if row is None:
-                raise RegistryError(
-                    f"no journal step {step_id!r} in plan {plan_id!r} for user {user_id!r}")
-            old = _entry(row)
-            now = self._clock()
-            sets: dict[str, Any] = {}
-            if status is not None:
-                if status not in JOURNAL_TRANSITIONS.get(old.status, frozenset()):
-                    raise InvalidTransition(f"journal step {step_id!r}", old.status, status)
-                sets["status"] = status
-                if status == "running" and old.status != "running":
-                    sets["started_at"] = now
-                    sets["completed_at"] = None
-                if status in ("completed", "failed", "skipped"):
-                    sets["completed_at"] = now
-                if status == "completed":
-                    sets["error"] = None
-            if cursor is not None:
-                sets["cursor"] = cursor
-            if processed is not None:
-                sets["processed"] = processed
-            if error is not None:
-                sets["error"] = _clean(error)
-            assignments = [f"{k} = ?" for k in sets]
-            if bump_attempts:
-                assignments.append("attempts = attempts + 1")
-            assignments.append("updated_at = ?")
-            conn.execute(
-                f"UPDATE journal SET {', '.join(assignments)} "
-                "WHERE user_id = ? AND plan_id = ? AND step_id = ?",
-                (*sets.values(), now, user_id, plan_id, step_id))
-            if status is not None and status != old.status:
-                self._audit(conn, user_id, "journal", {
-                    "plan": plan_id, "step": step_id, "from": old.status, "to": status,
-                    "error": sets.get("error")})
-            new = conn.execute(f"SELECT {_JOURNAL_COLS} FROM journal WHERE user_id = ? AND "
-                               "plan_id = ? AND step_id = ?",
-                               (user_id, plan_id, step_id)).fetchone()
-            return _entry(new)
-
-    # -- leases -------------------------------------------------------------------------------
-    def acquire_lease(self, deployment: str, holder: str, ttl_s: float) -> Lease:
-        """Take the lease unless someone else holds an unexpired one (LeaseHeld). The check
-        and the write happen under one write lock, so exactly one contender wins; a lease
-        whose holder crashed expires and is taken over (and that is audited)."""
-
-        if ttl_s <= 0:
-            raise RegistryError("a lease needs a positive ttl")
-        with self._write() as conn:
-            now = self._clock()
-            row = conn.execute("SELECT holder, expires_at FROM leases WHERE deployment = ?",
-                               (deployment,)).fetchone()
-            if row is not None and row["holder"] != holder and row["expires_at"] > now:
-                raise LeaseHeld(deployment, row["holder"], row["expires_at"])
-            expires = now + ttl_s
-            conn.execute(
-                "INSERT INTO leases (deployment, holder, acquired_at, expires_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (deployment) DO UPDATE SET "
-                "holder = excluded.holder, acquired_at = excluded.acquired_at, "
-                "expires_at = excluded.expires_at", (deployment, holder, now, expires))
-            if row is not None and row["holder"] != holder:
-                self._audit(conn, deployment, "lease_taken_over",
-                            {"from": row["holder"], "to": holder,
-                             "expired_at": row["expires_at"]})
-            return Lease(deployment=deployment, holder=holder, expires_at=expires)
-
-    def renew_lease(self, deployment: str, holder: str, ttl_s: float) -> Lease:
-        with self._write() as conn:
-            now = self._clock()
-            row = conn.execute("SELECT holder, expires_at FROM leases WHERE deployment = ?",
-                               (deployment,)).fetchone()
-            if row is None or row["holder"] != holder:
-                raise LeaseHeld(deployment, row["holder"] if row else "nobody",
-                                row["expires_at"] if row else 0.0)
-            expires = now + ttl_s
-            conn.execute("UPDATE leases SET expires_at = ? WHERE deployment = ?",
-                         (expires, deployment))
-            return Lease(deployment=deployment, holder=holder, expires_at=expires)
-
-    def release_lease(self, deployment: str, holder: str) -> None:
-        with self._write() as conn:
-            conn.execute("DELETE FROM leases WHERE deployment = ? AND holder = ?",
-                         (deployment, holder))
-
-    def current_lease(self, deployment: str) -> Lease | None:
-        """The unexpired lease on a deployment, if any (for status displays)."""
-
-        rows = self._read("SELECT holder, expires_at FROM leases WHERE deployment = ? AND "
-                          "expires_at > ?", (deployment, self._clock()))
-        return Lease(deployment, rows[0]["holder"], rows[0]["expires_at"]) if rows else None
-
-    # -- audit --------------------------------------------------------------------------------
-    def audit(self, user_id: str, event: str, detail: dict[str, Any] | None = None) -> None:
-        with self._write() as conn:
-            self._audit(conn, user_id, event, detail)
-
-    def audit_log(self, user_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        if user_id is None:
-            rows = self._read("SELECT at, user_id, event, detail FROM audit "
-                              "ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self._read("SELECT at, user_id, event, detail FROM audit WHERE user_id = ? "
-                              "ORDER BY id DESC LIMIT ?", (user_id, limit))
-        return [AuditEntry(at=r["at"], user_id=r["user_id"], event=r["event"],
-                           detail=json.loads(r["detail"])) for r in reversed(rows)]
-
-    # -- rollouts -----------------------------------------------------------------------------
-    def save_rollout(self, rollout_id: str, data: dict[str, Any]) -> None:
-        now = self._clock()
-        text = json.dumps(data, default=str, sort_keys=True)
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO rollouts (rollout_id, data, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (rollout_id) DO UPDATE SET "
-                "data = excluded.data, updated_at = excluded.updated_at",
-                (rollout_id, text, now, now))
-
-    def load_rollout(self, rollout_id: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT data FROM rollouts WHERE rollout_id = ?", (rollout_id,))
-        return json.loads(rows[0]["data"]) if rows else None
-
-    def list_rollouts(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._read("SELECT rollout_id, data FROM rollouts "
-                          "ORDER BY updated_at DESC, rowid DESC LIMIT ?", (limit,))
-        out = []
-        for r in rows:
-            data = json.loads(r["data"])
-            if isinstance(data, dict):
-                data.setdefault("rollout_id", r["rollout_id"])
-            out.append(data)
-        return out
-
-    # -- per-user copy progress ---------------------------------------------------------------
-    @staticmethod
-    def _kind(kind: str) -> str:
-        if kind not in PROGRESS_KINDS:
-            raise RegistryError(f"unknown progress kind {kind!r}; "
-                                f"expected one of {', '.join(PROGRESS_KINDS)}")
-        return kind
-
-    def save_progress(self, kind: ProgressKind, user_id: str, doc: dict[str, Any]) -> None:
-        text = json.dumps(doc, default=str, sort_keys=True)
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO progress (kind, user_id, doc, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (kind, user_id) DO UPDATE SET "
-                "doc = excluded.doc, updated_at = excluded.updated_at",
-                (self._kind(kind), user_id, text, self._clock()))
-
-    def load_progress(self, kind: ProgressKind, user_id: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT doc FROM progress WHERE kind = ? AND user_id = ?",
-                          (self._kind(kind), user_id))
-        return json.loads(rows[0]["doc"]) if rows else None
 
 
 def open_store(config_or_path: Any) -> SqliteStore:

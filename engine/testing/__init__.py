@@ -22,15 +22,8 @@ from engine.lazy import lazy_face
 
 if TYPE_CHECKING:
     from engine.testing.catalog import BundleCatalog, KnownBundle
-    from engine.testing.deployment import (
-        FAULTS,
-        AsyncInMemoryDeployment,
-        Call,
-        Crash,
-        InMemoryDeployment,
-        RefusedClient,
-        crash_at,
-    )
+    from engine.testing.deployment import AsyncInMemoryDeployment, Call, InMemoryDeployment
+    from engine.testing.faults import FAULTS, Crash, RefusedClient, crash_at
     from engine.testing.fleet import ConnectedUser, InMemoryFleet, TempRegistry
 
 _EXPORTS: dict[str, str] = {
@@ -38,14 +31,14 @@ _EXPORTS: dict[str, str] = {
     "BundleCatalog": "engine.testing.catalog",
     "Call": "engine.testing.deployment",
     "ConnectedUser": "engine.testing.fleet",
-    "Crash": "engine.testing.deployment",
-    "FAULTS": "engine.testing.deployment",
+    "Crash": "engine.testing.faults",
+    "FAULTS": "engine.testing.faults",
     "InMemoryDeployment": "engine.testing.deployment",
     "InMemoryFleet": "engine.testing.fleet",
     "KnownBundle": "engine.testing.catalog",
-    "RefusedClient": "engine.testing.deployment",
+    "RefusedClient": "engine.testing.faults",
     "TempRegistry": "engine.testing.fleet",
-    "crash_at": "engine.testing.deployment",
+    "crash_at": "engine.testing.faults",
 }
 
 __all__, __getattr__, __dir__ = lazy_face("engine.testing", _EXPORTS, globals())

@@ -20,6 +20,10 @@ Faults are switchable at any time (``fault``, ``delay``, ``tx_limit``), hooks ru
 call (``before_call``), after a mutation applied (``after_mutation``, where a test makes the
 process "die" with ``Crash``) and before a deploy (``before_deploy``), and every call is
 recorded (``calls``, ``history``, ``deploys``, ``mutations``, ``closed``).
+
+The function handlers live in ``engine.testing.functions`` (the ``EngineFunctions`` mixin)
+and the faults, ``Crash``, ``crash_at`` and ``RefusedClient`` in ``engine.testing.faults``;
+they stay importable from here.
 """
 
 from __future__ import annotations
@@ -37,21 +41,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from engine.errors import (
-    DeploymentError,
-    DeploymentServerError,
-    DeploymentTimeout,
-    DeploymentUnauthorized,
-    DeploymentUnreachable,
-    FunctionError,
-    SchemaValidationFailed,
-)
-from engine.plan.datasteps import DataStep, apply_step
+from engine.errors import DeploymentTimeout, FunctionError, SchemaValidationFailed
 from engine.ports.deployment import DeploymentTarget, DeployResult, VersionInfo
 from engine.schema.engine_tables import ENGINE_TABLES
 from engine.schema.models import Schema
 from engine.schema.validate_doc import validate_document
 from engine.testing.catalog import BundleCatalog
+from engine.testing.faults import FAULTS, Crash, RefusedClient, check_fault, crash_at
+from engine.testing.functions import _MISSING, _TX_LIMIT_MESSAGE, MAX_PAGE, EngineFunctions
 
 __all__ = [
     "DEFAULT_CONVEX_VERSION",
@@ -66,47 +63,12 @@ __all__ = [
 
 DEFAULT_CONVEX_VERSION = "1.48.0"
 
-FAULTS: dict[str, str] = {
-    "down": "every call: DeploymentUnreachable (connection refused)",
-    "unreachable": "the same as down",
-    "slow": "every call: DeploymentTimeout (no answer in time)",
-    "timeout": "the same as slow",
-    "revoked": "every call: DeploymentUnauthorized (the key was rejected)",
-    "5xx": "every call: DeploymentServerError (HTTP 503)",
-    "deploy_fails": "deploys: SchemaValidationFailed; functions answer",
-    "ignore_deploy": "deploys report success, yet byod:version keeps answering the old "
-                     "marker (a deploy that did not take)",
-}
-"""The values ``InMemoryDeployment.fault`` takes (None: no fault)."""
-
-MAX_PAGE = 8192  # the largest page the bundle's functions accept (templates/bundle/byod.ts)
-_TX_LIMIT_MESSAGE = ("Too many documents read in a single function execution "
-                     "(limit: 32000)")
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Convex ids: 32 characters of base32
 _counter = itertools.count(1)
 _clock_lock = threading.Lock()
 _last_ms = 0.0
-_MISSING: Any = object()
 
 T = TypeVar("T")
-
-
-class Crash(BaseException):
-    """Simulates the process dying mid-call: a ``BaseException``, so no ``except
-    Exception`` in the engine catches it (raise it from a hook, or use ``crash_at``)."""
-
-
-def crash_at(nth: int, path: str | None = None) -> Callable[[str, dict[str, Any]], None]:
-    """A hook for ``before_call`` / ``after_mutation`` that raises ``Crash`` at the
-    ``nth`` call (of ``path``, or of any function)."""
-
-    seen = itertools.count(1)
-
-    def hook(called: str, _args: dict[str, Any]) -> None:
-        if (path is None or called == path) and next(seen) == nth:
-            raise Crash(f"crashed at {called} (call #{nth})")
-
-    return hook
 
 
 @dataclass(frozen=True)
@@ -137,7 +99,7 @@ def _encode(number: int, width: int) -> str:
     return "".join(reversed(out))
 
 
-class InMemoryDeployment:
+class InMemoryDeployment(EngineFunctions):
     """One deployment in memory (see the module docstring). Attributes a test reads or
     sets directly:
 
@@ -363,21 +325,7 @@ class InMemoryDeployment:
 
     # -- internals ------------------------------------------------------------------------
     def _gate(self, what: str) -> None:
-        fault = self.fault
-        if fault is None or fault in ("deploy_fails", "ignore_deploy"):
-            return
-        if fault in ("down", "unreachable"):
-            raise DeploymentUnreachable(f"{what}: cannot connect (connection refused)",
-                                        deployment=self.name)
-        if fault in ("slow", "timeout"):
-            raise DeploymentTimeout(f"{what}: no answer within 1 s", deployment=self.name)
-        if fault == "revoked":
-            raise DeploymentUnauthorized(f"{what}: the deployment rejected the key (HTTP 401)",
-                                         deployment=self.name)
-        if fault == "5xx":
-            raise DeploymentServerError(f"{what}: HTTP 503 from the deployment",
-                                        deployment=self.name)
-        raise ValueError(f"unknown fault {fault!r}; use one of {', '.join(FAULTS)} or None")
+        check_fault(self.fault, what, self.name)
 
     def _missing(self, path: str) -> FunctionError:
         return FunctionError(f"Could not find public function for '{path}'",
@@ -402,20 +350,6 @@ class InMemoryDeployment:
                 return self._data_step_page(step, path, args)
         raise self._missing(path)
 
-    def _table(self, table: str) -> dict[str, dict[str, Any]]:
-        if table not in self.tables:
-            raise FunctionError(
-                f"byod: unknown table {table!r}; this deployment (version {self.version}) "
-                f"has: {', '.join(self.tables)}", deployment=self.name)
-        return self.tables[table]
-
-    def _page_size(self, num_items: Any) -> int:
-        if not isinstance(num_items, int) or isinstance(num_items, bool) \
-                or not 1 <= num_items <= MAX_PAGE:
-            raise FunctionError(f"byod: numItems must be an integer from 1 to {MAX_PAGE}, "
-                                f"got {num_items!r}", deployment=self.name)
-        return num_items
-
     def _insert(self, table: str, doc: dict[str, Any], *, validate: bool) -> str:
         fields = {k: copy.deepcopy(v) for k, v in doc.items()
                   if k not in ("_id", "_creationTime")}
@@ -435,174 +369,6 @@ class InMemoryDeployment:
             raise FunctionError(
                 f"Failed to insert or update a document in table {table!r} because it does "
                 f"not match the schema: {problems[0]}", deployment=self.name)
-
-    @staticmethod
-    def _paginate(docs: list[dict[str, Any]], cursor: str | None,
-                  num_items: int) -> dict[str, Any]:
-        start = int(cursor or 0)
-        page = docs[start:start + num_items]
-        end = start + len(page)
-        return {"page": page, "continueCursor": str(end), "isDone": end >= len(docs)}
-
-    def _data_step_page(self, step: DataStep, path: str, args: dict[str, Any]) -> Any:
-        size = args.get("batchSize")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise FunctionError(f"byod data step {step.id}: batchSize must be a positive "
-                                f"integer, got {size!r}", deployment=self.name, function=path)
-        if self.tx_limit is not None and size > self.tx_limit:
-            raise FunctionError(_TX_LIMIT_MESSAGE, deployment=self.name, function=path)
-        cursor = args.get("cursor")
-        dry = bool(args.get("dryRun"))
-        rows = self._table(step.table)
-        ids = sorted(rows)
-        page = [i for i in ids if cursor is None or i > cursor][:size]
-        table = self.schema.tables.get(step.table) if self.schema is not None else None
-        changed = 0
-        for doc_id in page:
-            doc = rows[doc_id]
-            try:
-                after = apply_step(doc, step)
-                if after is not None and after != doc and table is not None:
-                    problems = validate_document(after, table)
-                    if problems:
-                        raise ValueError(problems[0])
-            except (ValueError, NotImplementedError) as exc:
-                raise FunctionError(f"byod data step {step.id} failed on document {doc_id} "
-                                    f"of table {step.table}: {exc}", deployment=self.name,
-                                    function=path) from None
-            if after is None:
-                changed += 1
-                if not dry:
-                    del rows[doc_id]
-            elif after != doc:
-                changed += 1
-                if not dry:
-                    doc.clear()
-                    doc.update(after)
-        last = page[-1] if page else cursor
-        done = len(page) < size or not page or page[-1] == ids[-1]
-        return {"continueCursor": last or "", "isDone": done, "processed": len(page),
-                "changed": changed}
-
-    # -- the bundle's functions (byod:*) -----------------------------------------------------
-    def _fn_byod_version(self) -> dict[str, Any]:
-        versions = self.tables.get("byodVersions") or {}
-        recorded = list(versions.values())[-1] if versions else None
-        return {"version": self.version, "fingerprint": self.fingerprint, "kind": self.kind,
-                "convexVersion": self.convex_version, "recorded": recorded}
-
-    def _fn_byod_ping(self) -> dict[str, Any]:
-        return {"ok": True, "version": self.version}
-
-    def _fn_byod_recordVersion(self, version: str, fingerprint: str, kind: str,
-                               planId: str | None = None) -> str:
-        return self.record_version(version, fingerprint, kind, planId)
-
-    def _fn_byod_recordStep(self, stepId: str, version: str, status: str, processed: int,
-                            cursor: str | None = _MISSING) -> str:
-        return self.record_step(stepId, version, status, processed, cursor)
-
-    def _fn_byod_appliedSteps(self) -> list[dict[str, Any]]:
-        return list(self.tables.get("byodSteps", {}).values())
-
-    def _fn_byod_exportPage(self, table: str, cursor: str | None,
-                            numItems: int) -> dict[str, Any]:
-        docs = list(self._table(table).values())
-        return self._paginate(docs, cursor, self._page_size(numItems))
-
-    def _fn_byod_countPage(self, table: str, cursor: str | None,
-                           numItems: int) -> dict[str, Any]:
-        res = self._fn_byod_exportPage(table, cursor, numItems)
-        return {"count": len(res["page"]), "continueCursor": res["continueCursor"],
-                "isDone": res["isDone"]}
-
-    def _fn_byod_deletePage(self, table: str, numItems: int) -> dict[str, Any]:
-        rows = self._table(table)
-        batch = list(rows)[:self._page_size(numItems)]
-        for doc_id in batch:
-            del rows[doc_id]
-        return {"deleted": len(batch), "isDone": not rows}
-
-    def _fn_byod_importPage(self, table: str, documents: list[Any]) -> list[str]:
-        self._table(table)
-        return [self._insert(table, d, validate=True) for d in documents]
-
-    # -- the main deployment's functions (byodMain:*) ----------------------------------------
-    def _fn_byodMain_exportOwnedPage(self, table: str, index: str, field: str, value: str,
-                                     cursor: str | None, numItems: int) -> dict[str, Any]:
-        if not index:
-            raise FunctionError("no index given", deployment=self.name)
-        docs = [d for d in self._table(table).values() if d.get(field) == value]
-        return self._paginate(docs, cursor, self._page_size(numItems))
-
-    def _fn_byodMain_importPageOnce(self, table: str, documents: list[Any], receipt: str,
-                                    run: str) -> list[str]:
-        self._table(table)
-        if receipt in self.receipts:
-            return list(self.receipts[receipt]["ids"])
-        ids = [self._insert(table, d, validate=True) for d in documents]
-        self.receipts[receipt] = {"run": run, "table": table, "ids": ids}
-        return ids
-
-    def _fn_byodMain_patchPage(self, table: str, patches: list[Any]) -> int:
-        rows = self._table(table)
-        for p in patches:
-            rows[p["id"]].update(p["fields"])
-        return len(patches)
-
-    def _fn_byodMain_getByIds(self, table: str, ids: list[str]) -> list[Any]:
-        rows = self._table(table)
-        return [rows.get(i) for i in ids]
-
-    def _fn_byodMain_clearReceipts(self, run: str, numItems: int) -> dict[str, Any]:
-        mine = [k for k, r in self.receipts.items() if r["run"] == run][:numItems]
-        for k in mine:
-            del self.receipts[k]
-        return {"deleted": len(mine),
-                "isDone": not any(r["run"] == run for r in self.receipts.values())}
-
-
-class RefusedClient:
-    """What a fleet hands out for a target it cannot serve (an unknown URL, a key the
-    deployment does not accept): every call raises the same kind of error."""
-
-    delay = 0.0
-
-    def __init__(self, label: str, error: Callable[[str], DeploymentError]) -> None:
-        self.name = label
-        self._error = error
-        self.closed = 0
-
-    def __repr__(self) -> str:
-        return f"RefusedClient(label={self.name!r})"
-
-    @classmethod
-    def unreachable(cls, label: str) -> RefusedClient:
-        return cls(label, lambda what: DeploymentUnreachable(
-            f"{what}: cannot connect (connection refused)", deployment=label))
-
-    @classmethod
-    def unauthorized(cls, label: str) -> RefusedClient:
-        return cls(label, lambda what: DeploymentUnauthorized(
-            f"{what}: the deployment rejected the key (HTTP 401)", deployment=label))
-
-    def run(self, kind: str, path: str, args: dict[str, Any] | None = None) -> Any:
-        raise self._error(path)
-
-    def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        raise self._error(path)
-
-    def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        raise self._error(path)
-
-    def read_version(self) -> VersionInfo:
-        raise self._error("byod:version")
-
-    def deploy(self, bundle: Any) -> DeployResult:
-        raise self._error("deploy")
-
-    def close(self) -> None:
-        self.closed += 1
 
 
 class AsyncInMemoryDeployment:
