@@ -1,18 +1,55 @@
-"""The engine's configuration: ``byod.toml`` beside ``schema_versions/`` (all optional),
-overridable by ``BYOD_*`` environment variables. Pure data once loaded."""
+"""The engine's configuration: one typed settings model fed by three sources, lowest first:
+
+1. the defaults below;
+2. ``byod.toml`` (or the file ``BYOD_CONFIG`` names): the ``[byod]`` table with ``[byod.auth]``
+   — or, the older layout, every key at the top level with an ``[auth]`` table;
+3. the environment: ``BYOD_REGISTRY``, ``BYOD_VERSIONS_DIR``, ``BYOD_AVAILABILITY``,
+   ``BYOD_WEBHOOK_URL`` (an empty variable counts as unset).
+
+Nothing is dropped silently: an unknown key, a table in the wrong place, a wrong type, a
+timeout that is not positive, a ``webhook_url`` that is not http(s) and a named config file
+that does not exist each raise ``ConfigError`` naming the file and line (or the variable).
+Secrets and tool locations (``BYOD_ENCRYPTION_KEY*``, ``BYOD_MAIN_*``,
+``BYOD_TOOLCHAIN_DIR``) are not settings: they are read where they are used.
+Pure data once loaded.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from engine.errors import ConfigError
 
-__all__ = ["AuthConfig", "EngineConfig", "load_config"]
+__all__ = ["AuthConfig", "CONFIG_ENV", "ENV_VARS", "EngineConfig", "ResolvedConfig",
+           "find_key_line", "load_config", "resolve_config"]
+
+CONFIG_ENV = "BYOD_CONFIG"
+DEFAULT_FILE = "byod.toml"
+TABLE = "byod"
+
+# Environment variable -> the setting it overrides.
+ENV_VARS: dict[str, str] = {
+    "BYOD_REGISTRY": "registry_path",
+    "BYOD_VERSIONS_DIR": "versions_dir",
+    "BYOD_AVAILABILITY": "availability",
+    "BYOD_WEBHOOK_URL": "webhook_url",
+}
+
+
+# A timeout: a number (a quoted one is refused) greater than zero.
+Seconds = Annotated[float, Field(gt=0, strict=True)]
 
 
 class AuthConfig(BaseModel):
@@ -23,8 +60,11 @@ class AuthConfig(BaseModel):
     application_id: str = "convex"
 
 
-class EngineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class EngineConfig(BaseSettings):
+    """The effective settings. Constructed directly it takes only its arguments (and the
+    defaults); ``load_config`` adds ``byod.toml`` and the environment."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
     versions_dir: Path = Path("schema_versions")
     expected_heads: tuple[str, ...] = ()  # empty: exactly one head
@@ -34,34 +74,273 @@ class EngineConfig(BaseModel):
     availability: Literal["everyone", "premium"] = "everyone"
     registry_path: Path = Path(".byod/registry.sqlite3")
     webhook_url: str | None = None
-    deploy_timeout_s: float = 300.0
-    http_timeout_s: float = 30.0
+    deploy_timeout_s: Seconds = 300.0
+    http_timeout_s: Seconds = 30.0
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # never echo the URL: it may carry a token
+            got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+            raise ValueError(f"must be an http:// or https:// URL with a host ({got})")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the arguments: reading the file and the environment is ``load_config``'s
+        # job, so that it can say where every value came from.
+        return (init_settings,)
+
+
+# -- locating keys in the text ---------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*\[\[?\s*(?P<name>[^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"""^\s*(?P<key>(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+                  r"""(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+
+
+def _dotted(text: str) -> tuple[str, ...]:
+    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", text)
+    return tuple(p[1:-1] if p[:1] in "\"'" else p for p in parts)
+
+
+def find_key_line(text: str, path: tuple[str, ...]) -> int | None:
+    """The 1-based line of the key (or table header) at ``path`` — e.g. ``("byod",
+    "auth", "issuer_domain")`` — in TOML ``text``; ``None`` if it is not written there.
+    A key inside an inline table resolves to the line of the key holding the table, and a
+    key of a table that is never named in a header to the first key under it."""
+
+    table: tuple[str, ...] = ()
+    best: int | None = None
+    in_multiline: str | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_multiline is not None:
+            if line.count(in_multiline) % 2 == 1:
+                in_multiline = None
+            continue
+        header = _HEADER.match(line)
+        if header and not _KEY.match(line):
+            table = _dotted(header.group("name"))
+            if table == path:
+                return number
+            if best is None and table[:len(path)] == path:
+                best = number
+            continue
+        key = _KEY.match(line)
+        if key:
+            full = table + _dotted(key.group("key"))
+            if full == path:
+                return number
+            # a prefix: the key holds an inline table or dotted keys with the one sought
+            if best is None and (full[:len(path)] == path or path[:len(full)] == full):
+                best = number
+            rest = line[key.end():]
+            for quote in ('"""', "'''"):
+                if rest.count(quote) % 2 == 1:
+                    in_multiline = quote
+    return best
+
+
+# -- the sources -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Layout:
+    prefix: tuple[str, ...]  # where the settings sit in the file: ("byod",) or ()
+
+
+class TomlFileSource(PydanticBaseSettingsSource):
+    """``byod.toml``: the settings table of the file, after its layout is checked."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path, text: str):
+        super().__init__(settings_cls)
+        self.path = path
+        self.text = text
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        self.layout, self.values = self._settings_of(data)
+
+    def where(self, keys: tuple[str, ...]) -> str:
+        line = find_key_line(self.text, self.layout.prefix + keys)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def _error(self, keys: tuple[str, ...], problem: str) -> ConfigError:
+        line = find_key_line(self.text, keys)
+        return ConfigError(f"{self.path}:{line}: {problem}" if line else f"{self.path}: {problem}")
+
+    def _settings_of(self, data: dict[str, Any]) -> tuple[_Layout, dict[str, Any]]:
+        fields = self.settings_cls.model_fields
+        if TABLE not in data:  # the older layout: every key at the top level
+            return _Layout(()), data
+        settings = data[TABLE]
+        if not isinstance(settings, dict):
+            raise self._error((TABLE,), f"{TABLE!r} must be a table ([{TABLE}])")
+        for key, value in data.items():
+            if key == TABLE:
+                continue
+            if isinstance(value, dict) and key in fields:
+                raise self._error((key,), f"[{key}] is a top-level table, outside [{TABLE}]: "
+                                          f"did you mean [{TABLE}.{key}]?")
+            if key in fields:
+                raise self._error((key,), f"{key!r} is outside the [{TABLE}] table: move it "
+                                          f"under [{TABLE}]")
+            kind = "table" if isinstance(value, dict) else "key"
+            raise self._error((key,), f"unknown top-level {kind} {key!r}: every setting goes "
+                                      f"in the [{TABLE}] table")
+        return _Layout((TABLE,)), dict(settings)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+class MappedEnvSource(PydanticBaseSettingsSource):
+    """The ``BYOD_*`` variables of ``ENV_VARS`` (empty ones count as unset)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+        super().__init__(settings_cls)
+        self.variables = {name: field_name for name, field_name in ENV_VARS.items()
+                          if env.get(name)}
+        self.values = {field_name: env[name] for name, field_name in self.variables.items()}
+
+    def variable_of(self, field_name: str) -> str | None:
+        return next((n for n, f in self.variables.items() if f == field_name), None)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+# -- resolving -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """The config and where each value came from: ``sources`` maps a dotted setting
+    (``auth.issuer_domain``) to ``default``, ``file <path>:<line>`` or ``env <VAR>``."""
+
+    config: EngineConfig
+    file: Path | None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out.extend(_leaves(kind, prefix + (name,)))
+        else:
+            out.append(prefix + (name,))
+    return out
+
+
+def _present(values: Mapping[str, Any], keys: tuple[str, ...]) -> bool:
+    node: Any = values
+    for key in keys:
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _config_file(path: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The file to read: ``path``, else ``BYOD_CONFIG``, else ``byod.toml`` if present. A
+    named file that is missing is an error; a missing ``byod.toml`` means the defaults."""
+
+    if path is not None:
+        named, how = Path(path), ""
+    elif env.get(CONFIG_ENV):
+        named, how = Path(env[CONFIG_ENV]), f" (named by {CONFIG_ENV})"
+    else:
+        default = Path(DEFAULT_FILE)
+        return default if default.is_file() else None
+    if not named.exists():
+        raise ConfigError(f"{named}: the config file does not exist{how}")
+    if named.is_dir():
+        raise ConfigError(f"{named}: is a directory, not a config file")
+    return named
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def resolve_config(path: Path | None = None,
+                   env: Mapping[str, str] | None = None) -> ResolvedConfig:
+    """Defaults < ``byod.toml`` (``path``, else ``BYOD_CONFIG``, else ``./byod.toml`` when
+    present) < ``BYOD_*`` variables; each value with its source. ``ConfigError`` on any
+    problem, naming the file and line or the variable."""
+
+    env = dict(os.environ if env is None else env)
+    file = _config_file(path, env)
+    file_source: TomlFileSource | None = None
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot read the config file: {exc}") from None
+        file_source = TomlFileSource(EngineConfig, file, text)
+    env_source = MappedEnvSource(EngineConfig, env)
+    file_values = file_source() if file_source else {}
+    values = {**file_values, **env_source()}  # the environment wins, key by key
+
+    try:
+        config = EngineConfig(**values)
+    except ValidationError as exc:
+        raise _config_error(exc, file_source, env_source) from None
+
+    sources: dict[str, str] = {}
+    for leaf in _leaves(EngineConfig):
+        variable = env_source.variable_of(leaf[0])
+        if variable is not None:
+            sources[".".join(leaf)] = f"env {variable}"
+        elif file_source is not None and _present(file_values, leaf):
+            sources[".".join(leaf)] = f"file {file_source.where(leaf)}"
+        else:
+            sources[".".join(leaf)] = "default"
+    return ResolvedConfig(config, file, sources)
+
+
+def _config_error(exc: ValidationError, file_source: TomlFileSource | None,
+                  env_source: MappedEnvSource) -> ConfigError:
+    problems: list[str] = []
+    for error in exc.errors():
+        loc = tuple(str(p) for p in error["loc"])
+        dotted = ".".join(loc)
+        variable = env_source.variable_of(loc[0]) if loc else None
+        if error["type"] == "extra_forbidden":
+            owner: type[BaseModel] = AuthConfig if loc[:1] == ("auth",) else EngineConfig
+            close = difflib.get_close_matches(loc[-1], list(owner.model_fields), n=1)
+            problem = f"unknown key {dotted!r}" + (f" (did you mean {close[0]!r}?)"
+                                                   if close else "")
+        else:
+            problem = f"{dotted}: {_problem(error)}"
+        if variable is not None:
+            problems.append(f"{variable}: {problem}")
+        elif file_source is not None:
+            problems.append(f"{file_source.where(loc)}: {problem}")
+        else:
+            problems.append(problem)
+    return ConfigError("; ".join(problems))
 
 
 def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> EngineConfig:
-    """Read ``byod.toml`` (if present) then apply ``BYOD_REGISTRY``, ``BYOD_VERSIONS_DIR``,
-    ``BYOD_AVAILABILITY`` and ``BYOD_WEBHOOK_URL`` from the environment."""
+    """The effective config: defaults < ``byod.toml`` (``path``, else the file ``BYOD_CONFIG``
+    names, else ``./byod.toml`` when present) < ``BYOD_REGISTRY``, ``BYOD_VERSIONS_DIR``,
+    ``BYOD_AVAILABILITY`` and ``BYOD_WEBHOOK_URL``. ``ConfigError`` on any problem."""
 
-    env = dict(os.environ if env is None else env)
-    path = path or Path(env.get("BYOD_CONFIG", "byod.toml"))
-    data: dict = {}
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-        data = dict(data.get("byod", data))
-    overrides = {
-        "registry_path": env.get("BYOD_REGISTRY"),
-        "versions_dir": env.get("BYOD_VERSIONS_DIR"),
-        "availability": env.get("BYOD_AVAILABILITY"),
-        "webhook_url": env.get("BYOD_WEBHOOK_URL"),
-    }
-    data.update({k: v for k, v in overrides.items() if v})
-    try:
-        return EngineConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+    return resolve_config(path, env).config

@@ -5,7 +5,7 @@ key): build messages from sanitized values only (see ``engine.redact``).
 
 ::
 
-    ByodError (exit 1)
+    ByodError (exit 1; 3 where marked: refused for safety, nothing was changed)
     ├── ConfigError                      engine config file / environment
     ├── VersionError                     schema version files and the graph
     │   ├── VersionFileError             .problems: list[Problem] (file, line, message, hint)
@@ -15,8 +15,8 @@ key): build messages from sanitized values only (see ``engine.redact``).
     │   └── NoPath                       .source, .target
     ├── PlanError                        the planner refuses (.code, details)
     │   ├── UnsafeChange                 .changes needing consent / hints
-    │   │   └── DestructivePath          a down path deletes data (.deletes); allow it
-    │   │                                explicitly (allow_destructive / --allow-destructive)
+    │   │   └── DestructivePath          (exit 3) a down path deletes data (.deletes); allow
+    │   │                                it explicitly (allow_destructive / --allow-destructive)
     │   └── DriftDetected                .deployment, .expected, .actual
     ├── ToolchainError                   npm toolchain missing or failed
     ├── CompileError                     a bundle cannot be rendered
@@ -27,8 +27,8 @@ key): build messages from sanitized values only (see ``engine.redact``).
     │   └── DecryptError                 wrong key, tampered, or moved ciphertext
     ├── RegistryError                    the registry store
     │   ├── InvalidTransition            .current, .requested
-    │   ├── UnknownUser                  .user_id
-    │   └── LeaseHeld                    .deployment, .holder, .expires_at
+    │   ├── UnknownUser                  .user_id, .suggestions
+    │   └── LeaseHeld                    (exit 3) .deployment, .holder, .expires_at
     ├── DeploymentError                  talking to one deployment (.deployment)
     │   ├── InvalidCredentials           bad URL or deploy-key format (before any I/O)
     │   ├── DeploymentUnreachable        connection refused / DNS / dropped
@@ -52,14 +52,30 @@ key): build messages from sanitized values only (see ``engine.redact``).
     ├── LocalFleetError                  local deployments could not be started, found,
     │                                    controlled or stopped
     ├── DisconnectError                  disconnect data step failed verification
+    │   └── ConfirmationRequired         (exit 3) deleting data needs --yes / confirm=True
     └── CopyFromMainError                connect's copy of a user's content from main
                                          failed or did not verify
 """
 
 from __future__ import annotations
 
+import difflib
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+SAFETY_EXIT_CODE = 3
+"""Exit code of a refusal made for safety: nothing was changed, and an explicit flag (or
+waiting for another runner) is what lets it go ahead."""
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``."""
+
+    close = difflib.get_close_matches(word, list(choices), n=2, cutoff=0.75)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,7 @@ class VersionFileError(VersionError):
     def to_dict(self) -> dict[str, Any]:
         return {
             "error": type(self).__name__,
+            "message": f"{len(self.problems)} problem(s) in the version files",
             "problems": [p.__dict__ for p in self.problems],
         }
 
@@ -116,7 +133,9 @@ class UnknownVersion(VersionError):
         self.version = version
         self.known = list(known)
         shown = ", ".join(self.known[:20])
-        super().__init__(f"unknown version {version!r}" + (f"; known: {shown}" if shown else ""))
+        hint = did_you_mean(str(version), self.known)
+        super().__init__(f"unknown version {version!r}" + hint
+                         + (f"; known: {shown}" if shown else ""))
 
 
 class MultipleHeads(VersionError):
@@ -156,6 +175,8 @@ class UnsafeChange(PlanError):
 class DestructivePath(UnsafeChange):
     """A down path whose steps drop tables or fields: refused unless explicitly allowed,
     because a rollback must never delete data silently. ``deletes`` names what would go."""
+
+    exit_code = SAFETY_EXIT_CODE
 
     def __init__(self, message: str, deletes: Sequence[str] = (), changes: Sequence[Any] = ()):
         self.deletes = list(deletes)
@@ -220,19 +241,23 @@ class InvalidTransition(RegistryError):
 
 
 class UnknownUser(RegistryError):
-    def __init__(self, user_id: str):
+    def __init__(self, user_id: str, known: Sequence[str] = ()):
         self.user_id = user_id
-        super().__init__(f"no BYOD configuration for user {user_id!r}")
+        hint = did_you_mean(user_id, known)
+        self.suggestions = [c.split("'")[1] for c in hint.split(" or ")] if hint else []
+        super().__init__(f"no BYOD configuration for user {user_id!r}" + hint)
 
 
 class LeaseHeld(RegistryError):
+    exit_code = SAFETY_EXIT_CODE
+
     def __init__(self, deployment: str, holder: str, expires_at: float):
         self.deployment = deployment
         self.holder = holder
         self.expires_at = expires_at
-        super().__init__(
-            f"deployment {deployment!r} is being worked by {holder!r} (lease until {expires_at:.0f})"
-        )
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at))
+        super().__init__(f"deployment {deployment!r} is being worked by {holder!r} "
+                         f"(lease until {until})")
 
 
 class DeploymentError(ByodError):
@@ -360,6 +385,12 @@ class NotEntitled(ByodError):
 
 class DisconnectError(ByodError):
     pass
+
+
+class ConfirmationRequired(DisconnectError):
+    """Deleting a user's data was asked for without the confirmation it needs."""
+
+    exit_code = SAFETY_EXIT_CODE
 
 
 class LocalFleetError(ByodError):

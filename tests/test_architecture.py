@@ -20,7 +20,7 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 # Each layer may import only itself (within one package) and the layers before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine.errors", "engine.events", "engine.redact", "engine.lazy"),
-    ("engine.ports", "engine.config", "engine.assets"),
+    ("engine.ports", "engine.config", "engine.assets", "engine.render"),
     ("engine.schema",),
     ("engine.plan",),
     ("engine.bundle",),

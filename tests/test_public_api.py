@@ -29,9 +29,9 @@ def test_no_export_shadows_a_submodule() -> None:
 
 
 # The door: every verb the CLI wraps, by name. A verb added or removed changes this list.
-VERBS = ["CheckResult", "Workspace", "build", "check", "connect", "deploy", "diff", "disconnect",
-         "entitle", "fleet_status", "graph", "health", "list_rollouts", "monitor", "plan",
-         "plan_fleet", "reconcile", "retry_connect", "rollout", "rotate_keys", "router",
+VERBS = ["CheckResult", "Workspace", "build", "check", "config_show", "connect", "deploy", "diff",
+         "disconnect", "entitle", "fleet_status", "graph", "health", "list_rollouts", "monitor",
+         "plan", "plan_fleet", "reconcile", "retry_connect", "rollout", "rotate_keys", "router",
          "test_connection", "user_status", "version_counts", "write_reports"]
 
 

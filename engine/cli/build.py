@@ -3,13 +3,13 @@ toolchain). Thin: every verb is one call into the engine plus output formatting.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
 from engine.bundle.write import ArchiveFormat
+from engine.cli.output import dump
 from engine.commands import authoring as verbs
 from engine.commands.workspace import Workspace
 from engine.convex.toolchain import Toolchain
@@ -19,7 +19,7 @@ commands: list[click.Command] = []
 
 def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        dump(data)
     else:
         for line in lines:
             click.echo(line)

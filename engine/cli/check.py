@@ -2,17 +2,19 @@
 
 One line per problem (``Problem.render()``), then a summary line. Exit 1 when any error
 was found (or any warning with ``--strict``, and the summary then says so); warnings alone
-pass. The rules include planning every edge of the graph (BYOD-E164).
+pass. The rules include planning every edge of the graph (BYOD-E164). Warnings a version
+file acknowledges (its ``lint`` key) are not printed; the summary counts them
+(``(16 acknowledged)``) and ``--json`` lists them under ``acknowledged_problems``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
+from engine.cli.output import dump
 from engine.commands import authoring as verbs
 from engine.commands.workspace import Workspace
 from engine.errors import Problem
@@ -20,15 +22,19 @@ from engine.errors import Problem
 __all__ = ["commands"]
 
 
-def _summary(problems: list[Problem], versions: int, strict: bool = False) -> str:
+def _summary(problems: list[Problem], versions: int, strict: bool = False,
+             acknowledged: int = 0) -> str:
     """The last line; it says ``failed`` whenever the exit code is 1, and why when only
-    ``--strict`` warnings caused it."""
+    ``--strict`` warnings caused it. Acknowledged warnings are counted apart and never fail
+    the check."""
 
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     state = "failed" if errors or (strict and warnings) else "ok"
     line = (f"check {state}: {versions} version(s), {errors} error(s), "
             f"{warnings} warning(s)")
+    if acknowledged:
+        line += f" ({acknowledged} acknowledged)"
     if strict and warnings and not errors:
         line += " (--strict: warnings fail the check)"
     return line
@@ -54,13 +60,16 @@ def check(versions_dir: Path | None, as_json: bool, deep: bool, strict: bool) ->
             "versions": [v.id for v in versions],
             "errors": errors,
             "warnings": len(problems) - errors,
+            "acknowledged": len(result.acknowledged),
             "problems": [dict(p.__dict__) for p in problems],
+            "acknowledged_problems": [dict(p.__dict__, reason=reason)
+                                      for p, reason in result.acknowledged],
         }
-        click.echo(json.dumps(report, indent=2))
+        dump(report)
     else:
         for p in problems:
             click.echo(p.render())
-        click.echo(_summary(problems, len(versions), strict))
+        click.echo(_summary(problems, len(versions), strict, len(result.acknowledged)))
     if failed:
         click.get_current_context().exit(1)
 

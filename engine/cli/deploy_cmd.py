@@ -4,13 +4,13 @@ the deployment. The key is read from stdin only (never argv, never printed)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
 
+from engine.cli.output import dump
 from engine.commands import authoring as verbs
 from engine.commands.workspace import Workspace
 from engine.errors import InvalidCredentials
@@ -78,7 +78,7 @@ def deploy(version: str, url: str, key_stdin: bool, allow_insecure_local: bool,
                               allow_insecure_local=allow_insecure_local)
     summary = verbs.deploy(ws, version, target, record=not no_record)
     if as_json:
-        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        dump(summary)
         return
     click.echo(f"deployed {summary['version']} to {summary['deployment']} "
                f"in {summary['duration_s']:.1f} s")

@@ -8,14 +8,13 @@ ciphertext; ``keys generate`` prints the one secret it exists to produce.
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from engine.cli.output import dump, info, iso
 from engine.commands import users
 from engine.commands.workspace import Workspace
 from engine.errors import InvalidCredentials
@@ -27,12 +26,8 @@ __all__ = ["commands"]
 _json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
-def _dump(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
-
-
 def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+    return iso(ts)
 
 
 def _read_key() -> str:
@@ -63,13 +58,13 @@ def keys_generate(as_json: bool) -> None:
     key = generate_key()
     kid = key_id(bytes.fromhex(key))
     if as_json:
-        _dump({"key": key, "key_id": kid, "env": ENV_KEY})
+        dump({"key": key, "key_id": kid, "env": ENV_KEY})
         return
     click.echo(key)
-    click.echo(f"# key id {kid}. Keep it secret and backed up; set it with:\n"
-               f"#   export {ENV_KEY}=<the key above>\n"
-               f"# when rotating, move the previous key to {ENV_OLD_KEYS} and run "
-               "`byod keys rotate`", err=True)
+    info(f"# key id {kid}. Keep it secret and backed up; set it with:\n"
+         f"#   export {ENV_KEY}=<the key above>\n"
+         f"# when rotating, move the previous key to {ENV_OLD_KEYS} and run "
+         "`byod keys rotate`")
 
 
 @keys.command("rotate")
@@ -80,7 +75,7 @@ def keys_rotate(as_json: bool) -> None:
     with Workspace.open() as ws:
         report = users.rotate_keys(ws)
     if as_json:
-        _dump(report.to_dict())
+        dump(report.to_dict())
     else:
         click.echo(f"rotation to key id {report.key_id}: {len(report.rotated)} rotated, "
                    f"{len(report.already_current)} already current, "
@@ -100,7 +95,7 @@ def keys_rotate(as_json: bool) -> None:
 def _progress(as_json: bool):
     def on_stage(user_id: str, stage: str) -> None:
         if not as_json:
-            click.echo(f"{user_id}: {stage}", err=True)
+            info(f"{user_id}: {stage}")
     return on_stage
 
 
@@ -177,7 +172,7 @@ def connect(user_id: str, url: str | None, key_stdin: bool, allow_insecure_local
                                  allow_insecure_local=allow_insecure_local,
                                  on_stage=_progress(as_json), copy_from_main=copy_from_main)
     if as_json:
-        _dump(user.public_dict())
+        dump(user.public_dict())
     else:
         click.echo(_describe(user))
 
@@ -192,7 +187,7 @@ def test_connection(user_id: str, as_json: bool) -> None:
         result = users.test_connection(ws, user_id)
     state = result.state or ("healthy" if result.ok else "failed")
     if as_json:
-        _dump(result.to_dict())
+        dump(result.to_dict())
     elif result.ok:
         click.echo(f"user {user_id}: ok ({state}) in {result.latency_ms:.0f} ms, deployment "
                    f"on {result.deployed_version}; status {result.connection_status}")
@@ -218,39 +213,70 @@ def status(user_id: str | None, as_json: bool) -> None:
         if user_id is not None:
             data = users.user_status(ws, user_id)
             latest = data.pop("journal_plan")
-            lease = data["lease"]
             if as_json:
-                _dump(data)
+                dump(data)
                 return
             click.echo(_describe(ws.store.get_user(user_id)))
-            for name in ("deployment_status", "deployment_progress", "schema_version",
-                         "schema_fingerprint", "connection_error", "entitled"):
-                click.echo(f"  {name:<20} {data[name] if data[name] is not None else '-'}")
-            for name in ("last_connection_test", "created_at", "updated_at"):
-                click.echo(f"  {name:<20} {_when(data[name])}")
-            if lease is not None:
-                click.echo(f"  {'lease':<20} held by {lease['holder']} until "
-                           f"{_when(lease['expires_at'])}")
-            if data["journal"]:
-                click.echo(f"  journal of plan {latest}:")
-                for step in data["journal"]:
-                    extra = f" processed={step['processed']}" if step["processed"] else ""
-                    extra += f" attempts={step['attempts']}" if step["attempts"] > 1 else ""
-                    extra += f" error: {step['error']}" if step["error"] else ""
-                    click.echo(f"    {step['seq']:>2}. {step['status']:<9} {step['kind']:<15} "
-                               f"{step['step_id']}{extra}")
+            _user_details(data, latest)
             return
         fleet = users.fleet_status(ws)
     if as_json:
-        _dump(fleet)
+        dump(fleet)
         return
     counts, rows = fleet["counts"], fleet["users"]
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no users"
     click.echo(f"{len(rows)} user(s): {summary} (availability: {fleet['availability']})")
-    for u in rows:
-        click.echo(f"  {u['user_id']:<24} {u['connection_status']:<12} "
-                   f"{u['deployment_status']:<11} {u['schema_version'] or '-':<24} "
-                   f"{_when(u['last_connection_test']):<19} {u['connection_error'] or ''}")
+    if rows:
+        from engine.cli import tables  # loaded when a table is drawn, not for --help
+
+        tables.render_table(
+            ("user", "connection", "deployment", "version", "last test", "error"),
+            [(u["user_id"], u["connection_status"], u["deployment_status"],
+              u["schema_version"], _when(u["last_connection_test"]), u["connection_error"])
+             for u in rows])
+
+
+def _user_details(data: dict[str, Any], latest: str | None) -> None:
+    """One user's fields, lease, journal of the latest plan and recent audit history, as
+    tables (times in ISO 8601 UTC)."""
+
+    from engine.cli import tables  # loaded when a table is drawn, not for --help
+
+    fields: list[tuple[str, Any]] = [
+        (name, data[name]) for name in ("deployment_status", "deployment_progress",
+                                        "schema_version", "schema_fingerprint",
+                                        "connection_error", "entitled")]
+    fields += [(name, _when(data[name]))
+               for name in ("last_connection_test", "created_at", "updated_at")]
+    lease = data["lease"]
+    if lease is not None:
+        until = _when(lease["expires_at"])
+        fields.append(("lease", f"held by {lease['holder']} until {until}"))
+    tables.render_table(("field", "value"), fields)
+    if data["journal"]:
+        steps = []
+        for step in data["journal"]:
+            extra = f"processed={step['processed']}" if step["processed"] else ""
+            extra += f" attempts={step['attempts']}" if step["attempts"] > 1 else ""
+            extra += f" error: {step['error']}" if step["error"] else ""
+            steps.append((step["seq"], step["status"], step["kind"], step["step_id"],
+                          extra.strip()))
+        click.echo()
+        tables.render_table(("seq", "status", "kind", "step", "detail"), steps,
+                            title=f"journal of plan {latest}")
+    if data.get("history"):
+        click.echo()
+        tables.render_table(("at", "event", "detail"),
+                            [(_when(h["at"]), h["event"], _detail(h["detail"]))
+                             for h in data["history"]], title="recent history")
+
+
+def _detail(detail: Any) -> str:
+    """An audit row's detail on one line: ``key=value`` pairs for a mapping."""
+
+    if isinstance(detail, dict):
+        return " ".join(f"{k}={v}" for k, v in sorted(detail.items()) if v not in (None, ""))
+    return "" if detail is None else str(detail)
 
 
 @click.command("entitle")
@@ -264,16 +290,14 @@ def entitle(user_id: str, revoke: bool, as_json: bool) -> None:
         user = users.entitle(ws, user_id, entitled=not revoke)
         config = ws.config
     if as_json:
-        _dump({"user_id": user_id, "entitled": user.entitled,
+        dump({"user_id": user_id, "entitled": user.entitled,
                "availability": config.availability})
         return
     click.echo(f"user {user_id}: {'entitled' if user.entitled else 'not entitled'}")
     if config.availability == "everyone":
-        click.echo("note: availability is 'everyone', so the gate is open to all users",
-                   err=True)
+        info("note: availability is 'everyone', so the gate is open to all users")
     elif revoke and user.schema_version:
-        click.echo("note: the user is already set up; their connection keeps working",
-                   err=True)
+        info("note: the user is already set up; their connection keeps working")
 
 
 commands: list[click.Command] = [keys, connect, test_connection, status, entitle]

@@ -6,12 +6,12 @@ Admin keys are never printed: they stay in ``<dir>/secrets.json`` (mode 0600).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
+from engine.cli.output import dump
 from engine.errors import LocalFleetError
 from engine.local.launcher import LocalFleet
 
@@ -25,16 +25,17 @@ _dir_option = click.option(
 
 def _echo_fleet(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        dump(summary)
         return
     click.echo(f"{summary['status']}: {len(summary['deployments'])} local deployment(s) in {summary['dir']}")
-    for dep in summary["deployments"]:
-        extra = ""
-        if "fault" in dep and dep["fault"] != "none":
-            extra += f"  fault={dep['fault']}"
-        if "pushes" in dep:
-            extra += f"  pushes={dep['pushes']}"
-        click.echo(f"  {dep['name']:<12} {dep['url']}{extra}")
+    if summary["deployments"]:
+        from engine.cli import tables  # loaded when a table is drawn, not for --help
+
+        live = any("pushes" in dep for dep in summary["deployments"])
+        headers = ("name", "url", "fault", "pushes") if live else ("name", "url")
+        rows = [(dep["name"], dep["url"], dep.get("fault"), dep.get("pushes"))[:len(headers)]
+                for dep in summary["deployments"]]
+        tables.render_table(headers, rows)
     if summary["deployments"]:
         click.echo(f"admin keys: {summary['keys_file']} (readable by you only)")
 
@@ -111,7 +112,10 @@ def down(data_dir: Path, as_json: bool) -> None:
         fleet = LocalFleet.attach(data_dir)
     except LocalFleetError:
         result = {"status": "not running", "dir": str(data_dir.resolve())}
-        click.echo(json.dumps(result) if as_json else f"no local fleet is running in {result['dir']}")
+        if as_json:
+            dump(result)
+        else:
+            click.echo(f"no local fleet is running in {result['dir']}")
         return
     summary = _summary(fleet, "stopped", live=False)
     fleet.stop()

@@ -83,6 +83,9 @@ COMMANDS: dict[str, CommandEntry] = {
         "ops", "demo_cmd",
         "Run the whole product on local deployments: connect, seed, roll out, check health, "
         "disconnect with migrate, write the report."),
+    "config": CommandEntry(
+        "config_cmd", "config",
+        "Show the effective configuration and where each value comes from."),
     "reconcile": CommandEntry(
         "reconcile", "reconcile_cmd",
         "Compare the registry with every deployment's own record (version, fingerprint, "
@@ -179,9 +182,9 @@ class _Group(click.Group):
         except ByodError as exc:
             as_json = ctx.meta.get("byod.json", False)
             if as_json:
-                import json  # noqa: PLC0415
+                from engine.cli.output import dump  # noqa: PLC0415
 
-                click.echo(json.dumps(exc.to_dict(), indent=2, default=str))
+                dump(exc.to_dict())
             else:
                 click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
@@ -189,8 +192,17 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="byod-engine", prog_name="byod")
-def cli() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Only results and errors; no progress or notes.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print the engine's log lines.")
+@click.option("--no-color", is_flag=True, help="No colour (also: the NO_COLOR variable).")
+def cli(quiet: bool, verbose: bool, no_color: bool) -> None:
     """byod: schema versions and fleet migrations for bring-your-own Convex deployments."""
+
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose exclude each other")
+    from engine.cli.output import configure  # noqa: PLC0415 - keeps `byod --help` light
+
+    configure(quiet=quiet, verbose=verbose, no_color=no_color)
 
 
 def main() -> None:

@@ -7,14 +7,13 @@ Nothing here prints a URL or a key: every text comes from reports that are sanit
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from engine.cli.output import dump, info, iso
 from engine.commands import fleet, users
 from engine.commands.workspace import Workspace
 from engine.config import load_config
@@ -24,20 +23,17 @@ __all__ = ["commands"]
 _json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
-def _dump(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
-
-
 def _render_health(report: Any) -> None:
-    rows = [("user", "state", "version", "latency", "status", "reason")]
+    from engine.cli import tables  # loaded when a table is drawn, not for --help
+
+    rows = []
     for r in report.results:
-        latency = f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-"
+        latency = f"{r.latency_ms:.0f}ms" if r.latency_ms is not None else "-"
         status = r.status_before if r.status_before == r.status_after else \
-            f"{r.status_before} -> {r.status_after}"
-        rows.append((r.user_id, r.state, r.version or "-", latency, status, r.reason or ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5])
+            f"{r.status_before}->{r.status_after}"
+        rows.append((r.user_id, r.state, r.version, latency, status, r.reason))
+    if rows:
+        tables.render_table(("user", "state", "version", "latency", "status", "reason"), rows)
     counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "no deployments"
     click.echo(f"{counts}; {len(report.transitions)} transition(s)")
     for alert in report.alerts:
@@ -62,7 +58,7 @@ def health_cmd(users: tuple[str, ...], all_users: bool, concurrency: int, timeou
         report = fleet.health(ws, list(users) if users else "all", concurrency=concurrency,
                               timeout=timeout)
     if as_json:
-        _dump(report.to_dict())
+        dump(report.to_dict())
     else:
         _render_health(report)
     if not report.ok:
@@ -84,9 +80,9 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
 
     def show(report: Any) -> None:
         if as_json:
-            click.echo(json.dumps(report.to_dict(), default=str, sort_keys=True))
+            dump(report.to_dict(), indent=None)
             return
-        stamp = time.strftime("%H:%M:%S", time.localtime(report.started_at))
+        stamp = iso(report.started_at)
         counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "no deployments"
         moved = "; ".join(f"{t['user_id']} {t['from']}->{t['to']}" for t in report.transitions)
         click.echo(f"[{stamp}] {counts}" + (f"; {moved}" if moved else ""))
@@ -96,7 +92,7 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
             fleet.monitor(ws, interval, max_runs=1 if once else max_runs,
                           concurrency=concurrency, timeout=timeout, on_report=show)
     except KeyboardInterrupt:
-        click.echo("monitor stopped.", err=True)
+        info("monitor stopped.")
 
 
 @click.command("disconnect")
@@ -114,15 +110,15 @@ def disconnect_cmd(user_id: str, mode: str, yes: bool, page_size: int, as_json: 
         if as_json:
             return
         if event == "page":
-            click.echo(f"  copied {detail['table']}: {detail['copied']}", err=True)
+            info(f"  copied {detail['table']}: {detail['copied']}")
         elif event == "deleted":
-            click.echo(f"  deleted {detail['table']}: {detail['deleted']}", err=True)
+            info(f"  deleted {detail['table']}: {detail['deleted']}")
 
     with Workspace.open() as ws:
         report = users.disconnect(ws, user_id, mode, confirm=yes, page_size=page_size,
                                   hook=progress)
     if as_json:
-        _dump(report.to_dict())
+        dump(report.to_dict())
         return
     click.echo(f"{user_id}: {report.status} ({report.message})")
     for name, t in report.tables.items():
@@ -152,7 +148,7 @@ def demo_cmd(directory: Path | None, users: int, as_json: bool) -> None:
     echo = (lambda _line: None) if as_json else click.echo
     result = run_demo(directory, users, echo=echo, config=load_config())
     if as_json:
-        _dump(result.to_dict())
+        dump(result.to_dict())
     if not result.ok:
         raise SystemExit(1)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from engine.cli.output import dump
 from engine.commands import authoring as verbs
 from engine.commands.workspace import Workspace
 from engine.errors import PlanError
@@ -40,8 +41,7 @@ def diff_cmd(a: str, b: str, versions_dir: Path | None, as_json: bool) -> None:
     src, dst, d, how = verbs.diff(_workspace(versions_dir), a, b)
     blocked = len(d.blocking)
     if as_json:
-        click.echo(json.dumps({"source": src, "target": dst, "hints": how, **d.to_dict()},
-                              indent=2, default=str))
+        dump({"source": src, "target": dst, "hints": how, **d.to_dict()})
     else:
         click.echo(f"diff {src} -> {dst} ({how})")
         click.echo("")
@@ -85,15 +85,20 @@ def plan_cmd(source: str | None, target: str, fleet_file: Path | None, allow_des
     if fleet_file is not None:
         fleet = verbs.plan_fleet(ws, _read_fleet(fleet_file), target,
                                     allow_destructive=allow_destructive)
-        click.echo(json.dumps(fleet.to_dict(), indent=2, default=str) if as_json
-                   else fleet.render_text())
+        if as_json:
+            dump(fleet.to_dict())
+        else:
+            click.echo(fleet.render_text())
         if fleet.errors or fleet.drifted:
             click.get_current_context().exit(1)
         return
     if source is None:
         raise click.UsageError("give --from VERSION (or --fleet FILE)")
     p = verbs.plan(ws, source, target, allow_destructive=allow_destructive)
-    click.echo(json.dumps(p.to_dict(), indent=2, default=str) if as_json else p.render_text())
+    if as_json:
+        dump(p.to_dict())
+    else:
+        click.echo(p.render_text())
 
 
 @click.command("graph")
@@ -115,12 +120,12 @@ def graph_cmd(fmt: str, registry: Path | None, no_registry: bool, versions_dir: 
     graph = ws.graph
     counts = None if no_registry else verbs.version_counts(ws, registry)
     if as_json:
-        click.echo(json.dumps({
+        dump({
             "versions": [{"id": v, "parents": graph.parents(v), "head": v in graph.heads(),
                           **({"deployments": counts.get(v, 0)} if counts is not None else {})}
                          for v in graph.topological_order()],
             "heads": graph.heads(),
-        }, indent=2))
+        })
         return
     click.echo(verbs.graph(ws, fmt, counts))
 

@@ -8,24 +8,27 @@ read. Nothing here prints a URL or a key: every text comes from the sanitized re
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
+
+from engine.cli.output import dump
 
 __all__ = ["commands"]
 
 
 def _render(report: Any) -> None:
-    width = max([len(r.user_id) for r in report.results] + [4])
+    from engine.cli import tables  # loaded when a table is drawn, not for --help
+
+    if report.results:
+        tables.render_table(("user", "state", "record", "version", "reason"),
+                            [(r.user_id, r.state, r.kind if r.version else None, r.version,
+                              r.reason) for r in report.results])
     for r in report.results:
-        where = f"{r.kind} {r.version}" if r.version else "-"
-        click.echo(f"{r.user_id.ljust(width)}  {r.state:<12}  {where}"
-                   + (f"  {r.reason}" if r.reason else ""))
         for f in r.findings:
-            click.echo(f"  {f.describe()}")
+            click.echo(f"{r.user_id}: {f.describe()}")
         for note in r.notes:
-            click.echo(f"  note: {note}")
+            click.echo(f"{r.user_id}: note: {note}")
     counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "no users"
     click.echo(f"{counts}; {len(report.fixed)} difference(s) fixed, "
                f"{len(report.remaining)} left")
@@ -58,7 +61,7 @@ def reconcile_cmd(users: tuple[str, ...], all_users: bool, apply: bool, concurre
         report = fleet.reconcile(ws, list(users) if users else "all", apply=apply,
                                  concurrency=concurrency, timeout=timeout)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, default=str, sort_keys=True))
+        dump(report.to_dict())
     else:
         _render(report)
     if not report.ok:

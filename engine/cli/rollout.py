@@ -13,22 +13,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from engine.errors import RolloutError
-from engine.events import (
-    BudgetExhausted,
-    DeploymentDone,
-    DeploymentFailed,
-    DeploymentReconciled,
-    DeploymentSkipped,
-    Event,
-    RolloutStarted,
-    StepStarted,
-    WaveStarted,
-)
+from engine.cli.output import dump
+from engine.render import RolloutProgress
 
 if TYPE_CHECKING:
     from engine.commands.workspace import Workspace
@@ -36,93 +26,6 @@ if TYPE_CHECKING:
     from engine.fleet.rollout_state import Deployer
 
 __all__ = ["commands"]
-
-
-def _plain_renderer(echo: Callable[[str], None]) -> Callable[[Event], None]:
-    """One line per meaningful event (CI logs, pipes)."""
-
-    done = {"n": 0, "total": 0}
-
-    def render(event: Event) -> None:
-        if isinstance(event, RolloutStarted):
-            done["total"] = event.total
-            echo(f"rollout {event.rollout_id}: {event.total} deployment(s) to {event.target}"
-                 f"{' (dry run)' if event.dry_run else ''}{' (resumed)' if event.resumed else ''}")
-        elif isinstance(event, WaveStarted):
-            echo(f"wave {event.wave}: {len(event.deployments)} deployment(s)")
-        elif isinstance(event, (DeploymentDone, DeploymentFailed, DeploymentSkipped)):
-            done["n"] += 1
-            prefix = f"[{done['n']}/{done['total']}]"
-            if isinstance(event, DeploymentDone):
-                if event.already:
-                    what = "already on target"
-                elif event.source == event.target:
-                    what = f"refreshed {event.target} (stale bundle), {event.deploys} deploy(s)"
-                else:
-                    what = f"{event.source} -> {event.target}, {event.deploys} deploy(s)"
-                echo(f"{prefix} ok      {event.user_id}: {what} in {event.duration_s:.1f}s")
-            elif isinstance(event, DeploymentFailed):
-                echo(f"{prefix} FAILED  {event.user_id}: {event.error_type}: {event.error}")
-            else:
-                echo(f"{prefix} skipped {event.user_id}: {event.reason}")
-        elif isinstance(event, DeploymentReconciled):
-            echo(f"        {event.user_id}: registry said {event.registry_version}, "
-                 f"deployment is on {event.actual_version} (reconciled)")
-        elif isinstance(event, BudgetExhausted):
-            echo(f"HALTED: {event.failures} failure(s) over a budget of {event.max_failures}; "
-                 f"{event.untouched} deployment(s) left untouched")
-
-    return render
-
-
-class _RichRenderer:
-    """A progress bar over deployments, with failures printed above it."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.console = Console(stderr=True)
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                                 TimeElapsedColumn(), console=self.console, transient=False)
-        self.task: Any = None
-        self.failed = 0
-
-    def __enter__(self) -> "_RichRenderer":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def __call__(self, event: Event) -> None:
-        p = self.progress
-        if isinstance(event, RolloutStarted):
-            self.task = p.add_task(f"rollout to {event.target}", total=event.total,
-                                   status="")
-        elif self.task is None:
-            return
-        elif isinstance(event, WaveStarted):
-            p.update(self.task, status=f"wave {event.wave}")
-        elif isinstance(event, StepStarted):
-            p.update(self.task, status=f"{event.user_id}: {event.kind}")
-        elif isinstance(event, (DeploymentDone, DeploymentSkipped)):
-            p.advance(self.task)
-        elif isinstance(event, DeploymentFailed):
-            self.failed += 1
-            p.advance(self.task)
-            p.console.print(f"[red]FAILED[/red] {event.user_id}: {event.error_type}: "
-                            f"{event.error}", markup=True, highlight=False)
-        elif isinstance(event, BudgetExhausted):
-            p.console.print(f"[red bold]HALTED[/red bold]: {event.failures} failure(s) over "
-                            f"a budget of {event.max_failures}; {event.untouched} untouched")
 
 
 def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
@@ -159,14 +62,27 @@ def _summary(report: Any, paths: tuple[Path, Path] | None) -> list[str]:
             lines.append(f"  from {source}: cannot plan: {err.get('message')}")
     if paths:
         lines.append(f"reports: {paths[0]} {paths[1]}")
+        previous = _previous_report(paths[0])
+        if previous:
+            lines.append(f"previous report: {paths[1].parent / previous['html']}")
     return lines
+
+
+def _previous_report(json_path: Path) -> dict[str, str] | None:
+    """The previous run's report names, as the written JSON report records them."""
+
+    try:
+        previous = json.loads(json_path.read_text(encoding="utf-8")).get("previous_report")
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous, dict) else None
 
 
 def _print_rollouts(rows: list[dict[str, Any]], as_json: bool) -> None:
     """Recent rollouts, newest first (so `--resume ID` can be found)."""
 
     if as_json:
-        click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
+        dump(rows)
         return
     if not rows:
         click.echo("no rollouts yet")
@@ -201,13 +117,22 @@ def _print_rollouts(rows: list[dict[str, Any]], as_json: bool) -> None:
 @click.option("--allow-destructive", is_flag=True,
               help="Plan down paths that delete data (rows or field values); refused "
               "without it. Back the data up first.")
+@click.option("--only", "only", multiple=True, metavar="USER",
+              help="Roll out to this user only (repeat for more).")
+@click.option("--exclude", "exclude", multiple=True, metavar="USER",
+              help="Leave this user out (repeat for more).")
+@click.option("--from-file", "from_file", type=click.Path(path_type=Path, dir_okay=False,
+                                                          exists=True),
+              default=None, help="Roll out to the users listed in FILE (one id a line, "
+              "'#' starts a comment); like --only.")
 @click.option("--list", "list_only", is_flag=True,
               help="List recent rollouts (id, target, state, counts) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, concurrency: int,
                 max_failures: str, resume: str | None, report_dir: Path | None,
                 versions_dir: Path | None, batch_size: int | None, deployer: str,
-                allow_destructive: bool, list_only: bool, as_json: bool) -> None:
+                allow_destructive: bool, only: tuple[str, ...], exclude: tuple[str, ...],
+                from_file: Path | None, list_only: bool, as_json: bool) -> None:
     """Roll every connected deployment out to a version: canary, waves, failure budget."""
 
     from engine.commands import fleet as verbs
@@ -219,12 +144,18 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
             _print_rollouts(verbs.list_rollouts(ws, limit=50), as_json)
         return
     if not target and not resume:
-        raise RolloutError("name the target with --to VERSION (or 'head'), "
-                           "or continue one with --resume ID")
+        raise click.UsageError("name the target with --to VERSION (or 'head'), "
+                               "or continue one with --resume ID")
+    only = only + (_read_user_file(from_file) if from_file is not None else ())
+    if only and exclude:
+        raise click.UsageError("--only/--from-file and --exclude cannot be used together")
+    if resume and (only or exclude):
+        raise click.UsageError("--resume keeps the users the rollout was started with; "
+                               "drop --only/--exclude/--from-file")
     options = RolloutOptions(canary=canary, waves=waves, concurrency=concurrency,
                              max_failures=max_failures, dry_run=dry_run, max_batch=batch_size,
                              deployer=cast("Deployer", deployer),
-                             allow_destructive=allow_destructive)
+                             allow_destructive=allow_destructive, only=only, exclude=exclude)
     with Workspace.open(deployer=options.deployer).with_versions_dir(versions_dir) as ws:
         _ = ws.graph  # the versions load (and fail) before anything else
         if dry_run and _no_registry_file(ws.config):
@@ -237,13 +168,28 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
     if as_json:
         data = report.to_dict()
         if paths:
-            data["reports"] = {"json": str(paths[0]), "html": str(paths[1])}
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+            data["reports"] = {"json": str(paths[0]), "html": str(paths[1]),
+                               "previous": _previous_report(paths[0])}
+        dump(data)
     else:
         for line in _summary(report, paths):
             click.echo(line)
     if report.status == "halted" or report.failed:
         raise SystemExit(1)
+
+
+def _read_user_file(path: Path) -> tuple[str, ...]:
+    """User ids from a file: one a line, blank lines and ``#`` comments ignored."""
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--from-file")
+    ids = tuple(line.split("#", 1)[0].strip() for line in text.splitlines())
+    ids = tuple(i for i in ids if i)
+    if not ids:
+        raise click.BadParameter(f"{path} names no user", param_hint="--from-file")
+    return ids
 
 
 def _run(ws: "Workspace", target: str | None, options: "RolloutOptions", resume: str | None,
@@ -255,11 +201,12 @@ def _run(ws: "Workspace", target: str | None, options: "RolloutOptions", resume:
 
     if as_json:
         return verbs.rollout(ws, target, options, resume=resume)
-    if sys.stderr.isatty():
-        with _RichRenderer() as renderer:
-            return verbs.rollout(ws, target, options, resume=resume, emit=renderer)
-    plain = _plain_renderer(lambda line: click.echo(line, err=True))
-    return verbs.rollout(ws, target, options, resume=resume, emit=plain)
+    from engine.cli import output  # loaded when a rollout runs, not for --help
+
+    progress = RolloutProgress(output.info, live=sys.stderr.isatty(),
+                               quiet=output.settings.quiet, color=output.settings.color)
+    with progress:
+        return verbs.rollout(ws, target, options, resume=resume, emit=progress)
 
 
 def _no_registry_file(config: Any) -> bool:
@@ -283,7 +230,7 @@ def _no_registry(ws: "Workspace", target: str | None, as_json: bool) -> None:
     if as_json:
         data = report.to_dict()
         data["message"] = message
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        dump(data)
     else:
         click.echo(message)
 

@@ -45,6 +45,8 @@ _VERBS: dict[str, str] = {
     "health": "engine.commands.fleet",
     "monitor": "engine.commands.fleet",
     "reconcile": "engine.commands.fleet",
+    # the configuration
+    "config_show": "engine.commands.settings",
 }
 
 __all__, __getattr__, __dir__ = lazy_face("engine.commands", _VERBS, globals())

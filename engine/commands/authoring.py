@@ -25,10 +25,15 @@ __all__ = ["CheckResult", "build", "check", "deploy", "diff", "graph", "plan", "
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The versions that loaded (none when loading failed) and every problem found."""
+    """The versions that loaded (none when loading failed) and every problem found.
+
+    ``problems`` are the ones to report; ``acknowledged`` are the warnings a version file
+    acknowledged in its ``lint`` key (kept, counted, never printed as warnings and never
+    failing ``--strict``), each with the reason the file gives."""
 
     versions: tuple["SchemaVersion", ...]
     problems: tuple[Problem, ...]
+    acknowledged: tuple[tuple[Problem, str], ...] = ()
 
     @property
     def errors(self) -> int:
@@ -42,10 +47,29 @@ class CheckResult:
         return self.errors > 0 or (strict and self.warnings > 0)
 
 
+def _acknowledge(versions: Iterable["SchemaVersion"], problems: Iterable[Problem],
+                 ) -> tuple[list[Problem], list[tuple[Problem, str]]]:
+    """Split ``problems`` into those to report and the warnings their version file
+    acknowledges (``lint: {acknowledge: {code: reason}}``), with the reason."""
+
+    reasons = {v.source.path: v.lint.acknowledge for v in versions
+               if v.source is not None and v.lint.acknowledge}
+    shown: list[Problem] = []
+    acknowledged: list[tuple[Problem, str]] = []
+    for p in problems:
+        reason = reasons.get(p.file, {}).get(p.code) if p.severity == "warning" else None
+        if reason is None:
+            shown.append(p)
+        else:
+            acknowledged.append((p, reason))
+    return shown, acknowledged
+
+
 def check(ws: Workspace, *, deep: bool = False) -> CheckResult:
     """Load and validate every version file; with ``deep``, also type-check every bundle
     and compare it with the real convex export (needs the npm toolchain). Loading problems
-    stop the rules, which need whole versions; offline errors skip the deep check."""
+    stop the rules, which need whole versions; offline errors skip the deep check. Warnings
+    a version file acknowledges are moved to ``CheckResult.acknowledged``."""
 
     from engine.check.rules import check_versions
     from engine.schema.loader import load_versions
@@ -59,7 +83,8 @@ def check(ws: Workspace, *, deep: bool = False) -> CheckResult:
         from engine.check.deep import deep_check
 
         problems += list(deep_check(versions, ws.config) or [])
-    return CheckResult(tuple(versions), tuple(problems))
+    shown, acknowledged = _acknowledge(versions, problems)
+    return CheckResult(tuple(versions), tuple(shown), tuple(acknowledged))
 
 
 def build(ws: Workspace, version: str | None, out: Path, *,

@@ -3,10 +3,12 @@ and the encryption key. Each takes a ``Workspace`` and returns data; printing is
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.commands.workspace import Workspace
+from engine.errors import UnknownUser
 
 if TYPE_CHECKING:
     from engine.lifecycle.connect import ConnectionTest
@@ -20,6 +22,23 @@ __all__ = ["connect", "disconnect", "entitle", "fleet_status", "retry_connect",
            "rotate_keys", "router", "test_connection", "user_status"]
 
 StageCallback = Callable[[str, str], None]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def suggesting_users(verb: F) -> F:
+    """An unknown user id is refused with the closest registered ids ("did you mean")."""
+
+    @functools.wraps(verb)
+    def run(ws: Workspace, user_id: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return verb(ws, user_id, *args, **kwargs)
+        except UnknownUser as exc:
+            if exc.suggestions or exc.user_id != user_id:
+                raise
+            known = [u.user_id for u in ws.store.list_users()]
+            raise UnknownUser(user_id, known) from None
+
+    return run  # type: ignore[return-value]
 
 
 def connect(ws: Workspace, user_id: str, url: str, deploy_key: str, *,
@@ -37,6 +56,7 @@ def connect(ws: Workspace, user_id: str, url: str, deploy_key: str, *,
                         copy_from_main=copy_from_main)
 
 
+@suggesting_users
 def retry_connect(ws: Workspace, user_id: str, *, copy_from_main: bool | None = None,
                   on_stage: StageCallback | None = None) -> "UserConfig":
     """Run connect again from the saved credentials (resumes an interrupted copy)."""
@@ -48,6 +68,7 @@ def retry_connect(ws: Workspace, user_id: str, *, copy_from_main: bool | None = 
                               copy_from_main=copy_from_main)
 
 
+@suggesting_users
 def test_connection(ws: Workspace, user_id: str) -> "ConnectionTest":
     """Ask the deployment for its version with the saved credentials; connected ↔ error."""
 
@@ -57,6 +78,7 @@ def test_connection(ws: Workspace, user_id: str) -> "ConnectionTest":
                                 connector=ws.connector)
 
 
+@suggesting_users
 def user_status(ws: Workspace, user_id: str, *, history: int = 20) -> dict[str, Any]:
     """One user's row (never credentials), lease, recent audit history and the journal of
     their latest plan."""
@@ -92,6 +114,7 @@ def fleet_status(ws: Workspace) -> dict[str, Any]:
             "users": [u.public_dict() for u in users]}
 
 
+@suggesting_users
 def entitle(ws: Workspace, user_id: str, *, entitled: bool = True) -> "UserConfig":
     """Grant (or revoke) a user's entitlement to connect when availability is premium."""
 
@@ -104,6 +127,7 @@ def rotate_keys(ws: Workspace) -> "RotationReport":
     return ws.vault.rotate(ws.store)
 
 
+@suggesting_users
 def disconnect(ws: Workspace, user_id: str, mode: str, *, confirm: bool = False,
                page_size: int = 200,
                hook: Callable[[str, dict[str, Any]], None] | None = None,

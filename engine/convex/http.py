@@ -2,11 +2,13 @@
 
 Both clients share one ``_HttpCore``: how a request is built, how a response or an httpx
 exception becomes a value or a typed ``DeploymentError``, and when a failure may be
-retried. Only the send-and-sleep loop differs between them.
+retried. Only the send differs between them; both run it under the engine's one
+``RetryPolicy`` (``engine.convex.retry``).
 
 Retry policy: a call is retried (at most ``retries`` times, exponential backoff with full
-jitter) when it is idempotent (queries, version reads, pings) and failed on the network
-or with a 5xx, or for any kind when the connection failed before the request was sent.
+jitter) when it is idempotent (queries, version reads, pings) and failed on the network,
+with a 5xx or with a 429, or for any kind when the connection failed before the request
+was sent. A ``Retry-After`` on a 429 or 503 answer sets the wait (capped at ``max_wait``).
 Timeouts are never retried: the deployment already had the whole timeout to answer.
 
 Nothing here logs headers, the URL or the key; every text taken from a response passes
@@ -15,16 +17,17 @@ through ``redact`` with the target's secrets.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import httpx
+from tenacity import RetryCallState
 
+from engine.convex.retry import RetryPolicy, retry_after_of
 from engine.convex.targets import base_url, check_target
 from engine.convex.values import from_convex_json, to_convex_json
 from engine.errors import (
@@ -89,28 +92,42 @@ _CLIENT_HEADER = "byod-engine"
 
 @dataclass(frozen=True)
 class _Outcome:
-    """What one attempt produced: a value, or an error plus whether retrying is allowed
-    for idempotent calls only (``retry_idempotent``) or for any call (``retry_any``)."""
+    """What one attempt produced: a value, or an error (and the httpx exception behind it)
+    plus whether retrying is allowed for idempotent calls only (``retry_idempotent``) or
+    for any call (``retry_any``), and the server's ``Retry-After`` in seconds."""
 
     value: Any = None
     error: DeploymentError | None = None
     retry_idempotent: bool = False
     retry_any: bool = False
+    retry_after: float | None = None
+    cause: BaseException | None = None
+
+    def retryable(self, idempotent: bool) -> bool:
+        return self.error is not None and (
+            self.retry_any or (idempotent and self.retry_idempotent))
+
+
+def _retry_after(outcome: _Outcome) -> float | None:
+    return outcome.retry_after
 
 
 class _HttpCore:
     """Request building, response decoding, error mapping and retry decisions: no I/O."""
 
     def __init__(self, target: DeploymentTarget, *, timeout: float, retries: int,
-                 backoff_base: float, backoff_max: float):
+                 backoff_base: float, backoff_max: float, max_wait: float):
         check_target(target)
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.target = target
         self.timeout = float(timeout)
-        self.retries = max(0, int(retries))
-        self.backoff_base = max(0.0, backoff_base)
-        self.backoff_max = max(self.backoff_base, backoff_max)
+        self.policy = RetryPolicy(retries=retries, backoff_base=backoff_base,
+                                  backoff_max=backoff_max, max_wait=max_wait)
+
+    @property
+    def retries(self) -> int:
+        return self.policy.retries
 
     @property
     def label(self) -> str:
@@ -223,13 +240,13 @@ class _HttpCore:
             return _Outcome(
                 error=DeploymentServerError(f"{path}: server error HTTP {status}{detail}",
                                             deployment=label),
-                retry_idempotent=True,
+                retry_idempotent=True, retry_after=retry_after_of(response),
             )
         if status == 429:
             return _Outcome(
                 error=DeploymentRequestRejected(f"{path}: rate limited (HTTP 429){detail}",
                                                 deployment=label, status=status, code=code),
-                retry_idempotent=True,
+                retry_idempotent=True, retry_after=retry_after_of(response),
             )
         return _Outcome(error=DeploymentRequestRejected(
             f"{path}: the deployment refused the request (HTTP {status}{detail})",
@@ -256,28 +273,33 @@ class _HttpCore:
         return _Outcome(error=DeploymentUnreachable(
             f"{path}: request failed ({type(exc).__name__}: {reason})", deployment=label))
 
-    def _delay(self, outcome: _Outcome, *, idempotent: bool, attempt: int) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up."""
-        if attempt >= self.retries:
-            return None
-        if not (outcome.retry_any or (idempotent and outcome.retry_idempotent)):
-            return None
-        ceiling = min(self.backoff_max, self.backoff_base * (2 ** attempt))
-        return random.uniform(ceiling / 2, ceiling) if ceiling else 0.0
-
-    def _settle(self, kind: str, path: str, outcome: _Outcome, cause: BaseException | None,
-                started: float, *, idempotent: bool, attempt: int) -> float | None:
-        """After one attempt: None when it succeeded, else the seconds to wait before the
-        next one; raises the attempt's error when no retry is left. Both clients' send
-        loops end every attempt here, so they log and retry alike."""
+    def _settled(self, kind: str, path: str, outcome: _Outcome, started: float) -> _Outcome:
+        """One attempt's outcome, logged; both clients' attempts end here."""
         self._log_attempt(kind, path, outcome, started)
-        if outcome.error is None:
-            return None
-        delay = self._delay(outcome, idempotent=idempotent, attempt=attempt)
-        if delay is None:
-            raise outcome.error from cause
-        self._log_retry(kind, path, outcome.error, attempt, delay)
-        return delay
+        return outcome
+
+    def _caught(self, exc: httpx.HTTPError, path: str, timeout: float | None) -> _Outcome:
+        return replace(self._map_exception(exc, path, timeout), cause=exc)
+
+    @staticmethod
+    def _result(outcome: _Outcome) -> Any:
+        """The value of the last attempt, or its error raised."""
+        if outcome.error is not None:
+            raise outcome.error from outcome.cause
+        return outcome.value
+
+    def _retry_args(self, kind: str, path: str, idempotent: bool) -> dict[str, Any]:
+        """What both clients hand the policy: which outcomes to retry, the server's wait,
+        and the log line before each wait."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            outcome = state.outcome.result() if state.outcome is not None else None
+            if isinstance(outcome, _Outcome) and outcome.error is not None:
+                delay = state.next_action.sleep if state.next_action is not None else 0.0
+                self._log_retry(kind, path, outcome.error, state.attempt_number - 1, delay)
+
+        return {"retry_on": lambda outcome: outcome.retryable(idempotent),
+                "retry_after": _retry_after, "before_sleep": before_sleep}
 
     def _log_attempt(self, kind: str, path: str, outcome: _Outcome, started: float) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -316,9 +338,12 @@ class ConvexHttpClient(_HttpCore):
 
     def __init__(self, target: DeploymentTarget, *, timeout: float = 30.0, retries: int = 2,
                  transport: httpx.BaseTransport | None = None, backoff_base: float = 0.2,
-                 backoff_max: float = 5.0):
+                 backoff_max: float = 5.0, max_wait: float = 30.0,
+                 sleep: Callable[[float], None] | None = None):
         super().__init__(target, timeout=timeout, retries=retries,
-                         backoff_base=backoff_base, backoff_max=backoff_max)
+                         backoff_base=backoff_base, backoff_max=backoff_max,
+                         max_wait=max_wait)
+        self._sleep = sleep
         self._client = httpx.Client(transport=transport, **self._client_options())
 
     def __enter__(self) -> "ConvexHttpClient":
@@ -338,25 +363,18 @@ class ConvexHttpClient(_HttpCore):
     def _send(self, kind: str, endpoint: str, body: bytes, path: str,
               interpret: Callable[[httpx.Response, str], _Outcome], *, idempotent: bool,
               headers: dict[str, str] | None = None, timeout: float | None = None) -> Any:
-        attempt = 0
-        while True:
+        def attempt() -> _Outcome:
             started = time.monotonic()
             try:
                 response = self._client.post(
                     endpoint, content=body, headers=headers,
                     timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
             except httpx.HTTPError as exc:
-                outcome = self._map_exception(exc, path, timeout)
-                cause: BaseException | None = exc
-            else:
-                outcome = interpret(response, path)
-                cause = None
-            delay = self._settle(kind, path, outcome, cause, started,
-                                 idempotent=idempotent, attempt=attempt)
-            if delay is None:
-                return outcome.value
-            time.sleep(delay)
-            attempt += 1
+                return self._settled(kind, path, self._caught(exc, path, timeout), started)
+            return self._settled(kind, path, interpret(response, path), started)
+
+        return self._result(self.policy.call(
+            attempt, sleep=self._sleep, **self._retry_args(kind, path, idempotent)))
 
     def admin_call(self, endpoint: str, body: bytes, *, headers: dict[str, str] | None = None,
                    timeout: float | None = None, idempotent: bool = False) -> Any:
@@ -396,9 +414,12 @@ class AsyncConvexHttpClient(_HttpCore):
 
     def __init__(self, target: DeploymentTarget, *, timeout: float = 30.0, retries: int = 2,
                  transport: httpx.AsyncBaseTransport | None = None, backoff_base: float = 0.2,
-                 backoff_max: float = 5.0):
+                 backoff_max: float = 5.0, max_wait: float = 30.0,
+                 sleep: Callable[[float], Awaitable[None]] | None = None):
         super().__init__(target, timeout=timeout, retries=retries,
-                         backoff_base=backoff_base, backoff_max=backoff_max)
+                         backoff_base=backoff_base, backoff_max=backoff_max,
+                         max_wait=max_wait)
+        self._sleep = sleep
         self._client = httpx.AsyncClient(transport=transport, **self._client_options())
 
     async def __aenter__(self) -> "AsyncConvexHttpClient":
@@ -427,25 +448,18 @@ class AsyncConvexHttpClient(_HttpCore):
                     interpret: Callable[[httpx.Response, str], _Outcome], *, idempotent: bool,
                     headers: dict[str, str] | None = None,
                     timeout: float | None = None) -> Any:
-        attempt = 0
-        while True:
+        async def attempt() -> _Outcome:
             started = time.monotonic()
             try:
                 response = await self._client.post(
                     endpoint, content=body, headers=headers,
                     timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
             except httpx.HTTPError as exc:
-                outcome = self._map_exception(exc, path, timeout)
-                cause: BaseException | None = exc
-            else:
-                outcome = interpret(response, path)
-                cause = None
-            delay = self._settle(kind, path, outcome, cause, started,
-                                 idempotent=idempotent, attempt=attempt)
-            if delay is None:
-                return outcome.value
-            await asyncio.sleep(delay)
-            attempt += 1
+                return self._settled(kind, path, self._caught(exc, path, timeout), started)
+            return self._settled(kind, path, interpret(response, path), started)
+
+        return self._result(await self.policy.acall(
+            attempt, sleep=self._sleep, **self._retry_args(kind, path, idempotent)))
 
     async def run(self, kind: FunctionKind, path: str,
                   args: dict[str, Any] | None = None) -> Any:

@@ -31,8 +31,8 @@ from engine.commands.workspace import Workspace
 from engine.config import EngineConfig
 from engine.convex.connector import HttpConnector
 from engine.errors import ByodError
-from engine.events import Event
 from engine.ports.deployment import Connector, DeploymentTarget
+from engine.render import RolloutProgress, render_table
 from engine.schema.models import SchemaVersion
 
 if TYPE_CHECKING:
@@ -120,44 +120,21 @@ def deploy_main(target: DeploymentTarget, version: SchemaVersion, config: Engine
     return bundle.fingerprint
 
 
-class _Progress:
-    """Renders rollout events as short lines (no secrets: events carry none)."""
+def _color() -> bool:
+    return not os.environ.get("NO_COLOR")
 
-    def __init__(self, echo: Echo):
-        self.echo = echo
-        self.done = 0
-        self.total = 0
-        self.detailed: str | None = None  # the canary's steps are shown, the rest summed up
 
-    def __call__(self, event: Event) -> None:
-        d = event.to_dict()
-        name = d["event"]
-        if name == "rollout_started":
-            self.total = d["total"]
-            self.echo(f"  rollout {d['rollout_id']} → {d['target']}: {d['total']} "
-                      f"deployment(s), waves {list(d['waves'])}")
-        elif name == "wave_started":
-            if self.detailed is None and d["deployments"]:
-                self.detailed = d["deployments"][0]
-            self.echo(f"  wave {d['wave']}: {', '.join(d['deployments'])}")
-        elif name == "deployment_done":
-            self.done += 1
-            self.echo(f"  [{self.done}/{self.total}] {d['user_id']}: {d['source']} → "
-                      f"{d['target']} in {d['duration_s']:.1f} s ({d['deploys']} deploys)")
-        elif name == "step_completed" and d["user_id"] == self.detailed:
-            self.echo(f"      {d['kind']:<15} {d['step_id']} ({d['duration_s']:.1f} s)")
-        elif name == "deployment_failed":
-            self.done += 1
-            first = str(d["error"]).strip().splitlines()[0] if d["error"] else d["error_type"]
-            self.echo(f"  [{self.done}/{self.total}] {d['user_id']}: FAILED {first[:300]}")
+def _progress(echo: Echo) -> RolloutProgress:
+    """The rollout's events as short lines (no secrets: events carry none); the canary's
+    steps are shown, the rest summed up."""
+
+    return RolloutProgress(echo, steps=True, indent="  ", color=_color())
 
 
 def _table(rows: list[list[str]], echo: Echo) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        echo("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if n == 0:
-            echo("  " + "  ".join("-" * w for w in widths))
+    """``rows[0]`` is the header row."""
+
+    render_table(rows[0], rows[1:], echo=echo, color=_color(), indent=2)
 
 
 def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = print,
@@ -203,6 +180,8 @@ def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = prin
     echo(f"         {result.reports.get('rollout_html')}")
     echo(f"done in {result.duration_s:.0f} s: "
          + ("everything verified." if result.ok else "SOMETHING FAILED, see above."))
+    echo(f"look around with: export BYOD_REGISTRY={config.registry_path} "
+         f"BYOD_ENCRYPTION_KEY=$(cat {work / 'encryption.key'}); byod status")
     return result
 
 
@@ -252,7 +231,8 @@ def _roll_out(result: DemoResult, ws: Workspace, head: SchemaVersion, users: int
 
     echo(f"\n4. rolling every user out to {head.id}")
     options = RolloutOptions(concurrency=min(4, users), canary=1, waves=("100%",))
-    report = commands.rollout(ws, head.id, options, emit=_Progress(echo))
+    with _progress(echo) as progress:
+        report = commands.rollout(ws, head.id, options, emit=progress)
     json_path, html_path = commands.write_reports(ws, report, result.directory / "reports")
     result.rollout = {"id": report.rollout_id, "status": report.status,
                       "counts": report.counts, "duration_s": round(report.duration_s, 1)}

@@ -6,7 +6,11 @@
   compiles to now (a ``byod.toml`` change such as ``auth`` or ``convex_version``). Those
   get a one-deploy *refresh* plan (deploy → verify → record, ``PlanKit.refresh_plan``);
   rows and reports mark them ``action: refresh``. Down paths that delete data are refused
-  by the planner unless ``allow_destructive`` (``--allow-destructive``).
+  by the planner unless ``allow_destructive`` (``--allow-destructive``). ``only`` narrows
+  the selection to the named users, ``exclude`` leaves the named ones out (``--only``,
+  ``--exclude``, ``--from-file``); a name the registry does not know is refused before
+  anything runs, and each named user gets an audit row (``rollout_selected`` or
+  ``rollout_excluded``) when the rollout starts. Both are saved, so a resume keeps them.
 * **Waves.** A canary (one deployment per source version first, up to ``canary``), then
   cumulative waves (``10%`` = until a tenth of the fleet has been worked; a bare number is
   a count). Within a wave up to ``concurrency`` deployments run at once; each is isolated
@@ -33,6 +37,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import time
 import uuid
 from dataclasses import dataclass
@@ -68,7 +73,7 @@ from engine.fleet.runner import (
 from engine.fleet.waves import parse_budget, parse_waves, plan_waves
 from engine.plan.planner import Plan
 from engine.ports.deployment import Connector
-from engine.ports.registry import RegistryStore, RolloutStore, UserConfig
+from engine.ports.registry import AuditLog, RegistryStore, RolloutStore, UserConfig
 from engine.redact import redact
 from engine.schema.models import SchemaVersion
 from engine.vault import Vault
@@ -256,12 +261,39 @@ def _stale_at(user: UserConfig | None, target: str, fresh: str) -> bool:
             and bool(user.schema_fingerprint) and user.schema_fingerprint != fresh)
 
 
-def _select(store: RegistryStore, target: str, fresh: str) -> tuple[list[UserConfig], set[str]]:
-    """Connected users to work, and which of them only need a refresh."""
+def _check_named(store: RegistryStore, options: RolloutOptions) -> None:
+    """Every user named by ``only`` / ``exclude`` is registered; ``RolloutError`` naming
+    the unknown ones (with the nearest registered ids) otherwise."""
 
+    named = [*options.only, *options.exclude]
+    if not named:
+        return
+    known = sorted(u.user_id for u in store.list_users())
+    unknown = [u for u in named if u not in set(known)]
+    if not unknown:
+        return
+    parts = []
+    for uid in unknown:
+        close = difflib.get_close_matches(uid, known, n=3)
+        parts.append(f"{uid!r}" + (f" (did you mean {', '.join(map(repr, close))}?)"
+                                   if close else ""))
+    which = "only" if options.only else "exclude"
+    raise RolloutError(f"unknown user id{'s' if len(unknown) > 1 else ''} in {which}: "
+                       f"{', '.join(parts)}; `byod status` lists the registered users")
+
+
+def _select(store: RegistryStore, target: str, fresh: str,
+            options: RolloutOptions | None = None) -> tuple[list[UserConfig], set[str]]:
+    """Connected users to work (only those ``options.only`` names, none that
+    ``options.exclude`` names), and which of them only need a refresh."""
+
+    only = set(options.only) if options is not None else set()
+    exclude = set(options.exclude) if options is not None else set()
     chosen: list[UserConfig] = []
     refresh: set[str] = set()
     for u in store.list_users(connection_status=["connected"]):
+        if (only and u.user_id not in only) or u.user_id in exclude:
+            continue
         if _stale_at(u, target, fresh):
             refresh.add(u.user_id)
             chosen.append(u)
@@ -280,8 +312,9 @@ def _start(store: RegistryStore, kit: PlanKit, target_ref: str | int | None,
     """A new rollout: select the deployments, order them (the canary takes one of each
     source version first, the most common first) and cut the waves."""
 
+    _check_named(store, options)
     target = kit.resolve(target_ref if target_ref is not None else "head")
-    selected, refresh = _select(store, target, kit.compiled_fingerprint(target))
+    selected, refresh = _select(store, target, kit.compiled_fingerprint(target), options)
     before = {u.user_id: u.schema_version for u in selected}
     by_source: dict[str | None, list[str]] = {}
     for uid, v in before.items():
@@ -361,6 +394,17 @@ def _dry_rows(p: _Planned, report: RolloutReport) -> None:
     report.graph = _graph_summary(p.kit, p.before, p.before)
 
 
+def _audit_selection(store: AuditLog, state: RolloutState) -> None:
+    """One audit row per user the rollout's ``only`` / ``exclude`` names."""
+
+    options = state.options
+    for event, named in (("rollout_selected", options.only),
+                         ("rollout_excluded", options.exclude)):
+        for uid in named:
+            store.audit(uid, event, {"rollout_id": state.rollout_id, "target": state.target,
+                                     "scheduled": uid in state.deployments})
+
+
 async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vault: Vault | None,
                connector: Connector, emit: Sink) -> None:
     """Capture (``push``), then work the waves, saving the state as it goes."""
@@ -374,6 +418,8 @@ async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vaul
     runner = _Rollout(store=store, vault=vault, kit=p.kit, emit=emit, connector=connector,
                       state=state)
     runner.save()
+    if not state.resumed:
+        _audit_selection(store, state)
     await runner.run(dict(p.fleet.plans))
     state.status = "halted" if runner.halted else "completed"
     state.halted_reason = runner.halted

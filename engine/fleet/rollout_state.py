@@ -44,7 +44,9 @@ class RolloutOptions:
     ``max_batch`` caps documents per data-step page (None: sized from the schema);
     ``deployer`` ``push`` captures each distinct bundle once and pushes it over HTTP,
     ``cli`` runs the Convex CLI per deploy; ``deploy_slots`` bounds concurrent CLI deploys
-    (None: one per CPU). Everything but ``dry_run`` is saved with the rollout."""
+    (None: one per CPU); ``only`` limits the rollout to the named users, ``exclude``
+    leaves the named users out (not both). Everything but ``dry_run`` is saved with the
+    rollout."""
 
     canary: int = 1
     waves: Sequence[str] = ("10%", "50%", "100%")
@@ -56,9 +58,20 @@ class RolloutOptions:
     allow_destructive: bool = False
     lease_ttl_s: float = 120.0
     deploy_slots: int | None = None
+    only: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        for name in ("only", "exclude"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            set_(self, name, tuple(dict.fromkeys(str(u).strip() for u in value
+                                                 if str(u).strip())))
+        if self.only and self.exclude:
+            raise RolloutError("choose users with only or leave some out with exclude, "
+                               "not both")
         set_(self, "waves", parse_waves(self.waves))
         parse_budget(self.max_failures, 100)
         set_(self, "max_failures", str(self.max_failures))
@@ -82,7 +95,8 @@ class RolloutOptions:
                 "concurrency": self.concurrency, "max_failures": str(self.max_failures),
                 "max_batch": self.max_batch, "deployer": self.deployer,
                 "allow_destructive": self.allow_destructive, "lease_ttl_s": self.lease_ttl_s,
-                "deploy_slots": self.deploy_slots}
+                "deploy_slots": self.deploy_slots, "only": list(self.only),
+                "exclude": list(self.exclude)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, dry_run: bool = False) -> "RolloutOptions":
@@ -102,7 +116,9 @@ class RolloutOptions:
             deployer=cast(Deployer, deployer) if deployer in DEPLOYERS else "cli",
             allow_destructive=bool(get("allow_destructive", False)),
             lease_ttl_s=float(get("lease_ttl_s") or default.lease_ttl_s),
-            deploy_slots=_int_or_none(get("deploy_slots")))
+            deploy_slots=_int_or_none(get("deploy_slots")),
+            only=tuple(get("only") or ()),
+            exclude=tuple(get("exclude") or ()))
 
 
 def _int_or_none(value: Any) -> int | None:

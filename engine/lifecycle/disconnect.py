@@ -30,7 +30,7 @@ from typing import Any, Literal
 from engine.config import EngineConfig
 from engine.convex.connector import HttpConnector
 from engine.convex.targets import main_target_from_env
-from engine.errors import ByodError, DisconnectError, LeaseHeld, UnknownVersion
+from engine.errors import ByodError, ConfirmationRequired, DisconnectError, LeaseHeld, UnknownVersion
 from engine.lifecycle.progress import DISCONNECT, ProgressRun, read_pages
 from engine.lifecycle.remap import (
     IdMaps,
@@ -357,7 +357,7 @@ def _refuse_or_resume(user: UserConfig, mode: str, *, confirm: bool, store: Regi
             f"finish it with --data {progress.get('mode')} (it resumes where it stopped)")
     already = user.connection_status == "disconnected" and not running
     if mode == "delete" and not confirm and not already:
-        raise DisconnectError(
+        raise ConfirmationRequired(
             f"deleting user {user.user_id!r}'s content from their deployment cannot be "
             "undone; pass --yes (confirm=True) to go ahead")
     return running

@@ -134,13 +134,12 @@ class Change:
             "message": self.message,
             "reversible": self.inverse_change is not None,
             "steps": [s.id for s in self.steps],
+            # the same keys for every change (null where they do not apply), so machine
+            # readers of `byod diff --json` never meet a key that comes and goes
+            "generated": self.generated if self.classification == "data_step" else None,
+            "consented": self.consented if self.classification == "destructive" else None,
+            "hint": self.hint or None,
+            "irreversible_reason": (self.irreversible_reason or None
+                                    if self.inverse_change is None else None),
         }
-        if self.classification == "data_step":
-            out["generated"] = self.generated
-        if self.classification == "destructive":
-            out["consented"] = self.consented
-        if self.hint:
-            out["hint"] = self.hint
-        if self.inverse_change is None and self.irreversible_reason:
-            out["irreversible_reason"] = self.irreversible_reason
         return out

@@ -35,14 +35,12 @@ from engine.ports.registry import (
 )
 from engine.registry.ddl import MIGRATIONS, SCHEMA_VERSION
 from engine.registry.sqlite_roles import (  # the helpers moved there stay importable here
-    _JOURNAL_COLS,
     SqliteAudit,
     SqliteJournal,
     SqliteLeases,
     SqliteProgress,
     SqliteRollouts,
     _clean,
-    _entry,
 )
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION", "open_store"]

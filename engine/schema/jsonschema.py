@@ -154,6 +154,22 @@ def version_file_schema() -> dict[str, Any]:
                     "delete_rows": {"$ref": "#/$defs/nameList"},
                 },
             },
+            "lint": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "description": "Lint settings of this version (docs/version-format.md).",
+                "properties": {
+                    "acknowledge": {
+                        "type": ["object", "null"],
+                        "description": "Warning code (BYOD-Wnnn) -> why this version keeps "
+                                       "that warning. byod check counts it as acknowledged "
+                                       "instead of printing it; errors cannot be "
+                                       "acknowledged.",
+                        "propertyNames": {"pattern": "^BYOD-W[0-9]{3}$"},
+                        "additionalProperties": {"type": "string", "minLength": 1},
+                    },
+                },
+            },
         },
         "$defs": defs,
     }

@@ -23,9 +23,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from engine.config import EngineConfig
 from engine.errors import Problem, VersionFileError
 from engine.schema.models import (
+    WARNING_CODES,
     Consent,
     DbIndex,
     FieldDef,
+    LintSettings,
     Location,
     MigrationOp,
     ObjectV,
@@ -44,7 +46,7 @@ __all__ = ["FILE_NAME_RE", "load_version_file", "load_versions"]
 FILE_NAME_RE = re.compile(r"^(?P<number>\d+)_(?P<slug>[A-Za-z0-9][A-Za-z0-9_-]*)\.yaml$")
 
 _TOP_KEYS = ("id", "number", "description", "parents", "schemaValidation", "tables",
-             "migrations", "consent")
+             "migrations", "consent", "lint")
 _TABLE_KEYS = ("location", "fields", "indexes", "search_indexes", "vector_indexes")
 _DB_INDEX_KEYS = ("fields", "staged")
 _SEARCH_KEYS = ("field", "filters", "staged")
@@ -52,6 +54,8 @@ _VECTOR_KEYS = ("field", "dimensions", "filters", "staged")
 _MIGRATION_KEYS = ("op", "table", "field", "from", "to", "value", "mapping", "default",
                    "where", "code", "description")
 _CONSENT_KEYS = ("drop_tables", "drop_fields", "delete_rows")
+_LINT_KEYS = ("acknowledge",)
+_LINT_CODE_RE = re.compile(r"^BYOD-(?P<kind>[EWD])\d{3}$")
 _MAX_MAPPING_DEPTH = 64  # far beyond Convex's 16; the rules report the real limit
 _OPS = ("backfill", "rename", "copy", "map_values", "convert", "drop_field", "delete_rows",
         "custom")
@@ -106,13 +110,14 @@ class _FileReader(NodeReader):
             tables = self.tables(got["tables"][1])
         migrations = self.migrations(got["migrations"][1]) if "migrations" in got else ()
         consent = self.consent(got["consent"][1]) if "consent" in got else Consent()
+        lint = self.lint(got["lint"][1]) if "lint" in got else LintSettings()
         if self.problems:
             return None
         try:
             return SchemaVersion(
                 id=vid, number=number, parents=parents, description=description,
                 schema=Schema(tables=tables, schema_validation=validation),
-                migrations=migrations, consent=consent,
+                migrations=migrations, consent=consent, lint=lint,
                 source=SourceInfo(path=self.file, lines=self.lines),
             )
         except ValidationError as exc:  # defensive: the checks above should cover this
@@ -415,6 +420,42 @@ class _FileReader(NodeReader):
             if names is not None:
                 values[key] = names
         return Consent(**values)
+
+    # -- lint settings ------------------------------------------------------------------
+    def lint(self, node: Node) -> LintSettings:
+        """``lint: {acknowledge: {BYOD-Wnnn: reason}}``: warnings this version accepts.
+        Only warning codes may be acknowledged, each with a reason; an error code (or a
+        diff code, or no lint code at all) is a problem at its own line (BYOD-E012)."""
+
+        acknowledge: dict[str, str] = {}
+        for _, _, value in self.mapping(node, "lint", "lint", _LINT_KEYS) or []:
+            entries = self.mapping(value, "lint.acknowledge", "lint.acknowledge", None)
+            for code, code_node, reason in entries or []:
+                loc = f"lint.acknowledge.{code}"
+                m = _LINT_CODE_RE.match(code)
+                if m is None or (m.group("kind") == "W" and code not in WARNING_CODES):
+                    self.problem(code_node, loc, f"{code!r} is not a warning code",
+                                 closest(code, sorted(WARNING_CODES)) or "warning codes: "
+                                 + ", ".join(sorted(WARNING_CODES)), code="BYOD-E012")
+                    continue
+                if m.group("kind") != "W":
+                    error = m.group("kind") == "E"
+                    self.problem(code_node, loc, f"{code} is "
+                                 f"{'an error' if error else 'a diff code'}: only warnings "
+                                 "(BYOD-W...) can be acknowledged",
+                                 "fix what it reports instead: errors always fail the check"
+                                 if error else "diff codes classify changes (byod diff); "
+                                 "they are never reported by byod check", code="BYOD-E012")
+                    continue
+                text = str(reason.value).strip() if isinstance(reason, ScalarNode) \
+                    and not self._is_null(reason) else ""
+                if not text:
+                    self.problem(reason, loc, f"acknowledging {code} needs a reason",
+                                 f'e.g. {code}: "released with this warning; fixed in '
+                                 '0009_add_indexes"', code="BYOD-E009")
+                    continue
+                acknowledge[code] = text
+        return LintSettings(acknowledge=acknowledge)
 
 
 def _numbers(paths: Iterable[Path]) -> dict[int, list[str]]:

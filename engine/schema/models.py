@@ -24,6 +24,7 @@ __all__ = [
     "DbIndex",
     "FieldDef",
     "Float64V",
+    "LintSettings",
     "IdV",
     "Int64V",
     "LiteralV",
@@ -41,6 +42,7 @@ __all__ = [
     "UnionV",
     "Validator",
     "VectorIndex",
+    "WARNING_CODES",
     "AnyV",
 ]
 
@@ -373,6 +375,20 @@ class Consent(_Frozen):
     delete_rows: tuple[str, ...] = ()
 
 
+#: The lint codes ``byod check`` reports as warnings (docs/lint-codes.md); only these can be
+#: acknowledged in a version file's ``lint`` key.
+WARNING_CODES: frozenset[str] = frozenset({"BYOD-W140", "BYOD-W142", "BYOD-W157"})
+
+
+class LintSettings(_Frozen):
+    """Per-version lint settings: ``acknowledge`` maps a warning code (``BYOD-W140``) to
+    the reason it is accepted in this version. ``byod check`` stops printing that code's
+    warnings for this version and counts them as acknowledged instead; errors can never be
+    acknowledged (the loader rejects an error code here)."""
+
+    acknowledge: dict[str, str] = Field(default_factory=dict)
+
+
 class SourceInfo(_Frozen):
     """Where a version came from, so every problem can name its file and line.
 
@@ -405,6 +421,7 @@ class SchemaVersion(_Frozen):
     schema_: Schema = Field(alias="schema")
     migrations: tuple[MigrationOp, ...] = ()
     consent: Consent = Field(default_factory=Consent)
+    lint: LintSettings = Field(default_factory=LintSettings)
     source: SourceInfo | None = Field(default=None, exclude=True)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)

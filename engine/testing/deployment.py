@@ -48,7 +48,7 @@ from engine.schema.models import Schema
 from engine.schema.validate_doc import validate_document
 from engine.testing.catalog import BundleCatalog
 from engine.testing.faults import FAULTS, Crash, RefusedClient, check_fault, crash_at
-from engine.testing.functions import _MISSING, _TX_LIMIT_MESSAGE, MAX_PAGE, EngineFunctions
+from engine.testing.functions import _MISSING, EngineFunctions
 
 __all__ = [
     "DEFAULT_CONVEX_VERSION",

@@ -22,8 +22,18 @@ tables:
 """
 
 
+def empty_config(tmp_path: Path) -> str:
+    """An empty config file outside the version directory: every setting at its default,
+    whatever ``byod.toml`` the working directory holds."""
+
+    path = tmp_path / "config" / "byod.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.touch()
+    return str(path)
+
+
 def invoke(tmp_path: Path, *args: str) -> Result:
-    env = {"BYOD_CONFIG": str(tmp_path / "absent.toml"), "BYOD_VERSIONS_DIR": ""}
+    env = {"BYOD_CONFIG": empty_config(tmp_path), "BYOD_VERSIONS_DIR": ""}
     return CliRunner().invoke(check, list(args), env=env, catch_exceptions=False)
 
 
@@ -127,6 +137,78 @@ def test_registered_on_the_main_group(write, tmp_path: Path) -> None:
     from engine.cli.main import cli
 
     write("0001_a.yaml", MESSAGES_DRAFT)
-    env = {"BYOD_CONFIG": str(tmp_path / "absent.toml")}
+    env = {"BYOD_CONFIG": empty_config(tmp_path)}
     result = CliRunner().invoke(cli, ["check", "--versions", str(tmp_path)], env=env)
     assert result.exit_code == 1 and "BYOD-E114" in result.output
+
+
+ACKNOWLEDGED = GOOD.replace("by_parent: [parent]", "by_both: [userId, parent]") + """
+lint:
+  acknowledge:
+    BYOD-W140: released before by_parent existed
+"""
+
+
+def test_acknowledged_warnings_are_counted_not_printed(write, tmp_path: Path) -> None:
+    path = write("0001_a.yaml", ACKNOWLEDGED)
+    write("0002_b.yaml", GOOD.replace("parents: []", "parents: [0001_a]"))
+    result = invoke(tmp_path, "--versions", str(tmp_path), "--strict")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == ("check ok: 2 version(s), 0 error(s), 0 warning(s) "
+                                     "(1 acknowledged)")
+    report = json.loads(invoke(tmp_path, "--versions", str(tmp_path), "--json").output)
+    assert (report["ok"], report["warnings"], report["acknowledged"]) == (True, 0, 1)
+    assert report["problems"] == []
+    [ack] = report["acknowledged_problems"]
+    assert (ack["file"], ack["line"], ack["code"], ack["severity"]) == (
+        str(path), 5, "BYOD-W140", "warning")
+    assert ack["location"] == "tables.notes.fields.parent"
+    assert ack["reason"] == "released before by_parent existed"
+
+
+def test_an_acknowledgement_covers_its_own_file_and_code_only(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", ACKNOWLEDGED)
+    child = write("0002_b.yaml", GOOD.replace("parents: []", "parents: [0001_a]").replace(
+        "by_parent: [parent]", "by_both: [userId, parent]"))
+    result = invoke(tmp_path, "--versions", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{child}:5: warning [BYOD-W140]")
+    assert lines[1] == "check ok: 2 version(s), 0 error(s), 1 warning(s) (1 acknowledged)"
+    strict = invoke(tmp_path, "--versions", str(tmp_path), "--strict")
+    assert strict.exit_code == 1
+    assert strict.output.splitlines()[-1] == (
+        "check failed: 2 version(s), 0 error(s), 1 warning(s) (1 acknowledged) "
+        "(--strict: warnings fail the check)")
+
+
+def test_acknowledging_an_error_code_is_an_error(write, tmp_path: Path) -> None:
+    path = write("0001_a.yaml", GOOD + """
+lint:
+  acknowledge:
+    BYOD-E114: the vector field is fine
+""")
+    result = invoke(tmp_path, "--versions", str(tmp_path))
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[0] == (f"{path}:10: error [BYOD-E012]: lint.acknowledge.BYOD-E114: BYOD-E114 "
+                        "is an error: only warnings (BYOD-W...) can be acknowledged (hint: fix "
+                        "what it reports instead: errors always fail the check)")
+    assert lines[-1] == "check failed: 0 version(s), 1 error(s), 0 warning(s)"
+
+
+def test_errors_are_never_acknowledged(tmp_path: Path) -> None:
+    """Even a version that could carry an acknowledgement keeps every error reported."""
+
+    from engine.commands.authoring import _acknowledge
+    from engine.errors import Problem
+    from engine.schema.models import LintSettings, Schema, SchemaVersion, SourceInfo
+
+    v = SchemaVersion(id="0001_a", number=1, schema=Schema(),
+                      lint=LintSettings(acknowledge={"BYOD-W140": "why"}),
+                      source=SourceInfo(path="f.yaml"))
+    error = Problem("f.yaml", 1, "", "boom", code="BYOD-W140")  # severity error
+    warning = Problem("f.yaml", 2, "", "meh", code="BYOD-W140", severity="warning")
+    other = Problem("g.yaml", 2, "", "meh", code="BYOD-W140", severity="warning")
+    shown, acknowledged = _acknowledge([v], [error, warning, other])
+    assert shown == [error, other] and acknowledged == [(warning, "why")]

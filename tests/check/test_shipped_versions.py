@@ -47,10 +47,56 @@ def versions(all_versions):
 
 
 def test_byod_check_passes(versions_dir: Path, tmp_path: Path) -> None:
-    env = {"BYOD_CONFIG": str(tmp_path / "absent.toml")}
-    result = CliRunner().invoke(check, ["--versions", str(versions_dir)], env=env)
+    config = tmp_path / "byod.toml"
+    config.touch()  # empty: every setting at its default
+    env = {"BYOD_CONFIG": str(config)}
+    result = CliRunner().invoke(check, ["--versions", str(versions_dir), "--strict"], env=env)
     assert result.exit_code == 0, result.output
-    assert "0 error(s)" in result.output
+    # the released versions acknowledge their W140 warnings, which the head fixes
+    assert result.output.strip() == ("check ok: 7 version(s), 0 error(s), 0 warning(s) "
+                                     "(16 acknowledged)")
+
+
+def test_the_head_has_no_warnings_and_acknowledges_none(all_versions, versions_dir) -> None:
+    """0007 indexes every reference field the released versions left unindexed; the
+    released ones acknowledge exactly BYOD-W140 and nothing else."""
+
+    head = VersionGraph(all_versions).resolve("head")
+    assert head.id == "0007_reference_indexes" and head.parents == ("0006_merge",)
+    assert head.lint.acknowledge == {}
+    problems = check_versions(all_versions, EngineConfig(versions_dir=versions_dir))
+    assert not [p.render() for p in problems if Path(p.file).stem == head.id]
+    warned = {Path(p.file).stem for p in problems}
+    for v in all_versions:
+        if v.id != head.id:
+            assert v.id in warned and set(v.lint.acknowledge) == {"BYOD-W140"}
+    assert {p.code for p in problems} == {"BYOD-W140"}
+    assert len(problems) == 16
+    previous = {v.id: v for v in all_versions}["0006_merge"]
+    assert set(head.schema.tables) == set(previous.schema.tables)
+    for name, table in head.schema.tables.items():
+        old = previous.schema.tables[name]
+        assert table.fields == old.fields and table.location == old.location
+        assert set(old.indexes) <= set(table.indexes)
+    added = {(t, i.name, i.fields) for t, table in head.schema.tables.items()
+             for i in table.indexes if i not in previous.schema.tables[t].indexes}
+    assert added == {("memories", "by_sourceMessageId", ("sourceMessageId",)),
+                     ("tasks", "by_sourceMessageId", ("sourceMessageId",)),
+                     ("presentations", "by_sourceConversationId", ("sourceConversationId",))}
+    assert head.migrations == () and head.consent.drop_fields == ()
+
+
+def test_warning_codes_are_the_ones_the_rules_report() -> None:
+    """Only warning codes can be acknowledged: the loader's list is every ``BYOD-W`` code
+    the checks can report."""
+
+    import re
+
+    import engine.check as package
+    from engine.schema.models import WARNING_CODES
+
+    source = "".join(p.read_text() for p in Path(package.__file__).parent.glob("*.py"))
+    assert set(re.findall(r"BYOD-W\d{3}", source)) == WARNING_CODES
 
 
 def test_only_the_known_reference_warnings(all_versions, versions_dir: Path) -> None:

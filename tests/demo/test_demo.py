@@ -49,10 +49,10 @@ def test_demo_runs_and_writes_a_report(tmp_path: Path) -> None:
         assert demo["disconnect"]["tables"][table]["main_count"] == count
     statuses = {u["user_id"]: u["connection_status"] for u in demo["fleet"]}
     assert sorted(statuses.values()) == ["connected", "connected", "disconnected"]
-    assert all(u["schema_version"] == "0006_merge" for u in demo["fleet"])
+    assert all(u["schema_version"] == "0007_reference_indexes" for u in demo["fleet"])
 
     html = (reports / "demo.html").read_text()
-    assert "everything verified" in html and "user_1" in html and "0006_merge" in html
+    assert "everything verified" in html and "user_1" in html and "0007_reference_indexes" in html
     rollout_html = Path(demo["reports"]["rollout_html"])
     assert rollout_html.is_file() and rollout_html.parent == reports.resolve()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -20,7 +21,8 @@ def test_diff_text_and_json(versions_dir: Path) -> None:
     assert code == 0
     assert "BYOD-D204" in out and "notes.body: renamed from content" in out
     assert "usageRecords.date: type changed: string -> number" in out
-    code, out = run("diff", "0003_content_package", "head", "--json", "--versions", str(versions_dir))
+    # the hints are those of the target: 0006 carries them (the head, 0007, adds indexes only)
+    code, out = run("diff", "0003_content_package", "6", "--json", "--versions", str(versions_dir))
     data = json.loads(out)
     assert data["target"] == "0006_merge" and data["blocking"] == 0
     assert {c["code"] for c in data["changes"]} >= {"BYOD-D203", "BYOD-D205", "BYOD-D210", "BYOD-D301"}
@@ -30,7 +32,7 @@ def test_plan_text_json_and_errors(versions_dir: Path, tmp_path: Path) -> None:
     code, out = run("plan", "--from", "1", "--to", "5", "--versions", str(versions_dir))
     assert code == 0 and "2 deploy(s)" in out and "rename content -> body" in out
     code, out = run("plan", "--from", "1", "--json", "--versions", str(versions_dir))
-    assert json.loads(out)["target"] == "0006_merge"
+    assert json.loads(out)["target"] == "0007_reference_indexes"
     code, out = run("plan", "--from", "6", "--to", "4", "--versions", str(versions_dir))
     assert code == 1
     code, out = run("plan", "--from", "99", "--json", "--versions", str(versions_dir))
@@ -47,12 +49,12 @@ def test_plan_text_json_and_errors(versions_dir: Path, tmp_path: Path) -> None:
 
 def test_graph_formats(versions_dir: Path) -> None:
     code, out = run("graph", "--versions", str(versions_dir))
-    assert code == 0 and out.startswith("graph LR") and "0006_merge (head)" in out
-    assert out.count("-->") == 6
+    assert code == 0 and out.startswith("graph LR") and "0007_reference_indexes (head)" in out
+    assert out.count("-->") == 7
     code, out = run("graph", "--format", "dot", "--versions", str(versions_dir))
     assert "digraph versions" in out and "peripheries=2" in out
-    from engine.plan.render import render_graph
     from engine.plan.graph import VersionGraph
+    from engine.plan.render import render_graph
     from engine.schema.loader import load_versions
 
     text = render_graph(VersionGraph(load_versions(versions_dir)), counts={"0003_content_package": 7})
@@ -62,13 +64,13 @@ def test_graph_formats(versions_dir: Path) -> None:
 def test_plan_refuses_a_destructive_down_path_unless_allowed(versions_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["plan", "--from", "2", "--to", "1",
                                       "--versions", str(versions_dir)])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # refused for safety: nothing changed, a flag lets it go
     assert "down path 0002_tags -> 0001_initial deletes data" in result.output
     assert "every row of conversationTags" in result.output
     assert "--allow-destructive" in result.output and "Traceback" not in result.output
     code, out = run("plan", "--from", "2", "--to", "1", "--json", "--versions", str(versions_dir))
     refused = json.loads(out)
-    assert code == 1 and refused["error"] == "DestructivePath"
+    assert code == 3 and refused["error"] == "DestructivePath"
     assert "every row of tags" in refused["deletes"] and len(refused["deletes"]) == 4
     code, out = run("plan", "--from", "2", "--to", "1", "--allow-destructive",
                     "--versions", str(versions_dir))
@@ -121,7 +123,7 @@ def _registry(path: Path, versions: dict[str, str]) -> None:
 def test_graph_reads_the_configured_registry_by_default(
         versions_dir: Path, tmp_path: Path, monkeypatch) -> None:
     configured = tmp_path / "registry.sqlite3"
-    monkeypatch.setenv("BYOD_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("BYOD_CONFIG", os.devnull)
     monkeypatch.setenv("BYOD_REGISTRY", str(configured))
     code, out = run("graph", "--versions", str(versions_dir))
     assert code == 0 and "deployment(s)" not in out  # no registry file yet: plain graph

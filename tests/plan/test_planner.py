@@ -64,7 +64,7 @@ def test_plan_shape(shipped: VersionGraph) -> None:
     p = plan(shipped, 1, "head")
     kinds = [s.kind for s in p.steps]
     assert kinds[0] == "deploy_widened" and kinds[-3:] == ["deploy_target", "verify", "record"]
-    assert p.path[0] == "0001_initial" and p.target == "0006_merge"
+    assert p.path[0] == "0001_initial" and p.target == "0007_reference_indexes"
     widened = p.steps[0].schema
     # the widened schema keeps both shapes of every changed field
     notes = widened.tables["notes"].fields

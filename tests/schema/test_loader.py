@@ -201,6 +201,23 @@ def test_null_collections_are_empty(write, tmp_path: Path) -> None:
         ("id: 0009_other\nparents: []\ntables: {}\n", "BYOD-E010", 1, "does not match"),
         ("number: 7\nparents: []\ntables: {}\n", "BYOD-E010", 1, "does not match"),
         ("parents: []\ntables: {}\ndescription: [a]\n", "BYOD-E004", 3, "must be text"),
+        ("parents: []\ntables: {}\nlint:\n  ignore: [BYOD-W140]\n", "BYOD-E005", 4,
+         "allowed keys: acknowledge"),
+        ("parents: []\ntables: {}\nlint:\n  acknowledge:\n    BYOD-W140: ok\n"
+         "    BYOD-E114: why not\n", "BYOD-E012", 6,
+         "BYOD-E114 is an error: only warnings (BYOD-W...) can be acknowledged"),
+        ("parents: []\ntables: {}\nlint:\n  acknowledge: {BYOD-D301: x}\n", "BYOD-E012", 4,
+         "is a diff code"),
+        ("parents: []\ntables: {}\nlint:\n  acknowledge: {BYOD-W999: x}\n", "BYOD-E012", 4,
+         "'BYOD-W999' is not a warning code"),
+        ("parents: []\ntables: {}\nlint:\n  acknowledge: {W140: x}\n", "BYOD-E012", 4,
+         "did you mean 'BYOD-W140'"),
+        ("parents: []\ntables: {}\nlint:\n  acknowledge:\n    BYOD-W140:\n", "BYOD-E009",
+         5, "acknowledging BYOD-W140 needs a reason"),
+        ("parents: []\ntables: {}\nlint:\n  acknowledge: {BYOD-W140: ''}\n", "BYOD-E009", 4,
+         "needs a reason"),
+        ("parents: []\ntables: {}\nlint:\n  acknowledge: [BYOD-W140]\n", "BYOD-E004", 4,
+         "must be a mapping"),
     ],
 )
 def test_bad_files(write, tmp_path: Path, text: str, code: str, line: int | None,
@@ -281,3 +298,22 @@ def test_recursive_field_alias_is_a_problem_not_a_crash(write, tmp_path: Path) -
     problems = _problems(tmp_path)
     assert [p.code for p in problems] == ["BYOD-E004"]
     assert "recursive YAML alias" in problems[0].message
+
+
+def test_lint_acknowledgements(write, tmp_path: Path) -> None:
+    write("0001_a.yaml", """
+        parents: []
+        tables: {}
+        lint:
+          acknowledge:
+            BYOD-W140: >-
+              released before the index
+              was added
+            BYOD-W142: shipped as is
+        """)
+    write("0002_b.yaml", "parents: [1]\ntables: {}\nlint:\n")
+    first, second = load_versions(tmp_path)
+    assert first.lint.acknowledge == {"BYOD-W140": "released before the index was added",
+                                      "BYOD-W142": "shipped as is"}
+    assert second.lint.acknowledge == {}
+    assert first.source is not None and first.source.lines["lint.acknowledge.BYOD-W140"] == 5

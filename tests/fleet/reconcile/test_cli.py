@@ -4,6 +4,7 @@ codes, --apply, and no secret in any output."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RecordingFle
                         fleet.async_client(target, timeout))
     monkeypatch.setattr(engine.schema.loader, "load_versions", lambda *_a, **_k: [V1, V2, V3])
     environ = {"BYOD_REGISTRY": str(fleet.store.path), "BYOD_ENCRYPTION_KEY": key,
-               "BYOD_CONFIG": str(tmp_path / "none.toml")}
+               "BYOD_CONFIG": os.devnull}
     runner = CliRunner()
 
     def byod(*args: str) -> tuple[int, str]:

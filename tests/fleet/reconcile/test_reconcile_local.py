@@ -4,6 +4,7 @@ version (an old backup, a hand edit) and is rebuilt from the deployment's own re
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def test_reconcile_apply_restores_a_wiped_registry_row(tmp_path: Path) -> None:
         environ = {"BYOD_REGISTRY": str(env.config.registry_path),
                    "BYOD_VERSIONS_DIR": str(env.config.versions_dir),
                    "BYOD_ENCRYPTION_KEY": env.key_hex,
-                   "BYOD_CONFIG": str(tmp_path / "none.toml")}
+                   "BYOD_CONFIG": os.devnull}
         secrets = [env.key_hex] + [d.admin_key for d in env.users.values()] + \
             [d.url for d in env.users.values()]
         runner = CliRunner()

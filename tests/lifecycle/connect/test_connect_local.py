@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -188,7 +189,7 @@ def test_cli_end_to_end_leaks_nothing(fleet, tmp_path) -> None:
     key_hex = generate_key()
     registry = tmp_path / "cli" / "registry.sqlite3"
     env = {"BYOD_ENCRYPTION_KEY": key_hex, "BYOD_REGISTRY": str(registry),
-           "BYOD_VERSIONS_DIR": str(ROOT / "schema_versions"), "BYOD_CONFIG": str(tmp_path / "none.toml")}
+           "BYOD_VERSIONS_DIR": str(ROOT / "schema_versions"), "BYOD_CONFIG": os.devnull}
     runner = CliRunner()
     outputs: list[str] = []
 

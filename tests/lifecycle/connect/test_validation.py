@@ -55,7 +55,7 @@ def test_refused_urls_never_echoed(url: str, reason: str) -> None:
 
 @pytest.mark.parametrize("key, kind", [
     (f"prod:qualified-jaguar-123|{SECRET}", "prod"),
-    (f"dev:joyful-jaguar-123|eyJ2MiI6ImFiY2RlZmdoaWprbG1ub3AifQ==", "dev"),
+    ("dev:joyful-jaguar-123|eyJ2MiI6ImFiY2RlZmdoaWprbG1ub3AifQ==", "dev"),
     (f"preview:my-team:my-project|{SECRET}", "preview"),
     (f"project:my-team:my-project|{SECRET}", "project"),
     (f"bold-hyena-681|{SECRET}", "admin"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def test_health_monitor_disconnect_commands(tmp_path: Path) -> None:
         hex_key = env.key_hex
         environ = {"BYOD_REGISTRY": str(env.config.registry_path),
                    "BYOD_VERSIONS_DIR": str(env.config.versions_dir),
-                   "BYOD_ENCRYPTION_KEY": hex_key, "BYOD_CONFIG": str(tmp_path / "none.toml"),
+                   "BYOD_ENCRYPTION_KEY": hex_key, "BYOD_CONFIG": os.devnull,
                    "BYOD_MAIN_URL": env.main.url, "BYOD_MAIN_ADMIN_KEY": env.main.admin_key}
         runner = CliRunner()
         secrets = [hex_key, env.main.admin_key] + [d.admin_key for d in env.users.values()]
@@ -46,7 +47,7 @@ def test_health_monitor_disconnect_commands(tmp_path: Path) -> None:
         env.fleet.set_fault(env.users["u3"].name, "none")
 
         code, out = byod("disconnect", "--user", "u3", "--data", "delete")
-        assert code == 1 and "--yes" in out
+        assert code == 3 and "--yes" in out  # refused for safety
         code, out = byod("disconnect", "--user", "u2", "--data", "keep")
         assert code == 0 and "u2: disconnected" in out
         code, out = byod("disconnect", "--user", "u1", "--data", "migrate", "--json")

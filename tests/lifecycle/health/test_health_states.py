@@ -4,6 +4,7 @@ a stale bundle after a config change) and test-connection agreeing with health."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,7 @@ def test_cli_health_with_the_wrong_key_exits_1_and_says_what_to_check(
     env = {"BYOD_ENCRYPTION_KEY": generate_key(),
            "BYOD_REGISTRY": str(tmp_path / "registry.sqlite3"),
            "BYOD_VERSIONS_DIR": str(Path(__file__).resolve().parents[3] / "schema_versions"),
-           "BYOD_CONFIG": str(tmp_path / "absent.toml")}
+           "BYOD_CONFIG": os.devnull}
     result = CliRunner().invoke(cli, ["health", "--all"], env=env)
     assert result.exit_code == 1, result.output
     assert "BYOD_ENCRYPTION_KEY" in result.output and "BYOD_ENCRYPTION_KEYS_OLD" in result.output
