@@ -256,6 +256,11 @@ class RolloutProgress:
     def _draw(self, event: Event) -> None:
         p = self._progress
         if isinstance(event, RolloutStarted):
+            # the id first, so an interrupted run can be resumed from what is on screen
+            p.console.print(f"rollout {event.rollout_id} to {event.target}"
+                            f"{' (resumed)' if event.resumed else ''}: resume with "
+                            f"`byod rollout --resume {event.rollout_id}`",
+                            markup=False, highlight=False)
             self._task = p.add_task(f"rollout to {event.target}", total=event.total,
                                     completed=self.completed, status="")
             return

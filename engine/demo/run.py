@@ -297,5 +297,5 @@ def _write_summary(result: DemoResult, directory: Path) -> None:
     rollout_name = Path(result.reports.get("rollout_html", "")).name
     html = env.get_template("demo.html.j2").render(
         demo=data, rollout_href=rollout_name,
-        generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+        generated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     html_path.write_text(html)

@@ -179,8 +179,8 @@ def render_html(report: RolloutReport, *, resumed: int = 0,
         report=data, counts=ordered, rows=rows, svg=graph_svg(data["graph"]),
         outcome=outcome(report), filters=filters, resumed=resumed,
         previous_report=previous_report,
-        generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.finished_at)),
-        started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.started_at)),
+        generated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.finished_at)),
+        started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.started_at)),
     )
 
 
