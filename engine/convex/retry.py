@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -98,6 +99,14 @@ class RetryPolicy:
         set_(self, "backoff_base", max(0.0, float(self.backoff_base)))
         set_(self, "backoff_max", max(self.backoff_base, float(self.backoff_max)))
         set_(self, "max_wait", max(0.0, float(self.max_wait)))
+
+    def backoff(self, attempt: int) -> float:
+        """The wait before retry number ``attempt`` (1, 2, ...) when no server asked for
+        one: full-jitter exponential, capped like every other wait of this policy. For
+        loops that retry inside a larger step (the runner's data pages)."""
+
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** max(0, attempt - 1)))
+        return min(random.uniform(0.0, ceiling), self.max_wait)
 
     # -- the pieces tenacity is built from ------------------------------------------------
     def remaining(self) -> float | None:

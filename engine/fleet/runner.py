@@ -38,6 +38,7 @@ import uuid
 from typing import Any, Sequence
 
 from engine.bundle.compiler import Bundle
+from engine.convex.retry import RetryPolicy
 from engine.errors import (
     ByodError,
     DeployFailed,
@@ -93,6 +94,9 @@ __all__ = [
     "run_plan",
     "run_plan_async",
 ]
+
+# transient server or network errors on a data page: the engine's one retry policy
+_PAGE_RETRY = RetryPolicy(backoff_base=0.4, backoff_max=2.0)
 
 
 _TX_LIMIT = re.compile(
@@ -199,7 +203,7 @@ class _Run:
             except DeploymentError as exc:
                 if exc.kind in ("server", "network") and transient < self.ctx.page_retries:
                     transient += 1
-                    await asyncio.sleep(min(2.0, 0.2 * 2 ** transient))
+                    await asyncio.sleep(_PAGE_RETRY.backoff(transient))
                     continue
                 raise
             if not isinstance(result, dict):

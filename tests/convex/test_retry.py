@@ -189,3 +189,13 @@ def test_alert_refusal_is_not_retried() -> None:
     result = asyncio.run(send_alert("https://hooks.example.com/x", {"event": "unhealthy"},
                                     transport=httpx.MockTransport(script)))
     assert not result.delivered and result.attempts == 1 and "404" in (result.error or "")
+
+
+def test_backoff_for_loops_inside_a_step_is_jittered_and_capped() -> None:
+    from engine.convex.retry import RetryPolicy
+
+    policy = RetryPolicy(backoff_base=0.4, backoff_max=2.0, max_wait=1.5)
+    for attempt, ceiling in ((1, 0.4), (2, 0.8), (3, 1.5), (9, 1.5)):
+        waits = [policy.backoff(attempt) for _ in range(200)]
+        assert all(0.0 <= w <= ceiling for w in waits), (attempt, max(waits))
+        assert len(set(waits)) > 1  # full jitter, not a fixed sleep
