@@ -69,10 +69,16 @@ SAFETY_EXIT_CODE = 3
 waiting for another runner) is what lets it go ahead."""
 
 
+def close_matches(word: str, choices: Sequence[str]) -> list[str]:
+    """The (at most two) ``choices`` close enough to ``word`` to be what was meant."""
+
+    return difflib.get_close_matches(word, list(choices), n=2, cutoff=0.75)
+
+
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``."""
 
-    close = difflib.get_close_matches(word, list(choices), n=2, cutoff=0.75)
+    close = close_matches(word, choices)
     if not close:
         return ""
     return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
@@ -243,9 +249,9 @@ class InvalidTransition(RegistryError):
 class UnknownUser(RegistryError):
     def __init__(self, user_id: str, known: Sequence[str] = ()):
         self.user_id = user_id
-        hint = did_you_mean(user_id, known)
-        self.suggestions = [c.split("'")[1] for c in hint.split(" or ")] if hint else []
-        super().__init__(f"no BYOD configuration for user {user_id!r}" + hint)
+        self.suggestions = close_matches(user_id, known)
+        super().__init__(f"no BYOD configuration for user {user_id!r}"
+                         + did_you_mean(user_id, known))
 
 
 class LeaseHeld(RegistryError):

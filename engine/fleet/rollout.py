@@ -37,14 +37,13 @@
 from __future__ import annotations
 
 import asyncio
-import difflib
 import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.config import EngineConfig
-from engine.errors import ByodError, RolloutError
+from engine.errors import ByodError, RolloutError, close_matches
 from engine.events import (
     BudgetExhausted,
     RolloutFinished,
@@ -269,12 +268,13 @@ def _check_named(store: RegistryStore, options: RolloutOptions) -> None:
     if not named:
         return
     known = sorted(u.user_id for u in store.list_users())
-    unknown = [u for u in named if u not in set(known)]
+    registered = set(known)
+    unknown = [u for u in named if u not in registered]
     if not unknown:
         return
     parts = []
     for uid in unknown:
-        close = difflib.get_close_matches(uid, known, n=3)
+        close = close_matches(uid, known)
         parts.append(f"{uid!r}" + (f" (did you mean {', '.join(map(repr, close))}?)"
                                    if close else ""))
     which = "only" if options.only else "exclude"
