@@ -257,9 +257,11 @@ class RolloutProgress:
         p = self._progress
         if isinstance(event, RolloutStarted):
             # the id first, so an interrupted run can be resumed from what is on screen
+            resume_hint = "" if event.dry_run else (
+                f": resume with `byod rollout --resume {event.rollout_id}`")
             p.console.print(f"rollout {event.rollout_id} to {event.target}"
-                            f"{' (resumed)' if event.resumed else ''}: resume with "
-                            f"`byod rollout --resume {event.rollout_id}`",
+                            f"{' (dry run)' if event.dry_run else ''}"
+                            f"{' (resumed)' if event.resumed else ''}{resume_hint}",
                             markup=False, highlight=False)
             self._task = p.add_task(f"rollout to {event.target}", total=event.total,
                                     completed=self.completed, status="")

@@ -19,17 +19,6 @@ from engine.ports.deployment import DeploymentTarget
 __all__ = ["commands", "deploy"]
 
 
-def _read_key() -> str:
-    stream = sys.stdin
-    if stream is None:
-        return ""
-    if stream.isatty():
-        key = click.prompt("Deploy key (input hidden)", hide_input=True, err=True)
-    else:
-        key = stream.readline()
-    return str(key).strip()
-
-
 def _default_label(url: str) -> str:
     try:
         parts = urlsplit(url.strip())
@@ -71,7 +60,9 @@ def deploy(version: str, url: str, key_stdin: bool, allow_insecure_local: bool,
     if timeout is not None:
         ws = Workspace.open(ws.config.model_copy(update={"deploy_timeout_s": timeout}))
     name = label or _default_label(url)
-    key = _read_key()
+    from engine.cli.secrets_input import read_key_stdin  # noqa: PLC0415 - `--help` stays light
+
+    key = read_key_stdin()
     if not key:
         raise InvalidCredentials("no key on stdin", deployment=name)
     target = DeploymentTarget(label=name, url=url, admin_key=key,

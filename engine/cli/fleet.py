@@ -8,7 +8,6 @@ ciphertext; ``keys generate`` prints the one secret it exists to produce.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,9 @@ def _when(ts: float | None) -> str:
 
 
 def _read_key() -> str:
-    stream = sys.stdin
-    if stream.isatty():
-        key = click.prompt("Deploy key (input hidden)", hide_input=True, err=True)
-    else:
-        key = stream.readline()
-    key = str(key).strip()
+    from engine.cli.secrets_input import read_key_stdin  # noqa: PLC0415 - `--help` stays light
+
+    key = read_key_stdin()
     if not key:
         raise InvalidCredentials("no deploy key on stdin (pipe it in: "
                                  "`printf '%s' \"$KEY\" | byod connect ... --key-stdin`)")

@@ -406,8 +406,9 @@ def _audit_selection(store: AuditLog, state: RolloutState) -> None:
 
 
 async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vault: Vault | None,
-               connector: Connector, emit: Sink) -> None:
-    """Capture (``push``), then work the waves, saving the state as it goes."""
+               connector: Connector, emit: Sink, started_event: RolloutStarted) -> None:
+    """Capture (``push``), save the state, announce the run (``started_event``, after the
+    save: the id it shows is resumable), then work the waves, saving the state as it goes."""
 
     state = p.state
     if vault is None:
@@ -420,6 +421,7 @@ async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vaul
     runner.save()
     if not state.resumed:
         _audit_selection(store, state)
+    emit_safely(emit, started_event)
     await runner.run(dict(p.fleet.plans))
     state.status = "halted" if runner.halted else "completed"
     state.halted_reason = runner.halted
@@ -462,15 +464,19 @@ async def rollout_async(
     else:
         state, before, refresh = _start(store, kit, target_ref, options, started)
     planned = _plan(kit, state, before, refresh)
-    emit_safely(emit, RolloutStarted(
+    # The CLI prints the id with RolloutStarted: a real run emits it only once the state is
+    # saved (in ``_run``), so an id on screen can always be resumed. A dry run saves nothing.
+    started_event = RolloutStarted(
         state.rollout_id, state.target, len(state.deployments),
         tuple(len(w.deployments) for w in state.waves), options.concurrency,
-        state.max_failures, dry_run=options.dry_run, resumed=saved is not None))
+        state.max_failures, dry_run=options.dry_run, resumed=saved is not None)
     report = _report(planned, started)
     if options.dry_run:
+        emit_safely(emit, started_event)
         _dry_rows(planned, report)
     else:
         await _run(planned, report, store=store, vault=vault, emit=emit,
+                   started_event=started_event,
                    connector=connector if connector is not None
                    else _default_connector(config, options))
     report.finished_at = time.time()

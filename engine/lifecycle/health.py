@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 ReadVersion = Callable[[DeploymentTarget], VersionInfo]
 
+_NOT_CHECKED = frozenset({"not_checked", "skipped"})
+
 
 @dataclass(frozen=True)
 class DeploymentHealth:
@@ -110,6 +112,13 @@ class HealthReport:
     results: list[DeploymentHealth] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[AlertResult] = field(default_factory=list)
+    selected: int = 0  # users this run was asked to check
+
+    @property
+    def checked(self) -> int:
+        """Deployments this run got a verdict for (not ``not_checked`` / ``skipped``)."""
+
+        return sum(1 for r in self.results if r.state not in _NOT_CHECKED)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -141,6 +150,7 @@ class HealthReport:
             "started_at": self.started_at, "finished_at": self.finished_at,
             "duration_s": round(self.finished_at - self.started_at, 3),
             "ok": self.ok, "counts": self.counts,
+            "selected": self.selected, "checked": self.checked,
             "results": [r.to_dict() for r in self.results],
             "transitions": list(self.transitions),
             "alerts": [a.to_dict() for a in self.alerts],
@@ -204,12 +214,25 @@ def probe_sync(user: UserConfig, *, vault: Vault, read_version: ReadVersion,
     return _result(user, classify_answer(user, info, expect), secrets, latency, info)
 
 
+def _staleness(user: UserConfig) -> tuple[bool, float, str]:
+    """Least recently checked first: never checked, then oldest check, ties by user id."""
+
+    tested = user.last_connection_test
+    return (tested is not None, tested or 0.0, user.user_id)
+
+
 def _select(store: RegistryStore, users: Iterable[str] | str | None) -> list[UserConfig]:
+    """The users to check, least recently checked first: a run whose budget covers only
+    part of the fleet then reaches the rest on the next runs instead of skipping the same
+    tail every time."""
+
     if users is None or users == "all":
-        return store.list_users(connection_status=["connected", "error"])
-    if isinstance(users, str):
-        users = [users]
-    return [store.get_user(uid) for uid in users]
+        selected = store.list_users(connection_status=["connected", "error"])
+    else:
+        if isinstance(users, str):
+            users = [users]
+        selected = [store.get_user(uid) for uid in users]
+    return sorted(selected, key=_staleness)
 
 
 def _apply(store: RegistryStore, result: DeploymentHealth, now: float,
@@ -298,7 +321,10 @@ async def check_async(
 ) -> HealthReport:
     """Check deployments concurrently; see the module docstring. ``budget_s`` bounds the
     whole call (checks get 80% of it, alerts the rest); deployments not answered in time
-    are ``not_checked`` and keep their status. ``alerted_vault_errors``: users whose vault
+    are ``not_checked`` and keep their status. Deployments are checked least recently
+    checked first, so successive budget-bounded runs cover the whole fleet; the report's
+    ``selected`` and ``checked`` counts say how much of it this run reached.
+    ``alerted_vault_errors``: users whose vault
     error an earlier run already alerted (the monitor passes them). Raises
     ``VaultKeyMismatch`` (with ``.report``) when no checked deployment's credentials
     decrypt."""
@@ -310,8 +336,10 @@ async def check_async(
     expect = Expectations(graph, config, store)
     report = HealthReport(started_at=clock())
     began = time.monotonic()
+    selected = _select(store, users)
+    report.selected = len(selected)
     results = await _probe_all(
-        _select(store, users), vault=vault, connector=connector or HttpConnector(config),
+        selected, vault=vault, connector=connector or HttpConnector(config),
         timeout=timeout, expect=expect, concurrency=concurrency,
         wait_s=None if budget_s is None else max(0.1, budget_s * 0.8))
     now = clock()

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Protocol, runtime_checkable
 
+from engine.errors import RegistryError
+
 __all__ = [
     "AuditEntry",
     "AuditLog",
@@ -35,9 +37,30 @@ __all__ = [
     "UserConfig",
     "UserStore",
     "CONNECTION_TRANSITIONS",
+    "MAX_USER_ID_LENGTH",
     "JOURNAL_TRANSITIONS",
     "PROGRESS_KINDS",
+    "check_user_id",
 ]
+
+MAX_USER_ID_LENGTH = 256
+
+
+def check_user_id(user_id: object) -> None:
+    """Refuse a user id that cannot be a registry key: empty, longer than
+    ``MAX_USER_ID_LENGTH``, or holding a newline, a control or another unprintable character.
+    The message shows the id with ``repr`` (control characters escaped, never raw)."""
+
+    if not isinstance(user_id, str) or not user_id:
+        raise RegistryError("a user id is required")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise RegistryError(f"user id is {len(user_id)} characters long; at most "
+                            f"{MAX_USER_ID_LENGTH} are allowed")
+    if not user_id.isprintable():
+        bad = next(c for c in user_id if not c.isprintable())
+        raise RegistryError(f"user id {user_id!r} contains an unprintable character "
+                            f"({bad!r}: newlines and control characters are not allowed)")
+
 
 ConnectionStatus = Literal["pending", "connected", "error", "disconnected"]
 DeploymentStatus = Literal["not_started", "deploying", "deployed", "failed"]

@@ -32,6 +32,7 @@ from engine.ports.registry import (
     ConnectionStatus,
     DeploymentStatus,
     UserConfig,
+    check_user_id,
 )
 from engine.registry.ddl import MIGRATIONS, SCHEMA_VERSION
 from engine.registry.sqlite_roles import (  # the helpers moved there stay importable here
@@ -63,6 +64,26 @@ def _user(row: sqlite3.Row) -> UserConfig:
         connection_error=row["connection_error"], entitled=bool(row["entitled"]),
         created_at=row["created_at"], updated_at=row["updated_at"],
     )
+
+
+_RESTORE_HINT = ("restore a backup, or move it aside and run `byod reconcile --apply` to "
+                 "rebuild from the deployments")
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    """The file is not a SQLite database, or its pages/tables are corrupt (as opposed to
+    busy, a constraint, or a programming error)."""
+
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return True
+    text = str(exc).lower()
+    return type(exc) is sqlite3.DatabaseError or "malformed" in text \
+        or "not a database" in text
+
+
+def _damaged_error(path: Path, exc: sqlite3.Error) -> RegistryError:
+    return RegistryError(f"the registry {path} is damaged or not a registry file ({exc}): "
+                         f"{_RESTORE_HINT}")
 
 
 def _secure_file(path: Path) -> None:
@@ -113,12 +134,24 @@ class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, Sqli
         except (OSError, sqlite3.Error) as exc:
             raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-        self._use_wal(conn)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        self._conn, self._pid = conn, os.getpid()
-        self._migrate(conn)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+            self._use_wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a readable file
+            self._conn, self._pid = conn, os.getpid()
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            self._conn = None
+            conn.close()
+            if _damaged(exc):
+                raise _damaged_error(self.path, exc) from exc
+            raise
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
         return conn
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
@@ -177,6 +210,15 @@ class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, Sqli
                 raise RegistryError(f"the registry {self.path} is busy: {exc}") from exc
             try:
                 yield conn
+            except sqlite3.Error as exc:
+                if not _damaged(exc):
+                    conn.execute("ROLLBACK")
+                    raise
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # a damaged file may refuse even the rollback
+                raise _damaged_error(self.path, exc) from exc
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -184,7 +226,12 @@ class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, Sqli
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._connection().execute(sql, tuple(params)).fetchall()
+            try:
+                return self._connection().execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as exc:
+                if _damaged(exc):
+                    raise _damaged_error(self.path, exc) from exc
+                raise
 
     def schema_version(self) -> int:
         return int(self._read("PRAGMA user_version")[0][0])
@@ -231,8 +278,7 @@ class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, Sqli
         """Save a user's encrypted credentials: a new row (pending), or the same row updated
         in place — a re-connect never makes a second row."""
 
-        if not user_id:
-            raise RegistryError("a user id is required")
+        check_user_id(user_id)
         now = self._clock()
         with self._write() as conn:
             existed = conn.execute("SELECT 1 FROM users WHERE user_id = ?",
@@ -301,6 +347,7 @@ class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, Sqli
         """Grant or revoke the premium entitlement; creates a credential-less pending row so
         a user can be entitled before they connect."""
 
+        check_user_id(user_id)
         now = self._clock()
         with self._write() as conn:
             conn.execute(
