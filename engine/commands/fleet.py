@@ -97,21 +97,9 @@ def write_reports(ws: Workspace, report: "RolloutReport",
     """The JSON and HTML reports of a rollout (default: ``reports/`` beside the registry).
 
     The first run of a rollout writes ``<rollout id>.json`` / ``.html``; its Nth resume
-    ``<rollout id>.r<N>.json`` / ``.html``, linked to the report of the run before it, so a
-    resume never replaces an earlier report. N is the report's own ``resumed`` count when it
-    carries one, else the rollout's saved state's (a dry run of a resume is not saved, so it
-    is one more than the saved count)."""
+    (``report.resumed``) ``<rollout id>.r<N>.json`` / ``.html``, linked to the report of the
+    run before it, so a resume never replaces an earlier report."""
 
-    from engine.errors import ByodError
     from engine.fleet.report import write_reports as write
-    from engine.fleet.rollout_state import load_state
 
-    resumed = getattr(report, "resumed", None)
-    if resumed is None:
-        try:
-            resumed = load_state(ws.store, report.rollout_id).resumed
-        except ByodError:
-            resumed = -1  # never saved: a first run
-        resumed += 1 if report.status == "dry_run" else 0
-    return write(report, directory or Path(ws.config.registry_path).parent / "reports",
-                 resumed=max(0, int(resumed)))
+    return write(report, directory or Path(ws.config.registry_path).parent / "reports")

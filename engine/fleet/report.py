@@ -209,12 +209,12 @@ def write_reports(report: RolloutReport, directory: Path, *,
     """``<dir>/<rollout id>.json`` and ``.html`` for a rollout's first run,
     ``<rollout id>.r<N>.json`` / ``.html`` for its Nth resume (written atomically, 0644).
 
-    ``resumed`` defaults to the report's own ``resumed`` count when it has one, else 0.
+    ``resumed`` defaults to the report's own count (``RolloutReport.resumed``).
     A resumed run's reports name the previous run's (``previous_report`` in the JSON, a
     "previous report" link in the page) when that one is in the same directory."""
 
     if resumed is None:
-        resumed = int(getattr(report, "resumed", 0) or 0)
+        resumed = report.resumed
     directory.mkdir(parents=True, exist_ok=True)
     stem = report_stem(report.rollout_id, resumed, dry_run=report.status == "dry_run")
     prev = _previous(directory, report.rollout_id, resumed) if resumed > 0 else None

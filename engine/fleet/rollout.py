@@ -369,7 +369,8 @@ def _report(p: _Planned, started: float) -> RolloutReport:
         options=state.options.to_json(),
         waves=[{"name": w.name, "size": len(w.deployments)} for w in state.waves],
         rows=[], plans={src: plan.to_dict() for src, plan in p.fleet.plans.items()},
-        plan_errors=dict(p.fleet.errors), started_at=started, max_failures=state.max_failures)
+        plan_errors=dict(p.fleet.errors), started_at=started, max_failures=state.max_failures,
+        resumed=state.resumed)
     if p.refresh_plan is not None:
         report.refresh = {"version": state.target,
                           "fingerprint": kit.compiled_fingerprint(state.target),

@@ -250,6 +250,7 @@ class RolloutReport:
     finished_at: float = 0.0
     max_failures: int = 0
     halted_reason: str | None = None
+    resumed: int = 0  # which run of the rollout this was: 0 the first, N its Nth resume
 
     @property
     def counts(self) -> dict[str, int]:
