@@ -64,7 +64,7 @@ def retry_connect(ws: Workspace, user_id: str, *, copy_from_main: bool | None = 
     from engine.lifecycle import connect as flow
 
     return flow.retry_connect(user_id, store=ws.store, vault=ws.vault, config=ws.config,
-                              connector=ws.connector, on_stage=on_stage,
+                              versions=ws.graph, connector=ws.connector, on_stage=on_stage,
                               copy_from_main=copy_from_main)
 
 
@@ -75,7 +75,7 @@ def test_connection(ws: Workspace, user_id: str) -> "ConnectionTest":
     from engine.lifecycle import connect as flow
 
     return flow.test_connection(user_id, store=ws.store, vault=ws.vault, config=ws.config,
-                                connector=ws.connector)
+                                versions=ws.graph, connector=ws.connector)
 
 
 @suggesting_users
