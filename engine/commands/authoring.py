@@ -186,6 +186,7 @@ def deploy(ws: Workspace, version: str, target: "DeploymentTarget", *,
     answers it, and record it in the deployment's own ``byodVersions``; a summary."""
 
     from engine.bundle.compiler import compile_version
+    from engine.ports.deployment import close_quietly
 
     bundle: Bundle = compile_version(ws.graph.resolve(version), ws.config)
     started = time.monotonic()
@@ -205,9 +206,7 @@ def deploy(ws: Workspace, version: str, target: "DeploymentTarget", *,
                 "version": bundle.version_id, "fingerprint": bundle.fingerprint,
                 "kind": "version"})
     finally:
-        close = getattr(adapter, "close", None)
-        if callable(close):
-            close()
+        close_quietly(adapter)
     return {
         "deployment": target.label, "version": bundle.version_id, "kind": bundle.kind,
         "fingerprint": bundle.fingerprint, "deploy_s": round(result.duration_s, 3),

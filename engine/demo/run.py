@@ -31,7 +31,7 @@ from engine.commands.workspace import Workspace
 from engine.config import EngineConfig
 from engine.convex.connector import HttpConnector
 from engine.errors import ByodError
-from engine.ports.deployment import Connector, DeploymentTarget
+from engine.ports.deployment import Connector, DeploymentTarget, close_quietly
 from engine.render import RolloutProgress, render_table
 from engine.schema.models import SchemaVersion
 
@@ -116,7 +116,7 @@ def deploy_main(target: DeploymentTarget, version: SchemaVersion, config: Engine
                                                 "fingerprint": bundle.fingerprint,
                                                 "kind": "version"})
     finally:
-        _close(adapter)
+        close_quietly(adapter)
     return bundle.fingerprint
 
 
@@ -220,7 +220,7 @@ def _connect_and_seed(result: DemoResult, ws: Workspace, user_deps: list[LocalDe
         try:
             result.seeded[uid] = seed_user(client, uid)
         finally:
-            _close(client)
+            close_quietly(client)
         echo(f"  {uid}: connected at {v1.id}, {sum(result.seeded[uid].values())} documents "
              f"in {len(result.seeded[uid])} tables")
 
@@ -266,7 +266,7 @@ def _disconnect_one(result: DemoResult, ws: Workspace, leaving: str,
         after = router.route(leaving, "messages").destination
     finally:
         router.close()
-        _close(main_client)
+        close_quietly(main_client)
     result.disconnect = {**outcome.to_dict(), "routing_before": before, "routing_after": after}
     rows = [["table", "source", "on main", "checksum", "verified"]]
     rows += [[name, str(t["source_count"]), str(t["main_count"]), t["checksum"],
@@ -277,12 +277,6 @@ def _disconnect_one(result: DemoResult, ws: Workspace, leaving: str,
     echo(f"  ({empty} empty tables verified too; {outcome.patched} references patched in a "
          f"second pass; routing for {leaving}: {before} → {after})")
     return outcome, after
-
-
-def _close(client: object) -> None:
-    close = getattr(client, "close", None)
-    if callable(close):
-        close()
 
 
 def _write_summary(result: DemoResult, directory: Path) -> None:

@@ -34,7 +34,7 @@ from engine.errors import ByodError, DeploymentServerError, InvalidTransition, L
 from engine.fleet.findings import Comparison, Finding, compare
 from engine.fleet.health_states import Expectations, classify_failure
 from engine.plan.graph import VersionGraph
-from engine.ports.deployment import Connector, VersionInfo
+from engine.ports.deployment import Connector, VersionInfo, aclose_quietly
 from engine.ports.registry import RegistryStore, UserConfig
 from engine.redact import redact
 from engine.vault import Vault
@@ -222,9 +222,7 @@ async def _one(user: UserConfig, *, store: RegistryStore, vault: Vault, expect: 
             try:
                 info, steps = await _read(client, timeout)
             finally:
-                closer = getattr(client, "aclose", None)
-                if closer is not None:
-                    await closer()
+                await aclose_quietly(client)
         except (ByodError, TimeoutError) as exc:
             verdict = classify_failure(exc, timeout=timeout)
             reason = redact(verdict.reason or verdict.state, list(secrets))

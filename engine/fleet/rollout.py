@@ -71,7 +71,7 @@ from engine.fleet.runner import (
 )
 from engine.fleet.waves import parse_budget, parse_waves, plan_waves
 from engine.plan.planner import Plan
-from engine.ports.deployment import Connector
+from engine.ports.deployment import Connector, aclose_quietly
 from engine.ports.registry import AuditLog, RegistryStore, RolloutStore, UserConfig
 from engine.redact import redact
 from engine.schema.models import SchemaVersion
@@ -235,22 +235,8 @@ class _Rollout:
                 error_kind=getattr(exc, "kind", None) or (
                     "other" if isinstance(exc, ByodError) else "internal"))
         finally:
-            await _close(functions)
-            await _close(adapter)
-
-
-async def _close(obj: Any) -> None:
-    if obj is None:
-        return
-    closer = getattr(obj, "aclose", None) or getattr(obj, "close", None)
-    if closer is None:
-        return
-    try:
-        result = closer()
-        if asyncio.iscoroutine(result):
-            await result
-    except Exception:  # noqa: BLE001 - closing never fails a deployment
-        pass
+            await aclose_quietly(functions)
+            await aclose_quietly(adapter)
 
 
 def _stale_at(user: UserConfig | None, target: str, fresh: str) -> bool:

@@ -57,6 +57,7 @@ from engine.ports.deployment import (
     DeploymentTarget,
     FunctionRunner,
     VersionInfo,
+    close_quietly,
 )
 from engine.ports.registry import RegistryStore, UserConfig
 from engine.redact import redact
@@ -98,14 +99,6 @@ def head_version(versions: VersionsToDeploy | None, config: EngineConfig) -> Sch
 
 
 # -- the flow ----------------------------------------------------------------------------------
-
-def _close(adapter: Any) -> None:
-    closer = getattr(adapter, "close", None)
-    if closer is not None:
-        try:
-            closer()
-        except Exception:  # closing must never mask the real outcome
-            log.debug("closing an adapter failed", exc_info=True)
 
 
 class _Flow:
@@ -240,7 +233,7 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
         return user
     finally:
         if adapter is not None:
-            _close(adapter)
+            close_quietly(adapter)
         store.release_lease(user_id, holder)
 
 
@@ -334,7 +327,7 @@ def connect(user_id: str, url: str, deploy_key: str, *, store: RegistryStore, va
         raise flow.reraise(exc) from None
     finally:
         for client in owned:
-            _close(client)
+            close_quietly(client)
 
 
 def _copy_plan(flow: _Flow, wanted: bool, main_client: FunctionRunner | None,
@@ -392,7 +385,7 @@ def retry_connect(user_id: str, *, store: RegistryStore, vault: Vault, config: E
         raise flow.reraise(exc) from None
     finally:
         for client in owned:
-            _close(client)
+            close_quietly(client)
 
 
 @dataclass(frozen=True)
@@ -436,7 +429,7 @@ def test_connection(user_id: str, *, store: RegistryStore, vault: Vault,
         try:
             return client.read_version()
         finally:
-            _close(client)
+            close_quietly(client)
 
     res = check_one(user_id, store=store, vault=vault, config=config, graph=versions,
                     read_version=read)

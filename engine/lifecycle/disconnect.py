@@ -30,7 +30,13 @@ from typing import Any, Literal
 from engine.config import EngineConfig
 from engine.convex.connector import HttpConnector
 from engine.convex.targets import main_target_from_env
-from engine.errors import ByodError, ConfirmationRequired, DisconnectError, LeaseHeld, UnknownVersion
+from engine.errors import (
+    ByodError,
+    ConfirmationRequired,
+    DisconnectError,
+    LeaseHeld,
+    UnknownVersion,
+)
 from engine.lifecycle.progress import DISCONNECT, ProgressRun, read_pages
 from engine.lifecycle.remap import (
     IdMaps,
@@ -43,7 +49,7 @@ from engine.lifecycle.remap import (
 )
 from engine.lifecycle.routing import Router
 from engine.plan.versions import Versions, as_version_source
-from engine.ports.deployment import Connector, FunctionRunner
+from engine.ports.deployment import Connector, FunctionRunner, close_quietly
 from engine.ports.registry import ProgressStore, RegistryStore, UserConfig
 from engine.redact import redact
 from engine.schema.engine_tables import ENGINE_TABLE_NAMES
@@ -332,7 +338,7 @@ def disconnect(
                           keep_lease=lambda: store.renew_lease(user_id, holder, ttl))
     finally:
         for client in owned:
-            _close(client)
+            close_quietly(client)
         try:
             store.release_lease(user_id, holder)
         except ByodError:
@@ -447,9 +453,3 @@ def _interrupted(store: RegistryStore, run: _Run, user_id: str, mode: str, why: 
 def _invalidate(router: Router | None, user_id: str) -> None:
     if router is not None:
         router.invalidate(user_id)
-
-
-def _close(client: Any) -> None:
-    close = getattr(client, "close", None)
-    if callable(close):
-        close()

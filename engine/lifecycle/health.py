@@ -52,7 +52,12 @@ from engine.fleet.health_states import (
 from engine.lifecycle.alerts import AlertResult, build_alert, send_alert
 from engine.lifecycle.progress import disconnect_in_progress
 from engine.plan.versions import Versions
-from engine.ports.deployment import Connector, DeploymentTarget, VersionInfo
+from engine.ports.deployment import (
+    Connector,
+    DeploymentTarget,
+    VersionInfo,
+    aclose_quietly,
+)
 from engine.ports.registry import RegistryStore, UserConfig
 from engine.redact import redact
 from engine.vault import ENV_KEY, ENV_OLD_KEYS, Vault, envelope_key_id
@@ -186,9 +191,7 @@ async def _probe(user: UserConfig, *, vault: Vault, connector: Connector,
         try:
             info = await asyncio.wait_for(client.read_version(), timeout + 1.0)
         finally:
-            closer = getattr(client, "aclose", None)
-            if closer is not None:
-                await closer()
+            await aclose_quietly(client)
     except (ByodError, TimeoutError) as exc:
         latency = (time.monotonic() - started) * 1000
         return _result(user, classify_failure(exc, timeout=timeout), secrets, latency)

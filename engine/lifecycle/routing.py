@@ -22,7 +22,7 @@ from engine.config import EngineConfig
 from engine.convex.connector import HttpConnector
 from engine.errors import DeploymentBlocked, UnknownTable
 from engine.plan.versions import Versions, as_version_source
-from engine.ports.deployment import Connector, FunctionRunner
+from engine.ports.deployment import Connector, FunctionRunner, close_quietly
 from engine.ports.registry import RegistryStore, UserConfig
 from engine.schema.engine_tables import ENGINE_TABLES
 from engine.schema.models import Location, Schema
@@ -124,7 +124,7 @@ class Router:
             if cached is not None and cached[0] == key:
                 return cached[1]
             if cached is not None:
-                _close(cached[1])
+                close_quietly(cached[1])
             client = self._connector.client(self.vault.target_for(user))
             self._clients[user.user_id] = (key, client)
             return client
@@ -137,7 +137,7 @@ class Router:
             for uid in ids:
                 cached = self._clients.pop(uid, None)
                 if cached is not None:
-                    _close(cached[1])
+                    close_quietly(cached[1])
 
     def cached_users(self) -> list[str]:
         with self._lock:
@@ -157,12 +157,3 @@ class Router:
         """Run mutation ``fn`` (writing ``table``) where that user's ``table`` lives."""
 
         return self.client_for(user_id, table).mutation(fn, args or {})
-
-
-def _close(client: Any) -> None:
-    close = getattr(client, "close", None)
-    if callable(close):
-        try:
-            close()
-        except Exception:  # noqa: BLE001, S110 - a client that cannot close is dropped anyway
-            pass

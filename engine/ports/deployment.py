@@ -10,12 +10,16 @@ disconnect flow depend only on this protocol, so tests can substitute any of the
 
 from __future__ import annotations
 
+import inspect
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from engine.ports.bundle import Bundle
 
 __all__ = [
+    "aclose_quietly",
+    "close_quietly",
     "AsyncDeployAdapter",
     "AsyncFunctionRunner",
     "Connector",
@@ -143,3 +147,30 @@ class Connector(Protocol):
         """A deployer for the rollout runner and, when it is not itself async, the async
         functions client that goes with it."""
         ...
+
+
+def close_quietly(client: object) -> None:
+    """Close a client or adapter that can be closed. A failure to close never masks the
+    outcome the caller is about to report: it is logged and dropped."""
+
+    close = getattr(client, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            logging.getLogger(__name__).debug("closing a client failed", exc_info=True)
+
+
+async def aclose_quietly(client: object) -> None:
+    """``close_quietly`` for async clients (``aclose``, or a ``close`` that may be async)."""
+
+    close = getattr(client, "aclose", None) or getattr(client, "close", None)
+    if not callable(close):
+        return
+    try:
+        result = close()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:  # noqa: BLE001 - closing is best effort
+        logging.getLogger(__name__).debug("closing a client failed", exc_info=True)
+
