@@ -76,6 +76,16 @@ class EngineConfig(BaseSettings):
     webhook_url: str | None = None
     deploy_timeout_s: Seconds = 300.0
     http_timeout_s: Seconds = 30.0
+    # warning codes ``byod check`` does not report in any version (docs/lint-codes.md)
+    lint_ignore: tuple[str, ...] = ()
+
+    @field_validator("lint_ignore")
+    @classmethod
+    def _warning_codes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [c for c in value if not re.fullmatch(r"BYOD-W[0-9]{3}", c)]
+        if bad:
+            raise ValueError(f"only warning codes (BYOD-Wnnn) can be ignored, not {bad[0]!r}")
+        return value
 
     @field_validator("webhook_url")
     @classmethod

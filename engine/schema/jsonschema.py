@@ -168,6 +168,12 @@ def version_file_schema() -> dict[str, Any]:
                         "propertyNames": {"pattern": "^BYOD-W[0-9]{3}$"},
                         "additionalProperties": {"type": "string", "minLength": 1},
                     },
+                    "ignore": {
+                        "type": ["array", "null"],
+                        "description": "Warning codes (BYOD-Wnnn) this version does not "
+                                       "report at all; errors cannot be ignored.",
+                        "items": {"type": "string", "pattern": "^BYOD-W[0-9]{3}$"},
+                    },
                 },
             },
         },

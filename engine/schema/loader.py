@@ -54,7 +54,7 @@ _VECTOR_KEYS = ("field", "dimensions", "filters", "staged")
 _MIGRATION_KEYS = ("op", "table", "field", "from", "to", "value", "mapping", "default",
                    "where", "code", "description")
 _CONSENT_KEYS = ("drop_tables", "drop_fields", "delete_rows")
-_LINT_KEYS = ("acknowledge",)
+_LINT_KEYS = ("acknowledge", "ignore")
 _LINT_CODE_RE = re.compile(r"^BYOD-(?P<kind>[EWD])\d{3}$")
 _MAX_MAPPING_DEPTH = 64  # far beyond Convex's 16; the rules report the real limit
 _OPS = ("backfill", "rename", "copy", "map_values", "convert", "drop_field", "delete_rows",
@@ -423,29 +423,25 @@ class _FileReader(NodeReader):
 
     # -- lint settings ------------------------------------------------------------------
     def lint(self, node: Node) -> LintSettings:
-        """``lint: {acknowledge: {BYOD-Wnnn: reason}}``: warnings this version accepts.
-        Only warning codes may be acknowledged, each with a reason; an error code (or a
-        diff code, or no lint code at all) is a problem at its own line (BYOD-E012)."""
+        """``lint: {acknowledge: {BYOD-Wnnn: reason}, ignore: [BYOD-Wnnn]}``: warnings this
+        version accepts (counted) or opts out of (not reported). Only warning codes may be
+        named; an error code (or a diff code, or no lint code at all) is a problem at its
+        own line (BYOD-E012)."""
 
         acknowledge: dict[str, str] = {}
-        for _, _, value in self.mapping(node, "lint", "lint", _LINT_KEYS) or []:
+        ignore: list[str] = []
+        for key, _, value in self.mapping(node, "lint", "lint", _LINT_KEYS) or []:
+            if key == "ignore":
+                for j, item in enumerate(self.sequence(value, "lint.ignore", "lint.ignore")
+                                         or []):
+                    code = str(item.value) if isinstance(item, ScalarNode) else ""
+                    if self._warning_code(item, f"lint.ignore.{j}", code, "ignored"):
+                        ignore.append(code)
+                continue
             entries = self.mapping(value, "lint.acknowledge", "lint.acknowledge", None)
             for code, code_node, reason in entries or []:
                 loc = f"lint.acknowledge.{code}"
-                m = _LINT_CODE_RE.match(code)
-                if m is None or (m.group("kind") == "W" and code not in WARNING_CODES):
-                    self.problem(code_node, loc, f"{code!r} is not a warning code",
-                                 closest(code, sorted(WARNING_CODES)) or "warning codes: "
-                                 + ", ".join(sorted(WARNING_CODES)), code="BYOD-E012")
-                    continue
-                if m.group("kind") != "W":
-                    error = m.group("kind") == "E"
-                    self.problem(code_node, loc, f"{code} is "
-                                 f"{'an error' if error else 'a diff code'}: only warnings "
-                                 "(BYOD-W...) can be acknowledged",
-                                 "fix what it reports instead: errors always fail the check"
-                                 if error else "diff codes classify changes (byod diff); "
-                                 "they are never reported by byod check", code="BYOD-E012")
+                if not self._warning_code(code_node, loc, code, "acknowledged"):
                     continue
                 text = str(reason.value).strip() if isinstance(reason, ScalarNode) \
                     and not self._is_null(reason) else ""
@@ -455,7 +451,27 @@ class _FileReader(NodeReader):
                                  '0009_add_indexes"', code="BYOD-E009")
                     continue
                 acknowledge[code] = text
-        return LintSettings(acknowledge=acknowledge)
+        return LintSettings(acknowledge=acknowledge, ignore=tuple(dict.fromkeys(ignore)))
+
+    def _warning_code(self, node: Node, loc: str, code: str, verb: str) -> bool:
+        """True when ``code`` is a warning code; otherwise a BYOD-E012 problem."""
+
+        m = _LINT_CODE_RE.match(code)
+        if m is None or (m.group("kind") == "W" and code not in WARNING_CODES):
+            self.problem(node, loc, f"{code!r} is not a warning code",
+                         closest(code, sorted(WARNING_CODES)) or "warning codes: "
+                         + ", ".join(sorted(WARNING_CODES)), code="BYOD-E012")
+            return False
+        if m.group("kind") != "W":
+            error = m.group("kind") == "E"
+            self.problem(node, loc, f"{code} is "
+                         f"{'an error' if error else 'a diff code'}: only warnings "
+                         f"(BYOD-W...) can be {verb}",
+                         "fix what it reports instead: errors always fail the check"
+                         if error else "diff codes classify changes (byod diff); "
+                         "they are never reported by byod check", code="BYOD-E012")
+            return False
+        return True
 
 
 def _numbers(paths: Iterable[Path]) -> dict[int, list[str]]:

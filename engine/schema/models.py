@@ -377,16 +377,21 @@ class Consent(_Frozen):
 
 #: The lint codes ``byod check`` reports as warnings (docs/lint-codes.md); only these can be
 #: acknowledged in a version file's ``lint`` key.
-WARNING_CODES: frozenset[str] = frozenset({"BYOD-W140", "BYOD-W142", "BYOD-W157"})
+WARNING_CODES: frozenset[str] = frozenset({
+    "BYOD-W119", "BYOD-W124", "BYOD-W128", "BYOD-W138", "BYOD-W145", "BYOD-W140", "BYOD-W142",
+    "BYOD-W147", "BYOD-W148", "BYOD-W149", "BYOD-W157",
+})
 
 
 class LintSettings(_Frozen):
     """Per-version lint settings: ``acknowledge`` maps a warning code (``BYOD-W140``) to
     the reason it is accepted in this version. ``byod check`` stops printing that code's
     warnings for this version and counts them as acknowledged instead; errors can never be
-    acknowledged (the loader rejects an error code here)."""
+    acknowledged (the loader rejects an error code here). ``ignore`` lists warning codes
+    this version does not report at all: stricter-than-Convex opinions it opts out of."""
 
     acknowledge: dict[str, str] = Field(default_factory=dict)
+    ignore: tuple[str, ...] = ()
 
 
 class SourceInfo(_Frozen):

@@ -52,7 +52,8 @@ def test_reference_draft_is_rejected_precisely(write, tmp_path: Path) -> None:
     assert len(lines) == 2
     assert lines[0].startswith(f"{path}:16: error [BYOD-E114]: "
                                "tables.messages.vector_indexes.embedding: ")
-    assert "vector index 'embedding' of table 'messages' uses field 'embedding'" in lines[0]
+    assert 'In table "messages" the index "embedding"' in lines[0]
+    assert 'references the field "embedding" that does not exist' in lines[0]
     assert "hint:" in lines[0]
     assert lines[1] == "check failed: 1 version(s), 1 error(s), 0 warning(s)"
 

@@ -63,8 +63,8 @@ def test_identifier_rules() -> None:
     assert identifier_problem("_x") is None
     assert "underscores" in identifier_problem("__")
     assert "start with" in identifier_problem("1abc")
-    assert "non-ASCII" in identifier_problem("café")
-    assert "at most 64" in identifier_problem("a" * 65)
+    assert "invalid character" in identifier_problem("café")
+    assert "too long" in identifier_problem("a" * 65)
     assert identifier_problem("a" * 64) is None
     assert "only contain" in identifier_problem("a-b")
 
@@ -76,7 +76,9 @@ CASES: list[tuple[str, str, str, str]] = [
     ("engine table", table("fields: {}", name="byodVersions"), "BYOD-E103",
      "tables.byodVersions"),
     ("field with $", table("fields: {'$x': string}"), "BYOD-E104", "tables.t.fields.$x"),
-    ("field with _", table("fields: {_x: string}"), "BYOD-E104", "tables.t.fields._x"),
+    # Convex drops top-level `_` fields from the schema (filter_system_fields,
+    # crates/common/src/schemas/json.rs) and refuses documents carrying them.
+    ("field with _", table("fields: {_x: string}"), "BYOD-E109", "tables.t.fields._x"),
     ("field not identifier", table("fields: {'a-b': string}"), "BYOD-E104",
      "tables.t.fields.a-b"),
     ("nested key", table("fields: {o: '{\"a b\": string}'}"), "BYOD-E105",
@@ -92,10 +94,30 @@ CASES: list[tuple[str, str, str, str]] = [
      "tables.t.search_indexes.s"),
     ("index on _id", table("fields: {a: string}\nindexes: {i: [_id]}"), "BYOD-E110",
      "tables.t.indexes.i"),
+    # crates/application/src/lib.rs _validate_user_defined_index_fields
     ("index on _creationTime", table("fields: {a: string}\nindexes: {i: [a, _creationTime]}"),
-     "BYOD-E110", "tables.t.indexes.i"),
-    ("index on _field", table("fields: {a: string}\nindexes: {i: [_other]}"), "BYOD-E110",
+     "BYOD-E117", "tables.t.indexes.i"),
+    ("index on _field", table("fields: {a: string}\nindexes: {i: [_other]}"), "BYOD-E118",
      "tables.t.indexes.i"),
+    ("index on nested _field", table("fields: {o: '{_x: string}'}\nindexes: {i: [o._x]}"),
+     "BYOD-E118", "tables.t.indexes.i"),
+    ("index path with dots", table("fields: {a: string}\nindexes: {i: ['a.']}"), "BYOD-W119",
+     "tables.t.indexes.i"),
+    ("same search index", table("fields: {a: string}\nsearch_indexes: {s: {field: a}, "
+                                "s2: {field: a}}"), "BYOD-E127", "tables.t.search_indexes.s2"),
+    ("same vector index", table("fields: {e: 'float64[]'}\nvector_indexes: {v: {field: e, "
+                                "dimensions: 8}, v2: {field: e, dimensions: 8, filters: []}}"),
+     "BYOD-E129", "tables.t.vector_indexes.v2"),
+    ("fivetran index name", table("fields: {a: string}\nindexes: {_fivetran_a: [a]}"),
+     "BYOD-W145", "tables.t.indexes._fivetran_a"),
+    ("vector filter missing", table("fields: {e: 'float64[]'}\n"
+                                    "vector_indexes: {v: {field: e, dimensions: 8, "
+                                    "filters: [z]}}"), "BYOD-W148",
+     "tables.t.vector_indexes.v"),
+    ("search on system field", table("fields: {a: string}\n"
+                                     "search_indexes: {s: {field: a, filters: [_id]}}"),
+     "BYOD-W149", "tables.t.search_indexes.s"),
+
     ("duplicate field in index", table("fields: {a: string}\nindexes: {i: [a, a]}"),
      "BYOD-E111", "tables.t.indexes.i"),
     ("same field lists", table("fields: {a: string}\nindexes: {i: [a], j: [a]}"), "BYOD-E112",
@@ -118,22 +140,16 @@ CASES: list[tuple[str, str, str, str]] = [
      "tables.t.indexes.i"),
     ("bad index path", table("fields: {a: string}\nindexes: {i: ['a..b']}"), "BYOD-E116",
      "tables.t.indexes.i"),
-    ("33 indexes", table("fields: {" + ", ".join(f"f{i}: string" for i in range(33))
-                         + "}\nindexes: {" + ", ".join(f"i{i}: [f{i}]" for i in range(33))
-                         + "}"), "BYOD-E120", "tables.t"),
-    ("5 search indexes", table("fields: {a: string}\nsearch_indexes: {"
-                               + ", ".join(f"s{i}: {{field: a}}" for i in range(5)) + "}"),
-     "BYOD-E121", "tables.t.search_indexes"),
-    ("5 vector indexes", table("fields: {e: 'float64[]'}\nvector_indexes: {"
-                               + ", ".join(f"v{i}: {{field: e, dimensions: 8}}"
-                                           for i in range(5)) + "}"),
-     "BYOD-E122", "tables.t.vector_indexes"),
+    # MAX_INDEXES_PER_TABLE = 64, crates/common/src/schemas/mod.rs (no per-kind limit)
+    ("65 indexes", table("fields: {" + ", ".join(f"f{i}: string" for i in range(65))
+                         + "}\nindexes: {" + ", ".join(f"i{i}: [f{i}]" for i in range(64))
+                         + "}\nsearch_indexes: {s: {field: f64}}"), "BYOD-E120", "tables.t"),
     ("17 filters", table("fields: {a: string, " + ", ".join(f"f{i}: string" for i in range(17))
                          + "}\nsearch_indexes: {s: {field: a, filters: ["
                          + ", ".join(f"f{i}" for i in range(17)) + "]}}"),
      "BYOD-E123", "tables.t.search_indexes.s"),
     ("search non-string", table("fields: {n: number}\nsearch_indexes: {s: {field: n}}"),
-     "BYOD-E124", "tables.t.search_indexes.s"),
+     "BYOD-W124", "tables.t.search_indexes.s"),
     ("vector not float64[]", table("fields: {e: 'int64[]'}\n"
                                    "vector_indexes: {v: {field: e, dimensions: 8}}"),
      "BYOD-E125", "tables.t.vector_indexes.v"),
@@ -148,8 +164,9 @@ CASES: list[tuple[str, str, str, str]] = [
      "BYOD-E126", "tables.t.vector_indexes.v"),
     ("filter twice", table("fields: {a: string, b: string}\n"
                            "search_indexes: {s: {field: a, filters: [b, b]}}"),
-     "BYOD-E128", "tables.t.search_indexes.s"),
-    ("1025 fields", table("fields: {" + ", ".join(f"f{i}: string" for i in range(1025)) + "}"),
+     "BYOD-W128", "tables.t.search_indexes.s"),
+    # MAX_OBJECT_FIELDS = 1024 (crates/value/src/object.rs) counts _id and _creationTime
+    ("1023 fields", table("fields: {" + ", ".join(f"f{i}: string" for i in range(1023)) + "}"),
      "BYOD-E130", "tables.t.fields"),
     ("1025 nested fields", table("fields:\n  o: '{" + ", ".join(f"f{i}: string"
                                                               for i in range(1025)) + "}'"),
@@ -162,7 +179,7 @@ CASES: list[tuple[str, str, str, str]] = [
      "tables.t.fields.r"),
     ("record literal keys", table("fields: {r: 'record(\"a\" | \"b\", string)'}"),
      "BYOD-E132", "tables.t.fields.r"),
-    ("unsafe integer", table("fields: {n: '9007199254740993'}"), "BYOD-E133",
+    ("unsafe integer", table("fields: {n: '9007199254740993'}"), "BYOD-W138",
      "tables.t.fields.n"),
     ("id to missing", table("fields: {r: id(nowhere)}\nindexes: {by_r: [r]}"), "BYOD-E134",
      "tables.t.fields.r"),
@@ -203,9 +220,17 @@ GOOD_TABLES: list[tuple[str, str]] = [
     ("32 indexes", "fields: {" + ", ".join(f"f{i}: string" for i in range(30))
      + ", e: 'float64[]'}\nindexes: {" + ", ".join(f"i{i}: [f{i}]" for i in range(30))
      + "}\nsearch_indexes: {s: {field: f0}}\nvector_indexes: {v: {field: e, dimensions: 2}}"),
-    ("4 search, 4 vector", "fields: {a: string, e: 'float64[]'}\nsearch_indexes: {"
-     + ", ".join(f"s{i}: {{field: a}}" for i in range(4)) + "}\nvector_indexes: {"
-     + ", ".join(f"v{i}: {{field: e, dimensions: 4096}}" for i in range(4)) + "}"),
+    # no per-kind sub-limit: 8 search and 8 vector indexes (distinct definitions)
+    ("8 search, 8 vector", "fields: {a: string, e: 'float64[]', "
+     + ", ".join(f"f{i}: string" for i in range(8)) + "}\nsearch_indexes: {"
+     + ", ".join(f"s{i}: {{field: a, filters: [f{i}]}}" for i in range(8))
+     + "}\nvector_indexes: {"
+     + ", ".join(f"v{i}: {{field: e, dimensions: {4096 - i}}}" for i in range(8)) + "}"),
+    ("64 indexes", "fields: {" + ", ".join(f"f{i}: string" for i in range(64))
+     + "}\nindexes: {" + ", ".join(f"i{i}: [f{i}]" for i in range(63))
+     + "}\nsearch_indexes: {s: {field: f63}}"),
+    ("search filter on nested _ key", "fields: {a: string, o: '{_x: string}'}\n"
+     "search_indexes: {s: {field: a, filters: [o._x]}}"),
     ("16 filters", "fields: {a: string, " + ", ".join(f"f{i}: string" for i in range(16))
      + "}\nsearch_indexes: {s: {field: a, filters: ["
      + ", ".join(f"f{i}" for i in range(16)) + "]}}"),
@@ -219,7 +244,7 @@ GOOD_TABLES: list[tuple[str, str]] = [
     ("int64 literals", "fields: {n: '9223372036854775807n | -9223372036854775808n'}"),
     ("user refs user", "fields: {n: id(notes)}\nindexes: {by_n: [n, _creationTime]}"
      .replace(", _creationTime", "")),
-    ("1024 fields", "fields: {" + ", ".join(f"f{i}: string" for i in range(1024)) + "}"),
+    ("1022 fields", "fields: {" + ", ".join(f"f{i}: string" for i in range(1022)) + "}"),
 ]
 
 
@@ -227,6 +252,18 @@ GOOD_TABLES: list[tuple[str, str]] = [
 def test_rule_accepts(write, problems_of, body: str) -> None:
     problems = run(write, problems_of, version(table(body)))
     assert problems == [], "\n".join(p.render() for p in problems)
+
+
+def test_int64_literal_outside_64_bits_built_in_python() -> None:
+    """The loader refuses such literals (BYOD-E007); a version built in Python gets E137."""
+
+    from engine.schema.models import FieldDef, LiteralV, Schema, SchemaVersion, Table
+
+    t = Table(name="t", fields={"n": FieldDef(type=LiteralV(value=2**63, bigint=True))},
+              indexes=())
+    v = SchemaVersion(id="0001_v", number=1, schema=Schema(tables={"t": t}))
+    assert [(p.code, p.location) for p in check_versions([v])] == [
+        ("BYOD-E137", "tables.t.fields.n")]
 
 
 def test_storage_on_user_allows_storage_ids(write, problems_of, tmp_path: Path) -> None:
@@ -241,7 +278,7 @@ def test_storage_on_user_allows_storage_ids(write, problems_of, tmp_path: Path) 
 def test_missing_index_field_is_a_warning_without_schema_validation(write, problems_of) -> None:
     text = "schemaValidation: false\n" + version(table("fields: {a: string}\nindexes: {i: [b]}"))
     [p] = run(write, problems_of, text)
-    assert (p.code, p.severity) == ("BYOD-E114", "warning")
+    assert (p.code, p.severity) == ("BYOD-W147", "warning")
 
 
 def test_reference_draft_of_messages_is_rejected(write, problems_of, tmp_path: Path) -> None:
@@ -252,8 +289,8 @@ def test_reference_draft_of_messages_is_rejected(write, problems_of, tmp_path: P
     assert p.code == "BYOD-E114" and p.severity == "error"
     assert p.file == str(path) and p.line == 16
     assert p.location == "tables.messages.vector_indexes.embedding"
-    assert "vector index 'embedding'" in p.message and "'messages'" in p.message
-    assert "field 'embedding'" in p.message and "does not exist" in p.message
+    assert 'index "embedding"' in p.message and '"messages"' in p.message
+    assert 'field "embedding"' in p.message and "does not exist" in p.message
 
 
 # ---------------------------------------------------------------------------------------
@@ -369,3 +406,68 @@ def test_expected_heads(write, problems_of, tmp_path: Path) -> None:
 def test_no_versions(tmp_path: Path) -> None:
     [p] = check_versions([], EngineConfig(versions_dir=tmp_path))
     assert p.code == "BYOD-E156"
+
+
+# ---------------------------------------------------------------------------------------
+# Ignoring warnings (lint.ignore in a version, lint_ignore in the config)
+# ---------------------------------------------------------------------------------------
+
+_NOT_STRING = table("fields: {n: number}\nsearch_indexes: {s: {field: n}}")
+
+
+def test_version_ignores_a_warning_code(write, problems_of) -> None:
+    assert codes(run(write, problems_of, version(_NOT_STRING))) == ["BYOD-W124"]
+    ignored = version(_NOT_STRING, extra="lint:\n  ignore: [BYOD-W124]\n")
+    assert run(write, problems_of, ignored) == []
+
+
+def test_config_ignores_a_warning_code_everywhere(write, problems_of, tmp_path: Path) -> None:
+    config = EngineConfig(versions_dir=tmp_path, lint_ignore=("BYOD-W124",))
+    assert run(write, problems_of, version(_NOT_STRING), config) == []
+    other = EngineConfig(versions_dir=tmp_path, lint_ignore=("BYOD-W140",))
+    assert codes(run(write, problems_of, version(_NOT_STRING), other)) == ["BYOD-W124"]
+
+
+def test_ignore_never_hides_errors(write, problems_of, tmp_path: Path) -> None:
+    text = version(table("fields: {a: string}\nindexes: {by_id: [a]}"),
+                   extra="lint:\n  ignore: [BYOD-W124]\n")
+    assert codes(run(write, problems_of, text)) == ["BYOD-E107"]
+
+
+def test_byod_toml_lint_ignore(tmp_path: Path) -> None:
+    from engine.config import load_config
+    from engine.errors import ConfigError
+
+    path = tmp_path / "byod.toml"
+    path.write_text('[byod]\nlint_ignore = ["BYOD-W124", "BYOD-W128"]\n')
+    assert load_config(path, {}).lint_ignore == ("BYOD-W124", "BYOD-W128")
+    path.write_text('[byod]\nlint_ignore = ["BYOD-E101"]\n')
+    with pytest.raises(ConfigError, match="only warning codes"):
+        load_config(path, {})
+
+
+def test_nullable_search_field_is_not_a_warning(write, problems_of) -> None:
+    """Null (like a missing value) just leaves the document unsearchable."""
+
+    text = version(table("fields: {s: nullable(string)}\nsearch_indexes: {x: {field: s}}"))
+    assert run(write, problems_of, text) == []
+
+
+def test_table_count_is_per_deployment() -> None:
+    """MAX_USER_TABLES (crates/database/src/bootstrap_model/table.rs:62) bounds one
+    deployment: 10,000 user-located plus main-located tables pass, 10,001 of one kind fail."""
+
+    from engine.schema.models import Location, Schema, SchemaVersion, Table
+
+    def tables(n: int, location: Location, prefix: str) -> dict[str, Table]:
+        return {f"{prefix}{i}": Table(name=f"{prefix}{i}", location=location)
+                for i in range(n)}
+
+    ok = {**tables(10_000, Location.USER, "u"), **tables(5, Location.MAIN, "m")}
+    v = SchemaVersion(id="0001_v", number=1, schema=Schema(tables=ok))
+    assert check_versions([v]) == []
+    bad = {**ok, "u10000": Table(name="u10000")}
+    v = SchemaVersion(id="0001_v", number=1, schema=Schema(tables=bad))
+    [p] = check_versions([v])
+    assert (p.code, p.location) == ("BYOD-E170", "tables")
+    assert "user-located tables: Number of tables cannot exceed 10000." in p.message
