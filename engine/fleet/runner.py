@@ -19,7 +19,10 @@ Order of business for one deployment:
    mark running → do it → mark completed. Data steps run page by page; the cursor is
    journaled after each page's mutation returns, so a crash at any instant resumes from
    the last journaled cursor. Pages are idempotent, so the one page that may run twice
-   after a crash changes nothing the second time, and no page is ever skipped.
+   after a crash changes nothing the second time, and no page is ever skipped. A failed
+   page is judged by Convex's own error codes and texts (``engine.convex.errors``): any
+   transaction limit or a timeout halves the batch, the write-rate limit is waited out,
+   and a cursor the deployment refuses restarts the step from the top, once per run.
 4. **Outcome.** Success records the version on the deployment and in the registry; a
    failure leaves a redacted error in the journal and registry and a retryable state.
 
@@ -32,17 +35,18 @@ requests, ``cpu_bound = False``, are not: they wait on the network, not the CPU)
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from typing import Any, Sequence
 
 from engine.bundle.compiler import Bundle
+from engine.convex.errors import ConvexErrorRule, classify_error
 from engine.convex.retry import RetryPolicy
 from engine.errors import (
     ByodError,
     DeployFailed,
     DeploymentError,
+    DeploymentTimeout,
     DriftDetected,
     FunctionError,
     LeaseHeld,
@@ -99,11 +103,13 @@ __all__ = [
 _PAGE_RETRY = RetryPolicy(backoff_base=0.4, backoff_max=2.0)
 
 
-_TX_LIMIT = re.compile(
-    r"too many (documents|bytes|reads|writes)|transaction.{0,40}(limit|too large)|"
-    r"(read|write)s? (limit|too large)|exceeded.{0,40}limit", re.IGNORECASE)
-_BAD_CURSOR = re.compile(r"invalid cursor|cursor.{0,40}(invalid|expired|malformed)",
-                         re.IGNORECASE)
+_SHRINK_REASON = {"limit": "transaction limit", "timeout": "function timeout"}
+
+
+def _page_error(exc: DeploymentError) -> ConvexErrorRule | None:
+    """What a failed page ran into, by Convex's error table (``engine.convex.errors``)."""
+
+    return classify_error(exc)
 
 
 class _Run:
@@ -135,7 +141,7 @@ class _Run:
         ds = step_data(step)
         store = self.ctx.store
         batch = AdaptiveBatch(self.ctx.kit.batch_size(plan, ds))
-        cursor: str | None = entry.cursor
+        cursor: str | None = entry.cursor or None  # "" = from the start (after a reset)
         total = entry.processed
         page = 0
         cursor_resets = 0
@@ -146,13 +152,18 @@ class _Run:
             lease.check()
             try:
                 result = await self._page(ds.function_path, cursor, batch)
-            except FunctionError as exc:
-                if _BAD_CURSOR.search(str(exc)) and cursor is not None and cursor_resets == 0:
+            except DeploymentError as exc:
+                rule = _page_error(exc)
+                if rule is not None and rule.category == "cursor" and cursor is not None \
+                        and cursor_resets == 0:
                     # Pages are idempotent: restarting the step from the start is safe.
+                    # The documents counted so far are counted again as the pages re-run.
                     cursor_resets += 1
                     self.ctx.event(CursorReset(self.user_id, ds.id, self.clean(str(exc))))
+                    self.processed -= total - entry.processed
                     cursor, total = None, 0
-                    store.journal_update(self.user_id, plan_id, str(step.id), processed=0)
+                    store.journal_update(self.user_id, plan_id, str(step.id), cursor="",
+                                         processed=0)
                     continue
                 raise
             page += 1
@@ -184,24 +195,31 @@ class _Run:
             "cursor": cursor, "processed": total})
 
     async def _page(self, function: str, cursor: str | None, batch: AdaptiveBatch) -> dict[str, Any]:
-        """One page, halving the batch on transaction-limit errors and retrying
-        transient server errors a bounded number of times."""
+        """One page: the batch is halved on any Convex transaction limit (documents or
+        bytes, read or written) and on a function or request timeout; the deployment's
+        write-rate limit and transient server or network errors are retried after a
+        backoff, a bounded number of times. An invalid cursor goes to the caller."""
 
         transient = 0
         while True:
             try:
                 result = await self.ops.mutation(function, {"cursor": cursor,
                                                             "batchSize": batch.size})
-            except FunctionError as exc:
-                if _TX_LIMIT.search(str(exc)):
+            except DeploymentError as exc:
+                rule = _page_error(exc)
+                timed_out = isinstance(exc, DeploymentTimeout)
+                if timed_out or (rule is not None and rule.category in ("limit", "timeout")):
                     old = batch.size
                     if batch.shrink():
+                        reason = ("request timeout" if rule is None else
+                                  f"{_SHRINK_REASON[rule.category]} ({rule.code})")
                         self.ctx.event(BatchResized(self.user_id, function.split(":")[-1],
-                                                    old, batch.size, "transaction limit"))
+                                                    old, batch.size, reason))
                         continue
-                raise
-            except DeploymentError as exc:
-                if exc.kind in ("server", "network") and transient < self.ctx.page_retries:
+                    raise
+                retry = (rule is not None and rule.category == "rate") or (
+                    rule is None and exc.kind in ("server", "network"))
+                if retry and transient < self.ctx.page_retries:
                     transient += 1
                     await asyncio.sleep(_PAGE_RETRY.backoff(transient))
                     continue

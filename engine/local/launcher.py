@@ -1,8 +1,9 @@
 """Starts, finds and stops a fleet of local Convex-compatible deployments.
 
 One Node process (``harness/main.mjs``) hosts every deployment of a fleet, each on its own
-loopback port; a separate control port takes fault switches, document reads, new
-deployments and shutdown. The data directory holds everything a restart needs:
+loopback port, and runs their functions in a pool of worker threads under Convex's time
+limits; a separate control port takes fault switches, document reads, new deployments and
+shutdown. The data directory holds everything a restart needs:
 
 - ``secrets.json`` (mode 0600): the control token and each deployment's name, port and
   admin key. Keys are never printed; read them from here (or ``LocalFleet.deployments``).
@@ -21,6 +22,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,13 +195,21 @@ class LocalFleet:
     @classmethod
     def start(cls, count: int, data_dir: Path, *, base_port: int | None = None,
               toolchain: Path | None = None, max_writes: int | None = None,
-              max_reads: int | None = None, timeout: float = 60.0) -> LocalFleet:
+              max_reads: int | None = None, max_bytes_written: int | None = None,
+              max_bytes_read: int | None = None, max_index_ranges: int | None = None,
+              query_timeout: float | None = None, action_timeout: float | None = None,
+              workers: int | None = None, timeout: float = 60.0) -> LocalFleet:
         """Starts the fleet in ``data_dir`` in the background and waits until it answers.
 
         A data directory that already holds deployments restarts all of them (documents
         and deployed code kept, same names, ports and keys) and adds new ones up to
         ``count``. With ``base_port`` the control server listens on ``base_port`` and new
         deployments on the ports after it; otherwise free ports are picked.
+
+        ``max_*`` lower Convex's per-transaction limits and ``query_timeout`` /
+        ``action_timeout`` (seconds) Convex's time limits (1 s for queries and mutations,
+        30 min for actions, 10 min for Node actions), for tests. ``workers`` is the number
+        of worker threads running the deployments' functions (default: min(4, cores)).
         """
 
         if count < 0:
@@ -224,9 +234,21 @@ class LocalFleet:
             args += ["--max-writes", str(int(max_writes))]
         if max_reads is not None:
             args += ["--max-reads", str(int(max_reads))]
+        for flag, value in (("--max-bytes-written", max_bytes_written),
+                            ("--max-bytes-read", max_bytes_read),
+                            ("--max-index-ranges", max_index_ranges),
+                            ("--workers", workers)):
+            if value is not None:
+                args += [flag, str(int(value))]
+        for flag, seconds in (("--query-timeout-ms", query_timeout),
+                              ("--action-timeout-ms", action_timeout)):
+            if seconds is not None:
+                args += [flag, str(max(1, round(seconds * 1000)))]
         with open(data_dir / _LOG, "ab") as log:
+            # BYOD_HARNESS_PYTHON: the interpreter of the push gate (harness/schema_gate.mjs)
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                       start_new_session=True, cwd=data_dir)
+                                       start_new_session=True, cwd=data_dir,
+                                       env={**os.environ, "BYOD_HARNESS_PYTHON": sys.executable})
         fleet = cls(data_dir, pid=process.pid, control_port=control_port, token=token,
                     deployments=[cls._deployment(s) for s in specs], process=process)
         try:
@@ -374,7 +396,15 @@ class LocalFleet:
         return self._control("GET", "/_control/state", params={"deployment": name})
 
     def status(self) -> list[dict[str, Any]]:
+        """Each deployment's name, URL, fault, code hash, push count and worker index."""
+
         return self._control("GET", "/_control/deployments")["deployments"]
+
+    def health(self) -> dict[str, Any]:
+        """The process: pid, deployment and worker counts, worker restarts (each one a
+        function stopped at its time limit, or a failed worker), time limits in ms."""
+
+        return self._control("GET", "/_control/health")
 
     # -- stopping ---------------------------------------------------------------------------
 

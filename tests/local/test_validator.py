@@ -1,5 +1,6 @@
 """The harness's own document validator, for every Convex validator type (the test
-runtime does not check `record`, and never re-checks stored documents)."""
+runtime does not check `record`, and never re-checks stored documents), with the backend's
+messages (crates/common/src/schemas/validator.rs)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,40 @@ def test_every_validator_type() -> None:
     assert "Schema validation failed" in data["change"]["error"] and '"2t"' in data["change"]["error"]
     assert data["off"] is None
     assert data["dropped"]["tableName"] == "t" and "not declared" in data["dropped"]["error"]
+    assert data["change"]["error"].endswith(
+        "Value does not match validator.\nPath: .a\nValue: 3.0\nValidator: v.string()")
+
+
+# (validator, value in Convex JSON, the backend's message) — texts of `ValidationError` and
+# `impl Display for Validator` in crates/common/src/schemas/validator.rs.
+MESSAGES: list[tuple[dict, object, str]] = [
+    (obj(a=(S, False)), {"a": 1}, "Value does not match validator.\nPath: .a\nValue: 1.0\nValidator: v.string()"),
+    (obj(a=(S, False), b=(N, True)), {"b": 1},
+     "Object is missing the required field `a`. Consider wrapping the field validator in `v.optional(...)` "
+     "if this is expected.\n\nObject: {b: 1.0}\nValidator: v.object({a: v.string(), b: v.optional(v.float64())})"),
+    (obj(a=(S, False)), {"a": "x", "c": True},
+     "Object contains extra field `c` that is not in the validator.\n\nObject: {a: \"x\", c: true}\n"
+     "Validator: v.object({a: v.string()})"),
+    ({"type": "literal", "value": "a"}, "b", '`"b"` does not match literal validator `v.literal("a")`.'),
+    ({"type": "array", "value": {"type": "bigint"}}, [{"$integer": "AQAAAAAAAAA="}, 2],
+     "Value does not match validator.\nPath: [1]\nValue: 2.0\nValidator: v.int64()"),
+    ({"type": "union", "value": [S, {"type": "null"}]}, 1,
+     "Value does not match validator.\n\nValue: 1.0\nValidator: v.union(v.string(), v.null())"),
+    ({"type": "record", "keys": S, "values": {"fieldType": N, "optional": False}}, {"k": "1"},
+     'Value does not match validator.\nPath: .values()\nValue: "1"\nValidator: v.float64()'),
+    ({"type": "id", "tableName": "users"}, "000000000000000000010000posts",
+     'Found ID "000000000000000000010000posts" from table `posts`, which does not match the table '
+     'name in validator `v.id("users")`.'),
+]
+
+
+def test_messages_are_the_backends() -> None:
+    assert TOOLCHAIN is not None
+    cases = [[v, value] for v, value, _ in MESSAGES]
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", SCRIPT, str(HARNESS), str(TOOLCHAIN), json.dumps(cases)],
+        check=False, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for (_v, _value, expected), got in zip(MESSAGES, json.loads(result.stdout)["out"]):
+        assert got == expected

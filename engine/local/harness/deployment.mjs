@@ -1,25 +1,31 @@
 // One local deployment: its pushed code and schema, its documents (in a test-runtime
 // instance created lazily, persisted through DocumentStore), the push protocol the CLI
-// speaks, and function execution.
+// speaks, and function execution. Deployments live in worker threads (worker.mjs); the
+// main thread reaches them through messages (shards.mjs).
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
+import { admitCall, checkResult } from "./admission.mjs";
+import { HttpError } from "./errors.mjs";
+import { bindTableNumbers, tableOfId } from "./ids.mjs";
 import { EMPTY_SET, createInstance } from "./runtime.mjs";
+import { checkPushedSchema } from "./schema_gate.mjs";
 import { DocumentStore, writeAtomic } from "./store.mjs";
-import { checkValue, tableNameFromId, validateSchemaChange } from "./validator.mjs";
+import { installWriteChecks, validateSchemaChange } from "./validator.mjs";
+
+export { HttpError };
 
 const DRAIN_TIMEOUT_MS = 30_000;
 
-/** An error answered as `{code, message}` with an HTTP status, like Convex's request errors. */
-export class HttpError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
+/**
+ * The call being executed, through every await of it: `{tag, onStart}`. Commits are tagged
+ * with `tag`; `onStart(kind, environment)` is called when the function starts running (the
+ * main thread's time limit starts then).
+ */
+export const callContext = new AsyncLocalStorage();
 
 function parseFunctionPath(fnPath) {
   if (typeof fnPath !== "string" || fnPath.length === 0) {
@@ -114,9 +120,10 @@ export class Deployment {
         const inst = await createInstance(this.ctx.lib, loaded, this.ctx.transactionLimits);
         const data = this.store.load();
         const db = inst.db;
+        bindTableNumbers(db, this.dir);
         for (const [id, doc] of Object.entries(data.documents)) {
           db._documents[id] = doc;
-          const table = tableNameFromId(id);
+          const table = tableOfId(db, id);
           if (!db._tableIds.has(table)) db._tableIds.set(table, new Set());
           db._tableIds.get(table).add(id);
         }
@@ -145,23 +152,11 @@ export class Deployment {
       if (ids.length > 0) {
         this.writeSeq += 1;
         const writes = ids.map((id) => [id, db._documents[id] ?? null]);
-        if (this.store.append(writes, db._nextDocId, db._lastCreationTime)) this._scheduleCompact();
+        const tag = callContext.getStore()?.tag ?? null;
+        if (this.store.append(writes, db._nextDocId, db._lastCreationTime, tag)) this._scheduleCompact();
       }
     };
-    const decode = this.ctx.lib.jsonToConvex;
-    db._validate = (tableName, doc) => {
-      const schema = this.activeSchema();
-      if (!schema || schema.schemaValidation === false) return;
-      const table = schema.tables.find((t) => t.tableName === tableName);
-      const problem = table
-        ? checkValue(table.documentType, doc, "", decode)
-        : `table "${tableName}" is not declared in the schema`;
-      if (problem) {
-        throw new Error(
-          `Failed to insert or update a document in table "${tableName}" because it does not match the schema: ${problem}`,
-        );
-      }
-    };
+    installWriteChecks(db, () => this.activeSchema(), this.ctx.lib.jsonToConvex, (id) => tableOfId(db, id));
   }
 
   activeSchema() {
@@ -184,6 +179,22 @@ export class Deployment {
   }
 
   // ---- in-flight calls and exclusive sections -------------------------------------------
+
+  /**
+   * Queries and mutations run one at a time per worker (`ctx.serial`), as an isolate runs
+   * one function at a time: their time limit starts when their turn comes, so waiting
+   * behind other deployments' functions never counts against it, and interleaving cannot
+   * make a function slower than it is alone. The CPU is the bottleneck either way.
+   */
+  async _turn() {
+    const previous = this.ctx.serial ?? Promise.resolve();
+    let release;
+    this.ctx.serial = new Promise((resolve) => {
+      release = resolve;
+    });
+    await previous;
+    return release;
+  }
 
   async _enter() {
     while (this.gate) await this.gate;
@@ -252,7 +263,8 @@ export class Deployment {
   _validateAgainst(newSchema) {
     const old = this.activeSchema();
     if (JSON.stringify(old) === JSON.stringify(newSchema)) return null;
-    return validateSchemaChange(old, newSchema, this.docsByTable(), this.ctx.lib.jsonToConvex);
+    const db = this.instance.db;
+    return validateSchemaChange(old, newSchema, this.docsByTable(), this.ctx.lib.jsonToConvex, (id) => tableOfId(db, id));
   }
 
   // ---- push protocol --------------------------------------------------------------------
@@ -298,6 +310,11 @@ export class Deployment {
       throw new HttpError(400, "InvalidModules", `Loading the pushed modules encountered the following error:\n${err?.message ?? err}`);
     }
     await this.ensure();
+    const refusal = await checkPushedSchema(loaded.schemaJson, [
+      ...this.docsByTable().keys(),
+      ...(this.activeSchema()?.tables ?? []).map((t) => t.tableName),
+    ]);
+    if (refusal) throw new HttpError(400, refusal.code, refusal.message);
     const failure = this._validateAgainst(loaded.schemaJson);
     const pushId = randomBytes(12).toString("hex");
     this.pending = { pushId, setHash, loaded, failure, seq: this.writeSeq, udfServerVersion: app.udfServerVersion ?? null };
@@ -394,7 +411,7 @@ export class Deployment {
   async _activate(p) {
     const inst = await createInstance(this.ctx.lib, p.loaded, this.ctx.transactionLimits);
     const old = this.instance;
-    for (const field of ["_documents", "_tableIds", "_storage", "_nextDocId", "_lastCreationTime"]) {
+    for (const field of ["_documents", "_tableIds", "_storage", "_nextDocId", "_lastCreationTime", "_tableNumbers"]) {
       inst.db[field] = old.db[field];
     }
     inst.global.transactionManager._lastCommitTs = old.global.transactionManager._lastCommitTs;
@@ -420,7 +437,7 @@ export class Deployment {
    * Runs a function. `kind` is "query" | "mutation" | "action" | null (any). Returns the
    * HTTP API body: `{status:"success", value}` or `{status:"error", errorMessage, errorData?}`.
    */
-  async call(kind, fnPath, argsJson, format) {
+  async call(kind, fnPath, argsJson, format, caller) {
     const { lib } = this.ctx;
     const { moduleFile, canonical, exportName } = parseFunctionPath(fnPath);
     await this._enter();
@@ -448,8 +465,18 @@ export class Deployment {
       } catch (err) {
         return { status: "error", errorMessage: `Invalid arguments for ${canonical}: ${err?.message ?? err}` };
       }
-      const value = await inst.t[actual](lib.makeFunctionReference(canonical), decoded);
-      return { status: "success", value: encodeResult(lib, value, format) };
+      const admitted = await admitCall({ fn, canonical, decoded, caller, inst, loadedSet: this.loadedSet, lib });
+      if (admitted.response) return admitted.response;
+      const release = actual === "action" ? null : await this._turn();
+      let value;
+      try {
+        const environment = this.loadedSet.manifest.modules.find((m) => m.path === moduleFile)?.environment;
+        callContext.getStore()?.onStart?.(actual, environment ?? "isolate");
+        value = await admitted.accessor[actual](lib.makeFunctionReference(canonical), decoded);
+      } finally {
+        release?.();
+      }
+      return checkResult(canonical, value) ?? { status: "success", value: encodeResult(lib, value, format) };
     } catch (err) {
       if (err instanceof HttpError) throw err;
       const name = err?.name && err.name !== "Error" ? err.name : "Error";

@@ -7,7 +7,9 @@ import http from "node:http";
 import zlib from "node:zlib";
 import { promisify } from "node:util";
 
+import { callerFromHeader } from "./auth.mjs";
 import { HttpError } from "./deployment.mjs";
+import { floatJson, functionResponseJson } from "./wire.mjs";
 
 const brotliDecompress = promisify(zlib.brotliDecompress);
 const gunzip = promisify(zlib.gunzip);
@@ -67,18 +69,53 @@ function sameKey(given, expected) {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function checkAuth(dep, req, url, body) {
+/**
+ * Checks the caller. Admin routes need the admin key; function routes (`functionRoute`)
+ * also serve anonymous callers and users with a `Bearer` JWT (verified where the
+ * deployment's `auth.config` lives, see auth.mjs). Returns `{admin}` or
+ * `{admin: false, token}` for function routes.
+ */
+function checkAuth(dep, req, url, body, functionRoute = false) {
   let given = null;
   const header = req.headers.authorization;
   if (typeof header === "string" && /^convex /i.test(header)) given = header.slice(7).trim();
   else if (url.searchParams.has("adminKey")) given = url.searchParams.get("adminKey");
+  if (!given && functionRoute) return callerFromHeader(header);
   if (!given) {
     throw new HttpError(401, "MissingAccessToken", "this endpoint needs an admin key: send `Authorization: Convex <admin key>`");
+  }
+  // `<admin key>:<base64 JSON identity>`: an admin acting as a user (ConvexHttpClient.setAdminAuth).
+  let actingAs = null;
+  const acting = /^(.*\|[^:]*):([A-Za-z0-9+/=]+)$/.exec(given);
+  if (functionRoute && acting) {
+    try {
+      actingAs = JSON.parse(Buffer.from(acting[2], "base64").toString("utf8"));
+      given = acting[1];
+    } catch {
+      actingAs = null;
+    }
   }
   const bodyKey = body && typeof body.adminKey === "string" ? body.adminKey : null;
   if (!sameKey(given, dep.adminKey) || (bodyKey !== null && !sameKey(bodyKey, dep.adminKey))) {
     throw new HttpError(401, "BadAdminKey", "The provided admin key was invalid for this instance");
   }
+  return { admin: true, token: null, actingAs };
+}
+
+/** A body whose numbers are all float64 values (documents in Convex JSON), written with `1.0`. */
+export function sendValueJson(res, status, body) {
+  if (res.headersSent || res.destroyed) return;
+  const text = floatJson(body);
+  res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** A function result or error: HTTP 200, floats written as Convex writes them (`1.0`). */
+function sendFunctionResult(res, body) {
+  if (res.headersSent || res.destroyed) return;
+  const text = functionResponseJson(body);
+  res.writeHead(200, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+  res.end(text);
 }
 
 function holdRequest(dep, req, res, ms) {
@@ -125,12 +162,12 @@ async function route(dep, req, res, url) {
     throw new HttpError(400, "UnknownRoute", `${req.method} ${p} is not served by this deployment`);
   }
   const body = req.method === "POST" ? await readJsonBody(req) : {};
-  checkAuth(dep, req, url, body);
+  const caller = checkAuth(dep, req, url, body, p in FUNCTION_KINDS || p.startsWith("/api/run/"));
   switch (p) {
     case "/api/check_admin_key":
       return sendJson(res, 200, {});
     case "/api/get_config_hashes":
-      return sendJson(res, 200, dep.configHashes());
+      return sendJson(res, 200, await dep.configHashes());
     case "/api/deploy2/evaluate_schema":
       return sendJson(res, 200, { componentSchemaEvaluations: {}, newComponentDefinitions: [] });
     case "/api/deploy2/evaluate_push": {
@@ -140,7 +177,7 @@ async function route(dep, req, res, url) {
     case "/api/deploy2/start_push":
       return sendJson(res, 200, await dep.startPush(body));
     case "/api/deploy2/wait_for_schema":
-      return sendJson(res, 200, dep.waitForSchema(body));
+      return sendJson(res, 200, await dep.waitForSchema(body));
     case "/api/deploy2/finish_push":
       return sendJson(res, 200, await dep.finishPush(body));
     case "/api/deploy2/report_push_completed":
@@ -149,13 +186,13 @@ async function route(dep, req, res, url) {
       break;
   }
   if (p in FUNCTION_KINDS) {
-    return sendJson(res, 200, await dep.call(FUNCTION_KINDS[p], body.path, body.args, body.format ?? "json"));
+    return sendFunctionResult(res, await dep.call(FUNCTION_KINDS[p], body.path, body.args, body.format ?? "json", caller));
   }
   if (p.startsWith("/api/run/")) {
     const parts = p.slice("/api/run/".length).split("/").filter(Boolean).map(decodeURIComponent);
     if (parts.length < 2) throw new HttpError(400, "BadFunctionPath", "use /api/run/<module path>/<function name>");
     const fnPath = `${parts.slice(0, -1).join("/")}:${parts[parts.length - 1]}`;
-    return sendJson(res, 200, await dep.call(null, fnPath, body.args, body.format ?? "json"));
+    return sendFunctionResult(res, await dep.call(null, fnPath, body.args, body.format ?? "json", caller));
   }
   throw new HttpError(400, "UnknownRoute", `${req.method} ${p} is not served by this deployment`);
 }

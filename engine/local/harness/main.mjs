@@ -1,19 +1,29 @@
 // Entry point: one Node process hosting many local deployments, each on its own loopback
 // port, plus a control server (faults, document inspection, adding deployments, shutdown).
+// The main thread serves HTTP and enforces time limits; the deployments' runtime instances
+// and documents live in a pool of worker threads (shards.mjs, worker.mjs).
 //
-//   node main.mjs --data-dir D --toolchain T --control-port P [--max-writes N] [--max-reads N]
+//   node main.mjs --data-dir D --toolchain T --control-port P [--workers N]
+//       [--max-writes N] [--max-reads N] [--max-bytes-written N] [--max-bytes-read N]
+//       [--max-index-ranges N] [--query-timeout-ms MS] [--action-timeout-ms MS]
 //
 // Deployment names, ports and admin keys, and the control token, are read from
 // D/secrets.json (written by the Python launcher, mode 0600).
 
 import fs from "node:fs";
 import http from "node:http";
+import os from "node:os";
 import path from "node:path";
 import { timingSafeEqual } from "node:crypto";
 
-import { Deployment, HttpError } from "./deployment.mjs";
-import { closeDeployment, readJsonBody, sendJson, serveDeployment } from "./http.mjs";
-import { ModuleSets, loadToolchain } from "./runtime.mjs";
+import { HttpError } from "./errors.mjs";
+import { closeDeployment, readJsonBody, sendJson, sendValueJson, serveDeployment } from "./http.mjs";
+import { DeploymentHandle, ShardPool } from "./shards.mjs";
+
+// SIGTERM: committed data is flushed (bounded per worker), then the process exits; a worker
+// stuck in a runaway function is terminated. The whole shutdown never takes longer than this.
+const FLUSH_BOUND_MS = 3_000;
+const SHUTDOWN_BOUND_MS = 8_000;
 
 const FAULT_MODES = new Set(["none", "delay", "timeout", "error500", "revoked", "drop"]);
 
@@ -38,30 +48,34 @@ function log(message) {
   process.stderr.write(`[${new Date().toISOString()}] ${message}\n`);
 }
 
+function timeLimits(args) {
+  const limits = {};
+  if (args["query-timeout-ms"]) limits.query = limits.mutation = Number(args["query-timeout-ms"]);
+  if (args["action-timeout-ms"]) limits.action = limits.nodeAction = Number(args["action-timeout-ms"]);
+  return limits;
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const dataDir = path.resolve(args["data-dir"]);
   const toolchain = path.resolve(args.toolchain);
+  args["data-dir"] = dataDir;
+  args.toolchain = toolchain;
   const secrets = JSON.parse(fs.readFileSync(path.join(dataDir, "secrets.json"), "utf8"));
-  const lib = await loadToolchain(toolchain);
   const convexVersion = JSON.parse(
     fs.readFileSync(path.join(toolchain, "node_modules", "convex", "package.json"), "utf8"),
   ).version;
-  const limits = {};
-  if (args["max-writes"]) limits.documentsWritten = Number(args["max-writes"]);
-  if (args["max-reads"]) limits.documentsRead = Number(args["max-reads"]);
-  const ctx = {
-    lib,
-    dataDir,
-    sets: new ModuleSets(path.join(dataDir, "modules"), toolchain, lib),
-    transactionLimits: Object.keys(limits).length ? limits : true,
-  };
+  const cores = typeof os.availableParallelism === "function" ? os.availableParallelism() : os.cpus().length;
+  const workers = args.workers ? Math.max(1, Number(args.workers)) : Math.max(1, Math.min(4, cores));
+  const pool = new ShardPool({ size: workers, args, limits: timeLimits(args), log });
+  await pool.start();
 
   const deployments = new Map();
   async function addDeployment(spec) {
     if (deployments.has(spec.name)) throw new HttpError(409, "Exists", `deployment ${spec.name} already exists`);
-    const dep = new Deployment(ctx, { name: spec.name, port: spec.port, adminKey: spec.admin_key });
+    const dep = new DeploymentHandle(pool, { name: spec.name, port: spec.port, adminKey: spec.admin_key });
     dep.convexVersion = convexVersion;
+    await dep.attach();
     await serveDeployment(dep, log);
     deployments.set(dep.name, dep);
     return dep;
@@ -72,17 +86,16 @@ async function main() {
   async function shutdown(code) {
     if (stopping) return;
     stopping = true;
+    setTimeout(() => {
+      log(`shutdown took longer than ${SHUTDOWN_BOUND_MS} ms; exiting`);
+      process.exit(code);
+    }, SHUTDOWN_BOUND_MS);
     control.close();
     await Promise.all([...deployments.values()].map((d) => closeDeployment(d)));
-    for (const dep of deployments.values()) {
-      try {
-        dep.flush();
-      } catch (err) {
-        log(`deployment ${dep.name}: flush failed: ${err?.message ?? err}`);
-      }
-    }
+    await pool.stop(FLUSH_BOUND_MS);
     process.exit(code);
   }
+  pool.fatal = () => shutdown(1);
 
   const token = Buffer.from(String(secrets.control_token));
   function authorized(req) {
@@ -94,16 +107,18 @@ async function main() {
     if (!dep) throw new HttpError(404, "UnknownDeployment", `no deployment named ${JSON.stringify(name)}`);
     return dep;
   }
-  function describe(dep) {
+  async function describe(dep) {
+    const state = await dep.describe();
     return {
       name: dep.name,
       port: dep.port,
       url: `http://127.0.0.1:${dep.port}`,
       fault: dep.fault,
-      setHash: dep.state.setHash,
-      pushes: dep.state.pushes ?? 0,
-      pushedAt: dep.state.pushedAt,
-      loaded: dep.instance !== null,
+      setHash: state.setHash,
+      pushes: state.pushes,
+      pushedAt: state.pushedAt,
+      loaded: state.loaded,
+      worker: dep.shard.index,
     };
   }
 
@@ -115,13 +130,21 @@ async function main() {
       const q = url.searchParams;
       switch (route) {
         case "GET /_control/health":
-          return sendJson(res, 200, { ok: true, pid: process.pid, deployments: deployments.size, convexVersion });
+          return sendJson(res, 200, {
+            ok: true,
+            pid: process.pid,
+            deployments: deployments.size,
+            convexVersion,
+            workers: pool.shards.length,
+            workerRestarts: pool.restarts(),
+            limitsMs: pool.limits,
+          });
         case "GET /_control/deployments":
-          return sendJson(res, 200, { deployments: [...deployments.values()].map(describe) });
+          return sendJson(res, 200, { deployments: await Promise.all([...deployments.values()].map(describe)) });
         case "POST /_control/deployments": {
           const body = await readJsonBody(req);
           const dep = await addDeployment(body);
-          return sendJson(res, 200, describe(dep));
+          return sendJson(res, 200, await describe(dep));
         }
         case "POST /_control/fault": {
           const body = await readJsonBody(req);
@@ -131,18 +154,18 @@ async function main() {
           }
           dep.fault = { mode: body.mode, delayMs: Math.max(0, Number(body.delay_ms ?? 0)) };
           if (body.mode !== "timeout") for (const socket of dep.held) socket.destroy();
-          return sendJson(res, 200, describe(dep));
+          return sendJson(res, 200, await describe(dep));
         }
         case "GET /_control/documents": {
           const dep = find(q.get("deployment"));
-          return sendJson(res, 200, { documents: await dep.exportDocuments(q.get("table") || null) });
+          return sendValueJson(res, 200, { documents: await dep.exportDocuments(q.get("table") || null) });
         }
         case "GET /_control/state": {
           const dep = find(q.get("deployment"));
-          return sendJson(res, 200, { ...describe(dep), schema: dep.activeSchema() });
+          return sendJson(res, 200, { ...(await describe(dep)), schema: await dep.activeSchema() });
         }
         case "POST /_control/flush":
-          for (const dep of deployments.values()) dep.flush();
+          await pool.flushAll();
           return sendJson(res, 200, { ok: true });
         case "POST /_control/shutdown":
           sendJson(res, 200, { ok: true });
@@ -165,7 +188,7 @@ async function main() {
   });
   process.on("SIGTERM", () => shutdown(0));
   process.on("SIGINT", () => shutdown(0));
-  log(`ready: ${deployments.size} deployment(s), control port ${args["control-port"]}`);
+  log(`ready: ${deployments.size} deployment(s) on ${pool.shards.length} worker(s), control port ${args["control-port"]}`);
 }
 
 main().catch((err) => {

@@ -8,6 +8,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
+import { wrapCursors } from "./cursors.mjs";
+import { convexError } from "./errors.mjs";
+import { installIds } from "./ids.mjs";
+
 // The test runtime keeps its database inside an AsyncLocalStorage store and offers no
 // handle on it. Every call it makes enters that store through `run`, so while a capture
 // is armed the store that looks like its global (components + transaction manager) is
@@ -54,13 +58,63 @@ function resolveEsm(toolchain, pkg, subpath) {
 export async function loadToolchain(toolchain) {
   const values = await import(resolveEsm(toolchain, "convex", "values"));
   const server = await import(resolveEsm(toolchain, "convex", "server"));
-  const convexTestModule = await import(resolveEsm(toolchain, "convex-test", ""));
+  const convexTestUrl = resolveEsm(toolchain, "convex-test", "");
+  const convexTestModule = await import(convexTestUrl);
+  await convexLimitMessages(new URL("./transactionMetrics.js", convexTestUrl).href);
   return {
     jsonToConvex: values.jsonToConvex,
     convexToJson: values.convexToJson,
     makeFunctionReference: server.makeFunctionReference,
     convexTest: convexTestModule.convexTest,
   };
+}
+
+/**
+ * Makes the test runtime's transaction limits fail with Convex's messages (errors.mjs): its
+ * tracker checks the same limits (documents and bytes, read and written, index ranges) but
+ * words them its own way. The check that failed is read back from the tracker's counters.
+ */
+async function convexLimitMessages(trackerUrl) {
+  let Tracker;
+  try {
+    ({ TransactionMetricsTracker: Tracker } = await import(trackerUrl));
+  } catch {
+    return; // an older runtime without the tracker enforces no limits to reword
+  }
+  const proto = Tracker?.prototype;
+  if (!proto || proto.__convexMessages) return;
+  proto.__convexMessages = true;
+  const reword = (method, pick) => {
+    const original = proto[method];
+    if (typeof original !== "function") return;
+    proto[method] = function tracked(...args) {
+      try {
+        return original.apply(this, args);
+      } catch (err) {
+        const layer = typeof this._current === "function" ? this._current() : undefined;
+        const replacement = layer ? pick(layer.metrics, layer.limits) : null;
+        throw replacement ?? err;
+      }
+    };
+  };
+  // Counts are checked before bytes, in the backend's order.
+  reword("trackRead", (m, l) =>
+    m.documentsRead > l.documentsRead
+      ? convexError("TooManyDocumentsRead", l.documentsRead)
+      : m.bytesRead > l.bytesRead
+        ? convexError("TooManyBytesRead", l.bytesRead)
+        : null,
+  );
+  reword("trackWrite", (m, l) =>
+    m.documentsWritten > l.documentsWritten
+      ? convexError("TooManyWrites", l.documentsWritten)
+      : m.bytesWritten > l.bytesWritten
+        ? convexError("TooManyBytesWritten", l.bytesWritten)
+        : null,
+  );
+  reword("trackIndexRange", (m, l) =>
+    m.databaseQueries > l.databaseQueries ? convexError("TooManyReads", l.databaseQueries) : null,
+  );
 }
 
 /** sha256 hex of source + source map: the hash the CLI compares module by module. */
@@ -244,5 +298,6 @@ export async function createInstance(lib, loadedSet, transactionLimits) {
   if (!db || typeof db._documents !== "object") {
     throw new Error("the test runtime's database has an unexpected shape");
   }
-  return { t, global: captured, db };
+  wrapCursors(db, lib);
+  return installIds({ t, global: captured, db });
 }

@@ -2,18 +2,40 @@
 // committed write sets. Every committed transaction is appended (synchronously) before
 // its HTTP response is sent, so a killed process loses no acknowledged write; the log is
 // folded into the snapshot when it grows and at shutdown. Values are stored in Convex
-// JSON so int64 and bytes survive.
+// JSON so int64 and bytes survive. Each log line carries the tag of the call that committed
+// it (the last RECENT_TAGS tags are kept in the snapshot too), so after a worker is replaced
+// the harness can tell whether an unanswered call had committed.
 
 import fs from "node:fs";
 import path from "node:path";
 
 const COMPACT_MIN_BYTES = 1 << 20;
+const RECENT_TAGS = 256;
 
 /** Writes `text` to `file` atomically (temporary file + rename). */
 export function writeAtomic(file, text, mode) {
   const tmp = `${file}.tmp-${process.pid}`;
   fs.writeFileSync(tmp, text, mode === undefined ? undefined : { mode });
   fs.renameSync(tmp, file);
+}
+
+/**
+ * Which of `tags` a deployment's files record as committed (log lines or the snapshot's
+ * recent tags). Read by the main thread after a worker was stopped, without loading any
+ * document; tags are random, so a text search is exact.
+ */
+export function committedTags(dir, tags) {
+  const found = new Set();
+  for (const file of ["documents.log", "documents.json"]) {
+    let text;
+    try {
+      text = fs.readFileSync(path.join(dir, file), "utf8");
+    } catch {
+      continue;
+    }
+    for (const tag of tags) if (text.includes(JSON.stringify(tag))) found.add(tag);
+  }
+  return found;
 }
 
 export class DocumentStore {
@@ -24,6 +46,7 @@ export class DocumentStore {
     this.logFile = path.join(dir, "documents.log");
     this.logBytes = 0;
     this.snapshotBytes = 0;
+    this.recentTags = [];
     fs.mkdirSync(dir, { recursive: true });
   }
 
@@ -39,6 +62,7 @@ export class DocumentStore {
       const snap = JSON.parse(text);
       nextDocId = snap.nextDocId ?? nextDocId;
       lastCreationTime = snap.lastCreationTime ?? lastCreationTime;
+      this.recentTags = Array.isArray(snap.recentTags) ? snap.recentTags : [];
       for (const [id, doc] of snap.documents ?? []) documents[id] = jsonToConvex(doc);
     }
     if (fs.existsSync(this.logFile)) {
@@ -56,6 +80,7 @@ export class DocumentStore {
           if (doc === null) delete documents[id];
           else documents[id] = jsonToConvex(doc);
         }
+        if (entry.k) this._remember(entry.k);
         nextDocId = Math.max(nextDocId, entry.n ?? 0);
         lastCreationTime = Math.max(lastCreationTime, entry.c ?? 0);
       }
@@ -63,16 +88,26 @@ export class DocumentStore {
     return { documents, nextDocId, lastCreationTime };
   }
 
-  /** Appends one committed write set; returns true when the log should be compacted. */
-  append(writes, nextDocId, lastCreationTime) {
+  _remember(tag) {
+    this.recentTags.push(tag);
+    if (this.recentTags.length > RECENT_TAGS * 2) this.recentTags = this.recentTags.slice(-RECENT_TAGS);
+  }
+
+  /**
+   * Appends one committed write set (tagged with the committing call, or null); returns
+   * true when the log should be compacted.
+   */
+  append(writes, nextDocId, lastCreationTime, tag = null) {
     const { convexToJson } = this.lib;
     const line =
       JSON.stringify({
         w: writes.map(([id, doc]) => [id, doc === null ? null : convexToJson(doc)]),
         n: nextDocId,
         c: lastCreationTime,
+        ...(tag ? { k: tag } : {}),
       }) + "\n";
     fs.appendFileSync(this.logFile, line);
+    if (tag) this._remember(tag);
     this.logBytes += line.length;
     return this.logBytes > Math.max(COMPACT_MIN_BYTES, this.snapshotBytes);
   }
@@ -81,7 +116,8 @@ export class DocumentStore {
   compact(documents, nextDocId, lastCreationTime) {
     const { convexToJson } = this.lib;
     const rows = Object.entries(documents).map(([id, doc]) => [id, convexToJson(doc)]);
-    const text = JSON.stringify({ version: 1, nextDocId, lastCreationTime, documents: rows });
+    const recentTags = this.recentTags.slice(-RECENT_TAGS);
+    const text = JSON.stringify({ version: 1, nextDocId, lastCreationTime, recentTags, documents: rows });
     writeAtomic(this.snapshotFile, text);
     this.snapshotBytes = text.length;
     // Replaying an old log over the new snapshot is idempotent, so a crash here is safe.

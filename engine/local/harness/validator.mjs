@@ -1,6 +1,11 @@
-// Validates Convex values against the validator JSON that `defineSchema(...).export()`
-// emits. The harness needs its own validator because the test runtime skips `record`
-// validators and never re-checks existing documents when a schema changes.
+// Validates Convex values against the validator JSON that `defineSchema(...).export()` and
+// `exportArgs()` emit, with the backend's messages (crates/common/src/schemas/validator.rs
+// `ValidationError`, `impl Display for Validator`). The harness needs its own validator
+// because the test runtime skips `record` validators, words its errors its own way, and
+// never re-checks existing documents when a schema changes.
+
+import { documentProblem } from "./limits.mjs";
+import { displayValue, formatFloat } from "./wire.mjs";
 
 const SYSTEM_FIELDS = new Set(["_id", "_creationTime"]);
 
@@ -18,54 +23,54 @@ function isPlainObject(value) {
   return proto === Object.prototype || proto === null;
 }
 
-/** Short human rendering of a validator, e.g. `v.union(v.string(), v.null())`. */
-export function describeValidator(validator) {
+function literalText(value) {
+  if (typeof value === "bigint") return "<bigint>";
+  if (typeof value === "number") return Number.isFinite(value) ? formatFloat(value) : "<number>";
+  return JSON.stringify(value);
+}
+
+function fieldText(field) {
+  const inner = describeValidator(field.fieldType);
+  return field.optional ? `v.optional(${inner})` : inner;
+}
+
+/** A validator as the backend prints it, e.g. `v.union(v.string(), v.null())`. */
+export function describeValidator(validator, decode) {
   switch (validator.type) {
     case "id":
       return `v.id(${JSON.stringify(validator.tableName)})`;
-    case "literal":
-      return `v.literal(${JSON.stringify(validator.value)})`;
+    case "literal": {
+      const v = validator.value;
+      if (v !== null && typeof v === "object") return v.$integer !== undefined ? "v.literal(<bigint>)" : "v.literal(<number>)";
+      return `v.literal(${literalText(decode ? literalValue(v, decode) : v)})`;
+    }
     case "array":
       return `v.array(${describeValidator(validator.value)})`;
     case "record":
-      return `v.record(${describeValidator(validator.keys)}, ${describeValidator(validator.values.fieldType)})`;
+      return `v.record(${describeValidator(validator.keys)}, ${fieldText(validator.values)})`;
     case "union":
-      return `v.union(${validator.value.map(describeValidator).join(", ")})`;
+      return `v.union(${validator.value.map((m) => describeValidator(m)).join(", ")})`;
     case "object": {
-      const fields = Object.entries(validator.value).map(([k, f]) => {
-        const inner = describeValidator(f.fieldType);
-        return `${k}: ${f.optional ? `v.optional(${inner})` : inner}`;
-      });
-      return `v.object({${fields.join(", ")}})`;
+      const keys = Object.keys(validator.value).sort();
+      return `v.object({${keys.map((k) => `${k}: ${fieldText(validator.value[k])}`).join(", ")}})`;
     }
     case "number":
+    case "float64":
       return "v.float64()";
     case "bigint":
+    case "int64":
       return "v.int64()";
     default:
       return `v.${validator.type}()`;
   }
 }
 
-function describeValue(value) {
-  if (typeof value === "bigint") return `${value}n`;
-  if (value instanceof ArrayBuffer) return `<bytes ${value.byteLength}>`;
-  if (value === undefined) return "undefined";
-  let text;
-  try {
-    text = JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? `${v}n` : v));
-  } catch {
-    text = String(value);
-  }
-  if (text === undefined) text = String(value);
-  return text.length > 200 ? `${text.slice(0, 197)}...` : text;
+function context(path) {
+  return path ? `Path: ${path}` : "";
 }
 
-function mismatch(path, value, validator) {
-  return (
-    `value at ${path || "(root)"} does not match its validator: ` +
-    `got ${describeValue(value)}, expected ${describeValidator(validator)}`
-  );
+function noMatch(path, value, validator) {
+  return `Value does not match validator.\n${context(path)}\nValue: ${displayValue(value)}\nValidator: ${describeValidator(validator)}`;
 }
 
 function literalValue(jsonValue, decode) {
@@ -75,79 +80,94 @@ function literalValue(jsonValue, decode) {
 }
 
 /**
- * Returns null when `value` satisfies `validator`, else a message naming the path.
- * `decode` is `jsonToConvex` (used for int64 literals).
+ * Returns null when `value` satisfies `validator`, else Convex's message for the first
+ * mismatch. `path` is the backend's path notation (`.a[0]`, "" at the root); `decode` is
+ * `jsonToConvex` (for int64 literals); `tableOf(id)` names an id's table (null when the id
+ * does not decode), by default the test runtime's legacy id layout.
  */
-export function checkValue(validator, value, path, decode) {
+export function checkValue(validator, value, path, decode, tableOf = tableNameFromId) {
   switch (validator.type) {
     case "any":
       return null;
     case "null":
-      return value === null ? null : mismatch(path, value, validator);
+      return value === null ? null : noMatch(path, value, validator);
     case "number":
     case "float64":
-      return typeof value === "number" ? null : mismatch(path, value, validator);
+      return typeof value === "number" ? null : noMatch(path, value, validator);
     case "bigint":
     case "int64":
     case "commitTs":
-      return typeof value === "bigint" ? null : mismatch(path, value, validator);
+      return typeof value === "bigint" ? null : noMatch(path, value, validator);
     case "boolean":
-      return typeof value === "boolean" ? null : mismatch(path, value, validator);
+      return typeof value === "boolean" ? null : noMatch(path, value, validator);
     case "string":
-      return typeof value === "string" ? null : mismatch(path, value, validator);
+      return typeof value === "string" ? null : noMatch(path, value, validator);
     case "bytes":
-      return value instanceof ArrayBuffer ? null : mismatch(path, value, validator);
+      return value instanceof ArrayBuffer ? null : noMatch(path, value, validator);
     case "literal": {
       const expected = literalValue(validator.value, decode);
-      return value === expected ? null : mismatch(path, value, validator);
+      if (value === expected) return null;
+      return `\`${displayValue(value)}\` does not match literal validator \`${describeValidator(validator, decode)}\`.${context(path)}`;
     }
-    case "id":
-      if (typeof value !== "string" || tableNameFromId(value) !== validator.tableName) {
-        return mismatch(path, value, validator);
+    case "id": {
+      const table = typeof value === "string" ? tableOf(value) : null;
+      if (table === null) return noMatch(path, value, validator);
+      if (table === validator.tableName) return null;
+      if (table.startsWith("_")) {
+        return `Found ID "${value}" from a system table, which does not match the table name in validator \`v.id("${validator.tableName}")\`.${context(path)}`;
       }
-      return null;
+      return `Found ID "${value}" from table \`${table}\`, which does not match the table name in validator \`v.id("${validator.tableName}")\`.${context(path)}`;
+    }
     case "array": {
-      if (!Array.isArray(value)) return mismatch(path, value, validator);
+      if (!Array.isArray(value)) return noMatch(path, value, validator);
       for (let i = 0; i < value.length; i++) {
-        const problem = checkValue(validator.value, value[i], `${path}[${i}]`, decode);
+        const problem = checkValue(validator.value, value[i], `${path}[${i}]`, decode, tableOf);
         if (problem) return problem;
       }
       return null;
     }
     case "union": {
+      if (validator.value.length === 1) return checkValue(validator.value[0], value, path, decode, tableOf);
       for (const member of validator.value) {
-        if (checkValue(member, value, path, decode) === null) return null;
+        if (checkValue(member, value, path, decode, tableOf) === null) return null;
       }
-      return mismatch(path, value, validator);
+      return noMatch(path, value, validator);
     }
     case "record": {
-      if (!isPlainObject(value)) return mismatch(path, value, validator);
+      if (!isPlainObject(value)) return noMatch(path, value, validator);
       for (const [key, item] of Object.entries(value)) {
         if (item === undefined) continue;
-        if (checkValue(validator.keys, key, `${path}{key ${JSON.stringify(key)}}`, decode)) {
-          return `record key ${JSON.stringify(key)} at ${path || "(root)"} does not match ${describeValidator(validator.keys)}`;
-        }
-        const problem = checkValue(validator.values.fieldType, item, `${path}.${key}`, decode);
+        const keyProblem = checkValue(validator.keys, key, `${path}.keys()`, decode, tableOf);
+        if (keyProblem) return keyProblem;
+        const problem = checkValue(validator.values.fieldType, item, `${path}.values()`, decode, tableOf);
         if (problem) return problem;
       }
       return null;
     }
     case "object": {
-      if (!isPlainObject(value)) return mismatch(path, value, validator);
-      for (const [key, field] of Object.entries(validator.value)) {
+      if (!isPlainObject(value)) return noMatch(path, value, validator);
+      for (const key of Object.keys(validator.value).sort()) {
+        const field = validator.value[key];
         const item = value[key];
         if (item === undefined) {
           if (!field.optional) {
-            return `object at ${path || "(root)"} is missing the required field \`${key}\` (${describeValidator(field.fieldType)})`;
+            return (
+              `Object is missing the required field \`${key}\`. Consider wrapping the field validator in ` +
+              `\`v.optional(...)\` if this is expected.\n${context(path)}\nObject: ${displayValue(value)}\n` +
+              `Validator: ${describeValidator(validator)}`
+            );
           }
           continue;
         }
-        const problem = checkValue(field.fieldType, item, `${path}.${key}`, decode);
+        const problem = checkValue(field.fieldType, item, `${path}.${key}`, decode, tableOf);
         if (problem) return problem;
       }
-      for (const key of Object.keys(value)) {
+      for (const key of Object.keys(value).sort()) {
         if (value[key] !== undefined && !(key in validator.value)) {
-          return `object at ${path || "(root)"} has the field \`${key}\`, which its validator does not declare`;
+          return (
+            `Object contains extra field \`${key}\` that is not in the validator.\n${context(path)}\n` +
+            `Object: ${displayValue(value)}\nValidator: ${describeValidator(validator)}`
+          );
         }
       }
       return null;
@@ -157,12 +177,49 @@ export function checkValue(validator, value, path, decode) {
   }
 }
 
+/**
+ * Checks a function's decoded arguments against its `exportArgs()` validator JSON, as the
+ * backend does before running it (crates/model/src/modules/function_validators.rs,
+ * crates/udf/src/validation.rs). Returns null or the error message Convex answers.
+ */
+export function argumentsValidationProblem(argsValidator, args, decode, tableOf) {
+  if (!argsValidator || argsValidator.type === "any") return null;
+  if (!isPlainObject(args)) {
+    return `ArgumentValidationError: Expected to receive an object as the function's argument. Instead received: ${displayValue(args)}`;
+  }
+  const problem = checkValue(argsValidator, args, "", decode, tableOf);
+  return problem ? `ArgumentValidationError: ${problem}` : null;
+}
+
+/**
+ * Replaces a runtime instance's write check (`db._validate`, called on insert, patch and
+ * replace with the document's user fields): Convex's value limits on every write, then the
+ * active schema (`getSchema()`) with the backend's messages. `tableOf(id)` resolves ids.
+ */
+export function installWriteChecks(db, getSchema, decode, tableOf) {
+  db._validate = (tableName, doc) => {
+    const limit = documentProblem(doc);
+    if (limit) throw new Error(limit.message);
+    const schema = getSchema();
+    if (!schema || schema.schemaValidation === false) return;
+    const table = schema.tables.find((t) => t.tableName === tableName);
+    const problem = table
+      ? checkValue(table.documentType, doc, "", decode, tableOf)
+      : `table "${tableName}" is not declared in the schema`;
+    if (problem) {
+      throw new Error(
+        `Failed to insert or update a document in table "${tableName}" because it does not match the schema: ${problem}`,
+      );
+    }
+  };
+}
+
 /** Checks a stored document (system fields included) against a table's `documentType`. */
-export function checkDocument(documentType, doc, decode) {
+export function checkDocument(documentType, doc, decode, tableOf = tableNameFromId) {
   if (!documentType || documentType.type === "any") return null;
   const fields = {};
   for (const [k, v] of Object.entries(doc)) if (!SYSTEM_FIELDS.has(k)) fields[k] = v;
-  return checkValue(documentType, fields, "", decode);
+  return checkValue(documentType, fields, "", decode, tableOf);
 }
 
 function tablesByName(schema) {
@@ -176,8 +233,9 @@ function tablesByName(schema) {
  * `docsByTable`: Map<table, Array<doc>>. Returns null or
  * `{tableName, documentId, error}` for the first failure (tables in name order).
  * Tables whose validator did not change under an enforced old schema are skipped.
+ * `tableOf(id)` resolves ids for `v.id` (see `checkValue`).
  */
-export function validateSchemaChange(oldSchema, newSchema, docsByTable, decode) {
+export function validateSchemaChange(oldSchema, newSchema, docsByTable, decode, tableOf = tableNameFromId) {
   if (!newSchema || newSchema.schemaValidation === false) return null;
   const oldTables = tablesByName(oldSchema);
   const newTables = tablesByName(newSchema);
@@ -205,7 +263,7 @@ export function validateSchemaChange(oldSchema, newSchema, docsByTable, decode) 
       continue;
     }
     for (const doc of docs) {
-      const problem = checkDocument(table.documentType, doc, decode);
+      const problem = checkDocument(table.documentType, doc, decode, tableOf);
       if (problem) {
         return {
           tableName,
