@@ -8,7 +8,10 @@ retried. Only the send differs between them; both run it under the engine's one
 Retry policy: a call is retried (at most ``retries`` times, exponential backoff with full
 jitter) when it is idempotent (queries, version reads, pings) and failed on the network,
 with a 5xx or with a 429, or for any kind when the connection failed before the request
-was sent. A ``Retry-After`` on a 429 or 503 answer sets the wait (capped at ``max_wait``).
+was sent, or when the server answered 503 with a code that says the call never ran
+(``NOT_EXECUTED_CODES``: the local deployments' ``CallInterrupted`` when a neighbouring runaway
+function stopped the worker before this call committed). A ``Retry-After`` on a 429 or 503
+answer sets the wait (capped at ``max_wait``).
 Timeouts are never retried: the deployment already had the whole timeout to answer.
 
 Nothing here logs headers, the URL or the key; every text taken from a response passes
@@ -106,6 +109,11 @@ class _Outcome:
     def retryable(self, idempotent: bool) -> bool:
         return self.error is not None and (
             self.retry_any or (idempotent and self.retry_idempotent))
+
+
+#: 503 codes with which a server promises the call wrote nothing, so even a mutation may be
+#: sent again. (``CallInterruptedAfterCommit`` is the opposite promise and is never retried.)
+NOT_EXECUTED_CODES = frozenset({"CallInterrupted"})
 
 
 def _retry_after(outcome: _Outcome) -> float | None:
@@ -241,6 +249,7 @@ class _HttpCore:
                 error=DeploymentServerError(f"{path}: server error HTTP {status}{detail}",
                                             deployment=label),
                 retry_idempotent=True, retry_after=retry_after_of(response),
+                retry_any=status == 503 and code in NOT_EXECUTED_CODES,
             )
         if status == 429:
             return _Outcome(

@@ -159,6 +159,21 @@ def test_server_error_retried_for_queries_only(mode: str, target: DeploymentTarg
     assert fake.calls == 1  # a mutation may have run: never repeated
 
 
+def test_mutation_resent_only_when_the_server_says_it_never_ran(
+        mode: str, target: DeploymentTarget) -> None:
+    interrupted = httpx.Response(503, json={"code": "CallInterrupted", "message": "send it again"})
+    fake = FakeDeployment([interrupted, ok(7)])
+    assert Runner(mode, target, fake, retries=2)("mutation", "m:m") == 7
+    assert fake.calls == 2
+
+    committed = httpx.Response(500, json={"code": "CallInterruptedAfterCommit",
+                                          "message": "do not send it again"})
+    fake = FakeDeployment([committed, ok(7)])
+    with pytest.raises(DeploymentServerError, match="CallInterruptedAfterCommit"):
+        Runner(mode, target, fake, retries=2)("mutation", "m:m")
+    assert fake.calls == 1
+
+
 def test_query_recovers_after_transient_failures(mode: str, target: DeploymentTarget) -> None:
     fake = FakeDeployment([httpx.Response(503), httpx.RemoteProtocolError("dropped"), ok(5)])
     assert Runner(mode, target, fake, retries=2)("query", "m:q") == 5
