@@ -1,8 +1,9 @@
 """Where the engine's non-Python assets are: the code templates, the pinned npm toolchain's
-manifest, and the example schema versions.
+manifest, the example schema versions and the example app functions.
 
 In the repository they live at the top level (``templates/``, ``toolchain/``,
-``schema_versions/``), beside the ``engine`` package. A wheel cannot install files outside
+``schema_versions/``, ``functions/`` with its pinned snapshots in ``functions.pinned/``),
+beside the ``engine`` package. A wheel cannot install files outside
 its packages, so it carries copies under ``engine/_assets/``. Each lookup prefers the
 packaged copy and falls back to the checkout, so an installed wheel and an editable install
 of a checkout both find theirs.
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 
-__all__ = ["example_versions_dir", "is_packaged", "templates_dir", "toolchain_manifest_dir"]
+__all__ = ["example_functions_dir", "example_versions_dir", "is_packaged", "templates_dir",
+           "toolchain_manifest_dir"]
 
 _PACKAGED = "_assets"
 
@@ -66,6 +68,13 @@ def example_versions_dir() -> Path:
     """The example schema versions the demo runs on (``schema_versions/``)."""
 
     return _locate("schema_versions", "example schema versions")
+
+
+def example_functions_dir() -> Path:
+    """The reference app's functions for the example versions (``functions/``; the
+    snapshots some versions pin sit beside it in ``functions.pinned/``)."""
+
+    return _locate("functions", "example app functions")
 
 
 def is_packaged(path: Path) -> bool:

@@ -78,6 +78,9 @@ class EngineConfig(BaseSettings):
     http_timeout_s: Seconds = 30.0
     # warning codes ``byod check`` does not report in any version (docs/lint-codes.md)
     lint_ignore: tuple[str, ...] = ()
+    # the app's own Convex functions shipped in every user bundle (None: none); a version
+    # with a snapshot in ``<functions_dir>.pinned/<version id>/`` ships that instead
+    functions_dir: Path | None = None
 
     @field_validator("lint_ignore")
     @classmethod

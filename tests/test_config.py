@@ -269,7 +269,8 @@ def test_config_show_values_sources_and_redaction(tmp_path: Path) -> None:
     assert list(entries) == ["versions_dir", "expected_heads", "convex_version",
                              "auth.issuer_domain", "auth.application_id", "storage_on",
                              "availability", "registry_path", "webhook_url",
-                             "deploy_timeout_s", "http_timeout_s", "lint_ignore"]
+                             "deploy_timeout_s", "http_timeout_s", "lint_ignore",
+                             "functions_dir"]
     assert entries["lint_ignore"].source == "default"
     assert (entries["availability"].value, entries["availability"].source) == (
         "premium", "env BYOD_AVAILABILITY")

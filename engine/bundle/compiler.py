@@ -10,6 +10,12 @@ auth config, pinned packages), and over nothing that merely names the bundle: th
 id, kind and fingerprint live in ``convex/byodVersion.ts``, which — like the manifest and
 the README — is left out of the hash. Two versions with the same schema therefore share a
 fingerprint, and editing a description never changes one.
+
+A user bundle also carries the app's own functions (``engine.bundle.functions`` says which)
+as modules beside the engine's, with a ``convex/_generated/`` of this version's data model
+and typed builders, so the app's modules import ``./_generated/server`` as in any Convex
+project and nothing runs ``convex codegen``. Their text is in the fingerprint: changing
+them redeploys the version.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 import jinja2
 
+from engine.bundle.functions import AppFunctions, functions_for, reserved_module_problem
 from engine.bundle.templating import code_environment, templates_dir
 from engine.bundle.tsrender import render_table, ts_key, ts_string
 from engine.config import EngineConfig
@@ -77,6 +84,16 @@ MAIN_FUNCTIONS: dict[str, str] = {
 the per-user export of connect's copy from main)."""
 
 MAIN_TEMPLATES: dict[str, str] = {"byodMain.ts.j2": "convex/byodMain.ts"}
+
+# what a bundle with app functions adds: the types `convex codegen` would write
+GENERATED_TEMPLATES: dict[str, str] = {
+    "_generated/dataModel.d.ts.j2": "convex/_generated/dataModel.d.ts",
+    "_generated/server.d.ts.j2": "convex/_generated/server.d.ts",
+    "_generated/server.js.j2": "convex/_generated/server.js",
+    "_generated/api.d.ts.j2": "convex/_generated/api.d.ts",
+    "_generated/api.js.j2": "convex/_generated/api.js",
+}
+_AUTO: Any = object()
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 
@@ -171,6 +188,34 @@ def _data_steps_module(data_steps: Sequence[Any]) -> tuple[str, list[str]]:
     return _normalize(render_data_steps_module(tuple(data_steps))), ids
 
 
+def _app_modules(functions: AppFunctions) -> dict[str, str]:
+    """The app's modules as bundle files; a name the engine's own files use is refused,
+    naming the app's file."""
+
+    problem = reserved_module_problem(functions)
+    if problem is not None:
+        raise CompileError(problem)
+    # LF line ends only: the app's code is otherwise carried byte for byte
+    return {
+        f"convex/{path}": text.replace("\r\n", "\n").rstrip("\n") + "\n"
+        for path, text in functions.modules
+    }
+
+
+def _api_modules(functions: AppFunctions) -> list[tuple[str, str, str]]:
+    """(import alias, API key, import path) of each TypeScript app module, for
+    ``_generated/api`` (a JavaScript module has no types to import)."""
+
+    out = []
+    for path in functions.paths:
+        if not path.endswith((".ts", ".tsx")):
+            continue
+        stem = path.rsplit(".", 1)[0]
+        alias = "module_" + re.sub(r"[^A-Za-z0-9_$]", "_", stem)
+        out.append((alias, stem, f"../{stem}.js"))
+    return out
+
+
 def _check_arguments(kind: str, version_id: str, config: EngineConfig) -> None:
     """Refuse a bad kind, version id or Convex version before rendering anything: the id
     becomes a directory name and the version a pinned package."""
@@ -220,11 +265,17 @@ def compile_bundle(
     data_steps: Sequence[Any] = (),
     config: EngineConfig,
     target: Literal["user", "main"] = "user",
+    functions: AppFunctions | None = _AUTO,
 ) -> Bundle:
     """Render the bundle that puts ``schema`` (its user-located part) on a deployment;
-    ``target="main"`` renders the app's main deployment bundle (see ``deployed_schema``)."""
+    ``target="main"`` renders the app's main deployment bundle (see ``deployed_schema``).
+
+    ``functions``: the app modules to carry; by default those ``config.functions_dir``
+    gives this bundle (``functions_for``), none on the main deployment."""
 
     _check_arguments(kind, version_id, config)
+    if functions is _AUTO:
+        functions = functions_for(config.functions_dir, version_id) if target == "user" else None
     deployed = deployed_schema(schema, target)
     tables = list(deployed.tables)
     context: dict[str, Any] = {
@@ -235,8 +286,16 @@ def compile_bundle(
         "auth": config.auth,
     }
     templates = {**_TEMPLATES, **MAIN_TEMPLATES} if target == "main" else _TEMPLATES
-    functions = {**ENGINE_FUNCTIONS, **MAIN_FUNCTIONS} if target == "main" else ENGINE_FUNCTIONS
+    engine_functions = (
+        {**ENGINE_FUNCTIONS, **MAIN_FUNCTIONS} if target == "main" else ENGINE_FUNCTIONS
+    )
     files = {path: _render(tpl, context) for tpl, path in templates.items()}
+    app_paths: list[str] = []
+    if functions is not None and functions.modules:
+        files.update(_app_modules(functions))
+        app_paths = functions.paths
+        context["app_modules"] = _api_modules(functions)
+        files.update({path: _render(tpl, context) for tpl, path in GENERATED_TEMPLATES.items()})
     step_ids: list[str] = []
     if data_steps:
         files[MIGRATIONS_FILE], step_ids = _data_steps_module(data_steps)
@@ -249,15 +308,18 @@ def compile_bundle(
         "convex_version": config.convex_version,
         "table_names": tables,
         "data_step_ids": step_ids,
-        "functions": functions,
+        "functions": engine_functions,
+        "app_modules": app_paths,
     }
     files[VERSION_FILE] = _render("byodVersion.ts.j2", identity)
     files[README_FILE] = _render("README.md.j2", identity)
     manifest = _manifest(
         files, version_id=version_id, kind=kind, fingerprint=fingerprint,
         convex_version=config.convex_version, tables=tables, step_ids=step_ids,
-        functions=functions,
+        functions=engine_functions,
     )
+    if app_paths:
+        manifest["appModules"] = app_paths
     files[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     return Bundle(
         version_id=version_id,

@@ -1,7 +1,11 @@
-"""``byod check --deep``: the real Convex toolchain as the oracle for the compiler.
+"""``byod check --deep``: the real Convex toolchain as the oracle for everything that runs.
 
-Every version is compiled and written into one temporary directory that borrows the
-toolchain's ``node_modules`` (a link), then, in parallel on two processes:
+What is checked is every bundle a deployment can be given: each version's bundle, and each
+widened bundle a migration deploys (one per edge of the graph, and the fused one of every
+path from a version to a head), with their generated data steps, the custom and convert
+code of the version files' hints, and the app's own functions (``functions_dir``) typed
+against that bundle's schema. All are written into one temporary directory that borrows
+the toolchain's ``node_modules`` (a link), then, in parallel on two processes:
 
 - one ``tsc --noEmit`` over all bundles (type errors in generated code);
 - one Node process that bundles every ``convex/schema.ts`` with esbuild, imports it with
@@ -9,6 +13,9 @@ toolchain's ``node_modules`` (a link), then, in parallel on two processes:
 
 Each export must equal ``deployed_schema(schema).to_convex_json()``, the engine's own model
 of what it deploys; any difference is a ``Problem`` naming the version, table and JSON path.
+A type error is reported where it was written: in an app function, at that module's file
+and line; in hint code, at the version file's hint (``migrations[i].code``) and the line in
+it; only in code the engine generated, at the generated file.
 """
 
 from __future__ import annotations
@@ -17,15 +24,22 @@ import json
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from engine.bundle.compiler import Bundle, compile_version, deployed_schema
+from engine.bundle.compiler import (
+    MIGRATIONS_FILE,
+    Bundle,
+    compile_bundle,
+    deployed_schema,
+)
+from engine.bundle.functions import AppFunctions, functions_for
 from engine.bundle.write import write_bundle
 from engine.config import EngineConfig
 from engine.convex.toolchain import Toolchain, node_executable
-from engine.errors import CompileError, Problem, ToolchainError
+from engine.errors import ByodError, CompileError, Problem, ToolchainError
+from engine.plan.datasteps import DataStep
 from engine.schema.models import Schema, SchemaVersion
 
 __all__ = ["CheckItem", "check_bundles", "deep_check", "diff_json"]
@@ -56,13 +70,28 @@ _TSCONFIG = {
 
 
 @dataclass(frozen=True)
+class HintOrigin:
+    """Where a data step's code was written: the version file, the hint's location in it
+    (``migrations[2]``) and the file line of the code's first line (None: unknown)."""
+
+    file: str
+    location: str
+    code_line: int | None
+    code: str
+
+
+@dataclass(frozen=True)
 class CheckItem:
-    """One bundle to check: ``label`` names it in problems, ``file`` is its source file."""
+    """One bundle to check: ``label`` names it in problems, ``file`` is its source file;
+    ``functions`` the app modules it carries and ``hints`` the origin of each data step's
+    code (step id → origin), so a type error names the file it was written in."""
 
     label: str
     file: str
     schema: Schema
     bundle: Bundle
+    functions: AppFunctions | None = None
+    hints: dict[str, HintOrigin] = field(default_factory=dict)
 
 
 def _fmt(value: Any) -> str:
@@ -176,19 +205,74 @@ def _tsc_problems(output: str, dirs: dict[str, CheckItem]) -> list[Problem]:
         parts = rel.split("/")
         item = dirs.get(parts[1]) if len(parts) > 2 and parts[0] == "bundles" else None
         inner = "/".join(parts[2:]) if item else rel
-        problems.append(
-            Problem(
-                file=item.file if item else rel,
-                line=None,
-                location=f"{inner}:{match['line']}:{match['col']}",
-                code="deep-tsc",
-                message=(
-                    (f"version {item.label}: " if item else "") + f"{match['code']} {match['msg']}"
-                )[:_MAX_MESSAGE],
-                hint="the generated TypeScript does not type-check",
-            )
-        )
+        line, col = int(match["line"]), int(match["col"])
+        error = f"{match['code']} {match['msg']}"
+        if item is None:
+            problems.append(Problem(file=rel, line=None, location=f"{inner}:{line}:{col}",
+                                    code="deep-tsc", message=error[:_MAX_MESSAGE],
+                                    hint="the generated TypeScript does not type-check"))
+            continue
+        problems.append(_placed(item, inner, line, col, error))
     return problems
+
+
+def _placed(item: CheckItem, inner: str, line: int, col: int, error: str) -> Problem:
+    """A tsc error at ``inner:line`` of ``item``'s bundle, reported where it was written."""
+
+    where = f"{inner}:{line}:{col}"
+    module = inner.removeprefix("convex/")
+    if item.functions is not None and module in item.functions.paths:
+        return Problem(
+            file=item.functions.file_of(module), line=line, location=f"{module}:{line}:{col}",
+            code="deep-tsc",
+            message=f"{error} (in the bundle of {item.label})"[:_MAX_MESSAGE],
+            hint=f"the app function does not type-check against the schema of {item.label}",
+        )
+    if inner == MIGRATIONS_FILE:
+        found = _hint_at(item, line)
+        if found is not None:
+            origin, offset = found
+            file_line = origin.code_line + offset if origin.code_line and offset >= 0 else None
+            at = f"line {offset + 1} of its code" if offset >= 0 else "its code"
+            return Problem(
+                file=origin.file, line=file_line,
+                location=f"{origin.location}.code",
+                code="deep-tsc",
+                message=(f"{error} (in the bundle of {item.label}, {at}; generated at "
+                         f"{where})")[:_MAX_MESSAGE],
+                hint="the hint's code does not type-check against the schema it runs on",
+            )
+    return Problem(file=item.file, line=None, location=where, code="deep-tsc",
+                   message=f"version {item.label}: {error}"[:_MAX_MESSAGE],
+                   hint="the generated TypeScript does not type-check")
+
+
+_STEP_MARK = re.compile(r"^(?:function (?:transform|code|fits)_|export const )(?P<id>\w+)")
+
+
+def _hint_at(item: CheckItem, line: int) -> tuple[HintOrigin, int] | None:
+    """The hint whose generated code holds ``line`` of the data-step module, and the
+    0-based line of that code (-1: the error is in the step but outside the hint's code)."""
+
+    lines = item.bundle.files.get(MIGRATIONS_FILE, "").splitlines()
+    steps = set(item.bundle.manifest.get("dataSteps", []))
+    step_id, start = None, 0
+    for number, text in enumerate(lines[:line], start=1):
+        mark = _STEP_MARK.match(text)
+        if mark and mark["id"] in steps:
+            step_id, start = mark["id"], number
+    if step_id is None or step_id not in item.hints:
+        return None
+    origin = item.hints[step_id]
+    code = [c for c in origin.code.strip("\n").splitlines()]
+    first = next((c.strip() for c in code if c.strip()), None)
+    if first is None:
+        return origin, -1
+    for number in range(start, min(len(lines), line) + 1):
+        if lines[number - 1].strip() == first:
+            offset = line - number
+            return origin, offset if offset < len(code) else -1
+    return origin, -1
 
 
 def _write_work_dir(
@@ -300,7 +384,12 @@ def check_bundles(items: Sequence[CheckItem], toolchain: Toolchain | None = None
     return problems
 
 
-def _items(
+def _compile_problem(file: str, label: str, exc: ByodError) -> Problem:
+    return Problem(file=file, line=None, location="", code="compile",
+                   message=f"{label}: {exc}")
+
+
+def _version_items(
     versions: Iterable[SchemaVersion], config: EngineConfig
 ) -> tuple[list[CheckItem], list[Problem]]:
     items: list[CheckItem] = []
@@ -308,26 +397,99 @@ def _items(
     for version in versions:
         file = version.source.path if version.source else version.id
         try:
-            bundle = compile_version(version, config)
+            functions = functions_for(config.functions_dir, version.id)
+            bundle = compile_bundle(version.schema, version_id=version.id, config=config,
+                                    functions=functions)
         except CompileError as exc:
-            problems.append(
-                Problem(
-                    file=file,
-                    line=None,
-                    location="",
-                    code="compile",
-                    message=f"version {version.id}: {exc}",
-                )
-            )
+            problems.append(_compile_problem(file, f"version {version.id}", exc))
             continue
-        items.append(CheckItem(label=version.id, file=file, schema=version.schema, bundle=bundle))
+        items.append(CheckItem(label=version.id, file=file, schema=version.schema,
+                               bundle=bundle, functions=functions))
+    return items, problems
+
+
+def _hint_origins(versions: dict[str, SchemaVersion], chain: Sequence[str],
+                  steps: Sequence[DataStep]) -> dict[str, HintOrigin]:
+    """For each step with code, the hint of a version along ``chain`` that wrote it."""
+
+    out: dict[str, HintOrigin] = {}
+    for step in steps:
+        code = step.params.get("code")
+        if not isinstance(code, str):
+            continue
+        for vid in chain[1:]:
+            version = versions.get(vid)
+            if version is None:
+                continue
+            for i, hint in enumerate(version.migrations):
+                if hint.op == step.op and hint.table == step.table and hint.code == code:
+                    source = version.source
+                    key_line = source.lines.get(f"migrations.{i}.code") if source else None
+                    out[step.id] = HintOrigin(
+                        file=source.path if source else vid, location=f"migrations[{i}]",
+                        code_line=key_line + 1 if key_line else None, code=code)
+                    break
+            if step.id in out:
+                break
+    return out
+
+
+def _widened_items(
+    versions: Sequence[SchemaVersion], config: EngineConfig
+) -> tuple[list[CheckItem], list[Problem]]:
+    """The widened bundle of every migration a rollout can run: each edge of the graph, and
+    the fused path from each version to each head. A path the planner refuses (missing
+    hints or consent) is left to the offline rules, which already report it."""
+
+    from engine.plan.graph import VersionGraph
+    from engine.plan.planner import plan
+
+    try:
+        graph = VersionGraph(versions)
+    except ByodError:
+        return [], []  # the offline rules report a broken graph
+    by_id = {v.id: v for v in versions}
+    pairs: list[tuple[str, str]] = []
+    for version in versions:
+        pairs += [(parent, version.id) for parent in version.parents if parent in by_id]
+    for head in graph.heads():
+        pairs += [(v.id, head) for v in versions if v.id != head]
+    items: list[CheckItem] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for source, target in dict.fromkeys(pairs):
+        try:
+            steps = plan(graph, source, target).steps
+        except ByodError:
+            continue
+        for step in steps:
+            if step.kind != "deploy_widened" or step.schema is None or step.version in seen:
+                continue
+            name = str(step.version)
+            seen.add(name)
+            end = by_id[step.covers[-1]] if step.covers else by_id[target]
+            file = end.source.path if end.source else end.id
+            label = f"{step.covers[0]} -> {step.covers[-1]} (widened)" if step.covers else name
+            try:
+                functions = functions_for(config.functions_dir, name)
+                bundle = compile_bundle(step.schema, version_id=name, kind="widen",
+                                        data_steps=list(step.data_steps), config=config,
+                                        functions=functions)
+            except CompileError as exc:
+                problems.append(_compile_problem(file, label, exc))
+                continue
+            items.append(CheckItem(
+                label=label, file=file, schema=step.schema, bundle=bundle, functions=functions,
+                hints=_hint_origins(by_id, step.covers, step.data_steps)))
     return items, problems
 
 
 def deep_check(
     versions: Sequence[SchemaVersion], config: EngineConfig, toolchain: Toolchain | None = None
 ) -> list[Problem]:
-    """Compile every version and check each bundle with the real toolchain."""
+    """Compile every version's bundle and every widened bundle of its migrations, and
+    check them all with the real toolchain."""
 
-    items, problems = _items(versions, config)
-    return problems + check_bundles(items, toolchain)
+    items, problems = _version_items(versions, config)
+    widened, widen_problems = _widened_items(versions, config)
+    return problems + widen_problems + check_bundles(items + widened, toolchain)

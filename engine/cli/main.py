@@ -49,6 +49,15 @@ COMMANDS: dict[str, CommandEntry] = {
         "The steps that bring a deployment (or a fleet) from one version to another."),
     "graph": CommandEntry(
         "planning", "graph_cmd", "The version graph (Mermaid or DOT), heads marked."),
+    "new": CommandEntry(
+        "version_files", "new_cmd",
+        "Start version NAME: the next number, the head as parent, the head's schema, no hints."),
+    "history": CommandEntry(
+        "version_files", "history_cmd",
+        "Every version, oldest first, with what changed from its parents."),
+    "show": CommandEntry(
+        "version_files", "show_cmd",
+        "One VERSION (an id, a number or `head`): graph, tables, hints, bundle, functions."),
     "local": CommandEntry(
         "local", "local", "Local Convex-compatible deployments (for tests and the demo)."),
     "deploy": CommandEntry(
@@ -86,6 +95,9 @@ COMMANDS: dict[str, CommandEntry] = {
     "config": CommandEntry(
         "config_cmd", "config",
         "Show the effective configuration and where each value comes from."),
+    "leases": CommandEntry(
+        "leases", "leases",
+        "Who holds which lease (a user's deployment, or rollout:ID) and until when."),
     "reconcile": CommandEntry(
         "reconcile", "reconcile_cmd",
         "Compare the registry with every deployment's own record (version, fingerprint, "

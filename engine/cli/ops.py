@@ -39,6 +39,19 @@ def _render_health(report: Any) -> None:
     for alert in report.alerts:
         click.echo(f"alert {alert.event}: "
                    + ("delivered" if alert.delivered else f"NOT delivered ({alert.error})"))
+    pending = _pending_note(report)
+    if pending:
+        click.echo(pending)
+
+
+def _pending_note(report: Any) -> str:
+    """One line on alerts still waiting for the webhook (empty when none)."""
+
+    summary = report.pending_summary()
+    if not summary["count"]:
+        return ""
+    return (f"{summary['count']} alert(s) waiting for the webhook since "
+            f"{iso(summary['oldest_at'])}; next try {iso(summary['next_at'])}")
 
 
 @click.command("health")
@@ -85,7 +98,9 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
         stamp = iso(report.started_at)
         counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "no deployments"
         moved = "; ".join(f"{t['user_id']} {t['from']}->{t['to']}" for t in report.transitions)
-        click.echo(f"[{stamp}] {counts}" + (f"; {moved}" if moved else ""))
+        pending = _pending_note(report)
+        click.echo(f"[{stamp}] {counts}" + (f"; {moved}" if moved else "")
+                   + (f"; {pending}" if pending else ""))
 
     try:
         with Workspace.open() as ws:
@@ -101,9 +116,13 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
               help="keep: leave the data there; migrate: copy it to main and verify; "
                    "delete: delete it from the user's deployment (needs --yes).")
 @click.option("--yes", is_flag=True, help="Confirm deleting the user's data.")
+@click.option("--abandon-migrate", is_flag=True,
+              help="Give up an interrupted migrate for --data keep/delete (audited; what it "
+                   "copied stays on main).")
 @click.option("--page-size", default=200, show_default=True, type=click.IntRange(1, 8192))
 @_json_option
-def disconnect_cmd(user_id: str, mode: str, yes: bool, page_size: int, as_json: bool) -> None:
+def disconnect_cmd(user_id: str, mode: str, yes: bool, abandon_migrate: bool, page_size: int,
+                   as_json: bool) -> None:
     """Disconnect a user's deployment (migrate reads BYOD_MAIN_URL / BYOD_MAIN_ADMIN_KEY)."""
 
     def progress(event: str, detail: dict[str, Any]) -> None:
@@ -116,7 +135,7 @@ def disconnect_cmd(user_id: str, mode: str, yes: bool, page_size: int, as_json: 
 
     with Workspace.open() as ws:
         report = users.disconnect(ws, user_id, mode, confirm=yes, page_size=page_size,
-                                  hook=progress)
+                                  hook=progress, abandon_migrate=abandon_migrate)
     if as_json:
         dump(report.to_dict())
         return

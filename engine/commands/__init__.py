@@ -28,6 +28,9 @@ _VERBS: dict[str, str] = {
     "graph": "engine.commands.authoring",
     "version_counts": "engine.commands.authoring",
     "deploy": "engine.commands.authoring",
+    "new_version": "engine.commands.version_files",
+    "history": "engine.commands.version_files",
+    "show_version": "engine.commands.version_files",
     # one user's deployment
     "connect": "engine.commands.users",
     "retry_connect": "engine.commands.users",
@@ -45,6 +48,9 @@ _VERBS: dict[str, str] = {
     "health": "engine.commands.fleet",
     "monitor": "engine.commands.fleet",
     "reconcile": "engine.commands.fleet",
+    # the registry's leases
+    "list_leases": "engine.commands.leases",
+    "break_lease": "engine.commands.leases",
     # the configuration
     "config_show": "engine.commands.settings",
 }

@@ -78,7 +78,10 @@ def check(ws: Workspace, *, deep: bool = False) -> CheckResult:
         versions = load_versions(ws.config.versions_dir, ws.config)
     except VersionFileError as exc:
         return CheckResult((), tuple(exc.problems))
+    from engine.bundle.functions import check_functions
+
     problems = list(check_versions(versions, ws.config))
+    problems += check_functions(ws.config.functions_dir, [v.id for v in versions])
     if deep and versions and not any(p.severity == "error" for p in problems):
         from engine.check.deep import deep_check
 

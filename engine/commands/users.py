@@ -88,7 +88,8 @@ def user_status(ws: Workspace, user_id: str, *, history: int = 20) -> dict[str, 
     data = user.public_dict()
     lease = store.current_lease(user_id)
     data["lease"] = None if lease is None else {"holder": lease.holder,
-                                                "expires_at": lease.expires_at}
+                                                "expires_at": lease.expires_at,
+                                                "host": lease.host, "pid": lease.pid}
     data["history"] = [{"at": e.at, "event": e.event, "detail": e.detail}
                        for e in store.audit_log(user_id, limit=history)]
     journal = store.journal(user_id)
@@ -132,16 +133,19 @@ def disconnect(ws: Workspace, user_id: str, mode: str, *, confirm: bool = False,
                page_size: int = 200,
                hook: Callable[[str, dict[str, Any]], None] | None = None,
                main_client: "FunctionRunner | None" = None,
-               router: "Router | None" = None) -> "DisconnectReport":
+               router: "Router | None" = None,
+               abandon_migrate: bool = False) -> "DisconnectReport":
     """Keep, migrate back to main, or delete a user's data; then mark them disconnected.
     ``main_client`` defaults to main from ``BYOD_MAIN_URL`` / ``BYOD_MAIN_ADMIN_KEY``; a
-    ``router`` of this process forgets the user's client once they are disconnected."""
+    ``router`` of this process forgets the user's client once they are disconnected;
+    ``abandon_migrate`` lets keep/delete replace an interrupted migrate (audited)."""
 
     from engine.lifecycle.disconnect import disconnect as flow
 
     return flow(user_id, mode, confirm=confirm, store=ws.store, vault=ws.vault,
                 config=ws.config, graph=ws.graph, connector=ws.connector,
-                main_client=main_client, router=router, page_size=page_size, hook=hook)
+                main_client=main_client, router=router, page_size=page_size, hook=hook,
+                abandon_migrate=abandon_migrate)
 
 
 def router(ws: Workspace, main_client: "FunctionRunner | None" = None) -> "Router":

@@ -22,10 +22,15 @@
   (``async_deployer``). With the ``push`` deployer each distinct bundle of the plans is
   captured once, up front, into the connector's payload cache (``payloads()``; a connector
   without one captures nothing); ``cli`` runs the Convex CLI per deploy.
-* **Locks.** The runner takes a registry lease per deployment, held as
-  ``<rollout id>/<run>``: a second rollout skips (and reports) deployments another one is
-  working, and a resumed rollout takes back its own leases at once instead of waiting for
-  them to expire (an earlier run still alive loses them and stops).
+* **Locks.** A run holds the rollout's own lease, ``rollout:<id>`` (short TTL, renewed in
+  the background): ``resume=ID`` is refused (``RolloutRunning``, exit 3, naming the holder
+  process) while another run of that rollout is alive, and goes ahead at once when that
+  run's process is provably dead on this host. A run checks the lease before every save of
+  the rollout's state and stops without saving once it lost it (the lease was broken and
+  another run took over), so the saved record is always the live run's. The runner also
+  takes a registry lease per deployment, held as ``<rollout id>/<run>``: a second rollout
+  skips (and reports) deployments another one is working, and a resumed rollout takes back
+  its own leases at once instead of waiting for them to expire.
 * **Crash safety.** The rollout's state (``RolloutState``: options, targets, waves,
   per-deployment outcome) is saved after every deployment; ``resume=ID`` reloads it and
   runs whatever did not succeed with exactly the options it was started with, each
@@ -43,7 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.config import EngineConfig
-from engine.errors import ByodError, RolloutError, close_matches
+from engine.errors import ByodError, LeaseHeld, RolloutError, close_matches
 from engine.events import (
     BudgetExhausted,
     RolloutFinished,
@@ -74,6 +79,7 @@ from engine.plan.planner import Plan
 from engine.ports.deployment import Connector, aclose_quietly
 from engine.ports.registry import AuditLog, RegistryStore, RolloutStore, UserConfig
 from engine.redact import redact
+from engine.registry.heartbeat import LeaseHeartbeat
 from engine.schema.models import SchemaVersion
 from engine.vault import Vault
 
@@ -83,6 +89,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DeploymentRow",
     "RolloutOptions",
+    "RolloutRunning",
     "RolloutReport",
     "RolloutState",
     "load_state",
@@ -93,6 +100,25 @@ __all__ = [
     "rollout_async",
     "summarize_rollouts",
 ]
+
+
+class RolloutRunning(LeaseHeld):
+    """(exit 3) Another run of this rollout is alive and holds its lease."""
+
+    def __init__(self, rollout_id: str, lease: LeaseHeld, pid: int | None, host: str | None):
+        super().__init__(lease.deployment, lease.holder, lease.expires_at)
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(lease.expires_at))
+        where = f" (process {pid} on {host})" if pid is not None else ""
+        self.args = (f"rollout {rollout_id} is still running: its lease is held by "
+                     f"{lease.holder}{where} until {until}, renewed while it runs. Wait for it "
+                     f"to finish; if that process is gone for good (another host), end its "
+                     f"lease with `byod leases break {lease.deployment} --yes` and resume",)
+
+
+def rollout_lease_key(rollout_id: str) -> str:
+    """The key of a rollout's own lease in the registry's lease table."""
+
+    return f"rollout:{rollout_id}"
 
 
 @dataclass
@@ -157,11 +183,37 @@ class _Rollout:
         self.deploy_slots = state.options.deploy_slots or default_deploy_slots()
         self.failures = 0
         self.halted: str | None = None
+        # One holder per run of the rollout: its own lease and its deployments' leases.
+        self.holder = f"{state.rollout_id}/{uuid.uuid4().hex[:8]}"
+        self.lease = LeaseHeartbeat(store, rollout_lease_key(state.rollout_id), self.holder)
+        self.fenced: LeaseHeld | None = None
+
+    def take_lease(self) -> None:
+        """The rollout's lease, or ``RolloutRunning`` while another run of it is alive."""
+
+        try:
+            self.lease.acquire()
+        except LeaseHeld as exc:
+            current = getattr(self.store, "current_lease", None)
+            held = current(exc.deployment) if callable(current) else None
+            raise RolloutRunning(self.state.rollout_id, exc,
+                                 getattr(held, "pid", None), getattr(held, "host", None)) from None
 
     def event(self, event: Any) -> None:
         emit_safely(self.emit, event)
 
     def save(self) -> None:
+        """Save the state, unless this run lost the rollout's lease: then another run owns
+        the record, and this one stops (nothing new starts) without writing over it."""
+
+        if self.fenced is None:
+            try:
+                self.lease.check()
+            except LeaseHeld as exc:
+                self.fenced = exc
+        if self.fenced is not None:
+            self.halted = f"the rollout's lease was lost to {self.fenced.holder}"
+            return
         self.state.updated_at = time.time()
         self.store.save_rollout(self.state.rollout_id, self.state.to_json())
 
@@ -169,8 +221,7 @@ class _Rollout:
         state = self.state
         # One holder per run of the rollout: a resumed run that overlaps a still-running
         # one takes its leases over (the older run then stops) instead of sharing them.
-        ctx = RunContext(store=self.store, kit=self.kit,
-                         holder=f"{state.rollout_id}/{uuid.uuid4().hex[:8]}",
+        ctx = RunContext(store=self.store, kit=self.kit, holder=self.holder,
                          reclaim_from=state.rollout_id, emit=self.emit,
                          deploy_slots=asyncio.Semaphore(self.deploy_slots),
                          lease_ttl_s=state.options.lease_ttl_s)
@@ -401,18 +452,27 @@ async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vaul
     if vault is None:
         raise RolloutError("a rollout that deploys needs the encryption key (set "
                            "BYOD_ENCRYPTION_KEY); only a dry run works without it")
-    if state.options.deployer == "push":
-        await _capture_all(p.kit, p.to_capture, connector)
     runner = _Rollout(store=store, vault=vault, kit=p.kit, emit=emit, connector=connector,
                       state=state)
-    runner.save()
-    if not state.resumed:
-        _audit_selection(store, state)
-    emit_safely(emit, started_event)
-    await runner.run(dict(p.fleet.plans))
-    state.status = "halted" if runner.halted else "completed"
-    state.halted_reason = runner.halted
-    runner.save()
+    runner.take_lease()  # first: a resume of a live rollout is refused before any work
+    try:
+        if state.options.deployer == "push":
+            await _capture_all(p.kit, p.to_capture, connector)
+        runner.save()
+        if not state.resumed:
+            _audit_selection(store, state)
+        emit_safely(emit, started_event)
+        await runner.run(dict(p.fleet.plans))
+        state.status = "halted" if runner.halted else "completed"
+        state.halted_reason = runner.halted
+        runner.save()
+    finally:
+        runner.lease.release()
+    if runner.fenced is not None:
+        raise RolloutError(
+            f"rollout {state.rollout_id}: this run lost the rollout's lease to "
+            f"{runner.fenced.holder} and stopped without saving; that run's record is the "
+            "rollout's state (`byod rollout --list`)")
     report.status, report.halted_reason = state.status, state.halted_reason
     report.rows = [r.to_json() for r in state.deployments.values()]
     after = {u: (cfg.schema_version if (cfg := store.find_user(u)) else None)

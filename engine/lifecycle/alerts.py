@@ -6,6 +6,15 @@ exponential backoff with full jitter, a ``Retry-After`` on 429/503 honoured) ins
 budget, so a slow receiver can never stretch a monitor run past its interval. The payload is built from sanitized
 fields and passed through ``redact`` with every secret in scope before it leaves; the
 webhook URL itself (which often embeds a token) is never logged or reported.
+
+Alerts are never lost to a receiver that is down: with a registry that keeps them
+(``AlertStore``), every alert is stored when it is detected and ``deliver_pending`` sends
+the queue in order, oldest first, on every run until the webhook answers 2xx. A failed
+attempt stops the run's deliveries (the receiver is likely down) and holds the queue back
+for a bounded, growing delay (``retry_delay``: 30 s doubling to at most 15 min), so a
+receiver that recovers hears about every outage and recovery, in order. The body carries
+``alert_id`` so a receiver can drop the rare duplicate (a process killed between the 2xx
+and recording it).
 """
 
 from __future__ import annotations
@@ -21,9 +30,15 @@ import httpx
 
 from engine.convex.http import hide_request_urls
 from engine.convex.retry import DEADLINE_MARGIN_S, RetryPolicy, retry_after_of
+from engine.ports.registry import AlertStore
 from engine.redact import redact
 
-__all__ = ["AlertResult", "build_alert", "send_alert"]
+__all__ = ["ALERT_BACKOFF_S", "AlertResult", "build_alert", "deliver_pending", "retry_delay",
+           "send_alert"]
+
+# (first delay, longest delay) between delivery attempts of a pending alert, in seconds
+ALERT_BACKOFF_S: tuple[float, float] = (30.0, 900.0)
+_CLAIM_HOLD_S = 120.0  # how long a round without a time budget holds the alert it took
 
 log = logging.getLogger(__name__)
 hide_request_urls()  # httpx would log the webhook URL (and its token) at INFO
@@ -38,10 +53,59 @@ class AlertResult:
     attempts: int
     error: str | None = None
     deployments: int = 0
+    alert_id: int | None = None  # the stored alert (None: not kept in a registry)
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.event, "delivered": self.delivered, "attempts": self.attempts,
-                "error": self.error, "deployments": self.deployments}
+                "error": self.error, "deployments": self.deployments,
+                "alert_id": self.alert_id}
+
+
+def retry_delay(failures: int, backoff: tuple[float, float] = ALERT_BACKOFF_S) -> float:
+    """Seconds to wait after ``failures`` failed delivery rounds: doubling from the first
+    delay, never more than the longest."""
+
+    first, longest = backoff
+    return float(min(longest, first * 2 ** max(0, min(failures - 1, 30))))
+
+
+async def deliver_pending(outbox: AlertStore, url: str, *, now: float,
+                          budget_s: float | None = None,
+                          transport: httpx.AsyncBaseTransport | None = None,
+                          backoff: tuple[float, float] = ALERT_BACKOFF_S,
+                          sleep: Callable[[float], Awaitable[None]] | None = None,
+                          ) -> list[AlertResult]:
+    """Send the stored alerts in order, oldest first, within ``budget_s``. The queue waits
+    while its oldest alert is backing off (``next_at`` after ``now``); the first failure
+    records the attempt, sets the alert's next time and ends this run's deliveries; an
+    alert the budget does not reach stays due, with no attempt counted. Each round first
+    claims its alert, so two processes delivering at once never send the same alert."""
+
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    results: list[AlertResult] = []
+    for alert in outbox.pending_alerts():
+        if alert.attempts and alert.next_at > now:
+            break  # the queue is backing off: keep the order, try again later
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= DEADLINE_MARGIN_S:
+            break
+        hold = _CLAIM_HOLD_S if remaining is None else max(1.0, remaining)
+        if not outbox.claim_alert(alert.id, attempts=alert.attempts, until=now + hold):
+            break  # another run is delivering the queue right now
+        payload = {**alert.payload, "alert_id": alert.id}
+        result = await send_alert(url, payload, budget_s=remaining, transport=transport,
+                                  sleep=sleep)
+        if result.attempts == 0:  # no time was left for even one try: due again at once
+            outbox.alert_attempted(alert.id, delivered=False, error=result.error, next_at=now)
+            break
+        retry_at = None if result.delivered else now + retry_delay(alert.attempts + 1, backoff)
+        outbox.alert_attempted(alert.id, delivered=result.delivered, error=result.error,
+                               next_at=retry_at)
+        results.append(AlertResult(result.event, result.delivered, result.attempts,
+                                   result.error, result.deployments, alert.id))
+        if not result.delivered:
+            break
+    return results
 
 
 def build_alert(event: str, deployments: list[dict[str, Any]], summary: dict[str, int],

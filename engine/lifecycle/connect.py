@@ -46,6 +46,7 @@ from engine.errors import (
 )
 from engine.fleet.health_states import nothing_deployed as _nothing_deployed
 from engine.lifecycle.copy_from_main import CopyPlan, plan_copy, run_copy_stage
+from engine.lifecycle.crashpoints import crash_point
 from engine.lifecycle.gate import Entitlement, check_entitled, grandfathered
 from engine.lifecycle.health import check_one
 from engine.lifecycle.progress import copy_in_progress
@@ -61,6 +62,7 @@ from engine.ports.deployment import (
 )
 from engine.ports.registry import RegistryStore, UserConfig
 from engine.redact import redact
+from engine.registry.heartbeat import LeaseHeartbeat
 from engine.schema.models import SchemaVersion
 from engine.vault import Vault
 
@@ -171,21 +173,18 @@ def _probe(adapter: DeployAdapter, label: str) -> VersionInfo | None:
         raise
 
 
-def _lease_ttl(config: EngineConfig) -> float:
-    return config.deploy_timeout_s + 4 * config.http_timeout_s + 60.0
-
-
 def _copy_stage(flow: _Flow, adapter: DeployAdapter, plan: CopyPlan, *,
-                store: RegistryStore, head: SchemaVersion, holder: str, ttl: float) -> str:
+                store: RegistryStore, head: SchemaVersion, lease: LeaseHeartbeat) -> str:
     """Block the user, copy and verify (resuming an interrupted copy); the progress note."""
 
     flow.enter("copying")
     user_id = flow.user_id
 
-    def renew(event: str, detail: dict[str, Any]) -> None:  # a long copy keeps its lease
-        store.renew_lease(user_id, holder, ttl)
+    def still_ours(event: str, detail: dict[str, Any]) -> None:  # stop once the lease is lost
+        lease.check()
 
-    report = run_copy_stage(user_id, plan, store=store, version=head, dest=adapter, hook=renew)
+    report = run_copy_stage(user_id, plan, store=store, version=head, dest=adapter,
+                            hook=still_ours)
     return f"done: {report.copied} documents copied from main and verified"
 
 
@@ -195,9 +194,11 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
     """testing → (saving) → deploying → recording → (copying) → done, under the user's
     lease."""
 
-    holder = f"connect:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     user_id = flow.user_id
-    store.acquire_lease(user_id, holder, _lease_ttl(config))
+    # A short TTL kept alive by a heartbeat while connect runs (a deploy can take minutes):
+    # a killed connect's lease lapses quickly, at once when its process is provably gone.
+    lease = LeaseHeartbeat(store, user_id, f"connect:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    lease.acquire()
     adapter: DeployAdapter | None = None
     try:
         flow.enter("testing")
@@ -224,8 +225,7 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
         _deploy_record_verify(flow, adapter, info, head, bundle, store)
         note = None
         if copy is not None:
-            note = _copy_stage(flow, adapter, copy, store=store, head=head, holder=holder,
-                               ttl=_lease_ttl(config))
+            note = _copy_stage(flow, adapter, copy, store=store, head=head, lease=lease)
         flow.enter("done", note)
         user = store.set_connection_status(user_id, "connected", tested_at=time.time())
         store.audit(user_id, "connected", {"version": head.id,
@@ -234,7 +234,7 @@ def _run(flow: _Flow, target: DeploymentTarget, *, store: RegistryStore, vault: 
     finally:
         if adapter is not None:
             close_quietly(adapter)
-        store.release_lease(user_id, holder)
+        lease.release()
 
 
 def _keep_other_version(flow: _Flow, store: RegistryStore, info: VersionInfo,
@@ -266,6 +266,7 @@ def _deploy_record_verify(flow: _Flow, adapter: DeployAdapter, info: VersionInfo
     if info is None or info.fingerprint != bundle.fingerprint:
         store.set_deployment(user_id, status="deploying")
         adapter.deploy(bundle)
+        crash_point("connect.deployed")
     flow.enter("recording")
     recorded = info.recorded if info is not None else None
     if not (recorded and recorded.get("version") == head.id

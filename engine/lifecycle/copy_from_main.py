@@ -38,6 +38,7 @@ from typing import Any
 
 from engine.convex.targets import main_target_from_env
 from engine.errors import ByodError, CopyFromMainError, DisconnectError
+from engine.lifecycle.crashpoints import crash_point
 from engine.lifecycle.ownership import OwnerRule, owner_rules, owns
 from engine.lifecycle.progress import COPY_FROM_MAIN, ProgressRun, read_pages
 from engine.lifecycle.remap import (
@@ -202,6 +203,7 @@ class _Copy(ProgressRun):
             self.save()
             new_ids = self.dest.mutation("byod:importPage",
                                          {"table": name, "documents": marker["fields"]})
+            crash_point("copy.imported")
             if not isinstance(new_ids, list) or len(new_ids) != len(chunk):
                 raise CopyFromMainError(
                     f"importing {len(chunk)} documents of {name} into the user's deployment "
@@ -313,6 +315,7 @@ class _Copy(ProgressRun):
         state["done"] = bool(result.get("isDone"))
         state["page"] += 1
         self.save()
+        crash_point("copy.page")
         self.fire("page", table=name, page=state["page"], copied=state["copied"],
                   held=len(self.doc["held"].get(name, [])))
 
@@ -426,6 +429,7 @@ def copy_from_main(user_id: str, *, store: RegistryStore, tables: Mapping[str, T
             f"{', '.join(bad)}; the user is not marked connected")
     run.doc.update(state="done", verified=report.tables, finished_at=time.time())
     run.save()
+    crash_point("copy.verified")
     store.audit(user_id, "copied_from_main", {"documents": report.copied})
     report.duration_s = time.monotonic() - started
     report.message = f"{report.copied} documents copied from main and verified"

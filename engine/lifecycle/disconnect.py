@@ -14,8 +14,17 @@ cursor, the old→new id map, deferred patches — is saved in the registry afte
 (``store.save_progress("disconnect", user, ...)``), and every page is imported on main with
 a receipt in the same transaction, so an interrupted run is simply run again: it resumes
 and creates no duplicates. Nothing is marked ``disconnected`` before its data step has
-verifiably finished. The data step holds the user's registry lease (renewed before every
-write), so it never runs alongside a rollout or another disconnect of the same user.
+verifiably finished, and the end is two resumable writes: the progress saved as
+``verified``, then the user marked (then the progress closed, ``done``); a run that finds
+``verified`` only finishes, it never copies again.
+
+A migrate whose verification failed (something other than the router wrote to the user's
+deployment during the copy) re-copies the failing tables on the next run: new documents
+are imported behind a saved marker and a receipt, changed ones patched on main. What that
+cannot mend (a deletion) is given up with ``abandon_migrate`` for ``keep`` or ``delete``,
+audited. The disconnect holds the user's registry lease (short TTL, heartbeat in the
+background, checked before every write), so it never runs alongside a rollout or another
+disconnect of the same user, and a killed one's lease is taken over at once.
 """
 
 from __future__ import annotations
@@ -31,17 +40,20 @@ from engine.config import EngineConfig
 from engine.convex.connector import HttpConnector
 from engine.convex.targets import main_target_from_env
 from engine.errors import (
+    SAFETY_EXIT_CODE,
     ByodError,
     ConfirmationRequired,
     DisconnectError,
     LeaseHeld,
     UnknownVersion,
 )
+from engine.lifecycle.crashpoints import crash_point
 from engine.lifecycle.progress import DISCONNECT, ProgressRun, read_pages
 from engine.lifecycle.remap import (
     IdMaps,
     TableDigest,
     Unresolved,
+    canonical,
     copy_order,
     final_form,
     prepare,
@@ -52,16 +64,23 @@ from engine.plan.versions import Versions, as_version_source
 from engine.ports.deployment import Connector, FunctionRunner, close_quietly
 from engine.ports.registry import ProgressStore, RegistryStore, UserConfig
 from engine.redact import redact
+from engine.registry.heartbeat import LeaseHeartbeat
 from engine.schema.engine_tables import ENGINE_TABLE_NAMES
 from engine.schema.models import Location, Table
 from engine.vault import Vault
 
-__all__ = ["DisconnectReport", "Mode", "disconnect"]
+__all__ = ["DisconnectRefused", "DisconnectReport", "Mode", "disconnect"]
 
 Mode = Literal["keep", "migrate", "delete"]
 MODES: tuple[str, ...] = ("keep", "migrate", "delete")
 
 Hook = Callable[[str, dict[str, Any]], None]
+
+
+class DisconnectRefused(DisconnectError):
+    """(exit 3) Another runner holds the user's lease: nothing was changed."""
+
+    exit_code = SAFETY_EXIT_CODE
 
 
 @dataclass
@@ -153,6 +172,7 @@ class _Run(ProgressRun):
                     f"importing a page of {name} into main returned "
                     f"{len(new_ids) if isinstance(new_ids, list) else 'no'} ids for "
                     f"{len(docs)} documents")
+            crash_point("disconnect.imported")
             olds = [str(d["_id"]) for d in docs]
             self.ids.add(name, olds, [str(i) for i in new_ids])
             for old, p in zip(olds, prepared):
@@ -166,6 +186,7 @@ class _Run(ProgressRun):
         state["page"] += 1
         state["copied"] += len(docs)
         self.save()
+        crash_point("disconnect.page")
         self.fire("page", table=name, page=state["page"], copied=state["copied"])
 
     def _patch(self) -> None:
@@ -193,6 +214,103 @@ class _Run(ProgressRun):
                                    {"table": name, "patches": patches[start:start + self.page_size]})
         self.doc["patch_count"] = sum(len(p) for p in by_table.values())
         self.fire("patched", count=self.doc["patch_count"])
+
+    # -- re-copy after a failed verification ------------------------------------------------
+    def recopy_changed(self) -> None:
+        """An earlier run's verification failed for some tables: something other than the
+        router wrote to the user's deployment during the copy. Bring main's copy of those
+        tables in line: documents new there are imported (behind a saved marker and a
+        receipt, so a crash never imports them twice), documents that changed are patched
+        on main. A document deleted there, or a field removed, cannot be undone on main:
+        verification still fails and says so (``--abandon-migrate`` is the way out)."""
+
+        assert self.main is not None
+        self._settle_recopy()
+        failed = set(self.doc.get("unverified") or [])
+        if not failed:
+            return
+        order, group = copy_order(self.tables)
+        for name in order:
+            if name in failed:
+                self._recopy(name, group[name])
+        self.doc["unverified"] = []
+        self.save()
+
+    def _recopy(self, name: str, pending: frozenset[str]) -> None:
+        assert self.main is not None
+        table = self.tables[name]
+        fresh: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
+        for result in read_pages(lambda cursor: self.source.query("byod:exportPage", {
+                "table": name, "cursor": cursor, "numItems": self.page_size}),
+                what=f"reading {name}", deployment=self.user_id):
+            docs = list(result.get("page") or [])
+            mapped = self.ids.maps.get(name, {})
+            fresh.extend(d for d in docs if str(d["_id"]) not in mapped)
+            forms = []
+            for d in docs:
+                if str(d["_id"]) in mapped:
+                    try:
+                        forms.append(final_form(table, d, self.ids))
+                    except Unresolved:
+                        continue
+            if forms:
+                got = self.main.query("byodMain:getByIds",
+                                      {"table": name, "ids": [f["_id"] for f in forms]})
+                for f, g in zip(forms, got or []):
+                    if g is not None and canonical(f) != canonical(g):
+                        changed.append({"id": f["_id"],
+                                        "fields": {k: v for k, v in f.items() if k != "_id"}})
+        for start in range(0, len(fresh), self.page_size):
+            chunk = fresh[start:start + self.page_size]
+            prepared = [prepare(table, d, self.ids, pending) for d in chunk]
+            count = int(self.doc.get("recopies", 0))
+            self.doc["recopies"] = count + 1
+            self.doc["recopy"] = {
+                "table": name, "olds": [str(d["_id"]) for d in chunk],
+                "fields": [p.fields for p in prepared],
+                "deferred": [p.deferred for p in prepared],
+                "receipt": f"{self.doc['run']}:{name}:recopy:{count}"}
+            self.save()  # the marker first: a crash re-imports under the same receipt
+            self._settle_recopy()
+        for start in range(0, len(changed), self.page_size):
+            self.keep_lease()
+            self.main.mutation("byodMain:patchPage",
+                               {"table": name, "patches": changed[start:start + self.page_size]})
+        self.fire("recopied", table=name, added=len(fresh), patched=len(changed))
+
+    def _settle_recopy(self) -> None:
+        """Import the marked re-copy page (again: the receipt returns the same ids if it
+        committed before a crash), then patch in its deferred references."""
+
+        assert self.main is not None
+        marker = self.doc.get("recopy")
+        if not marker:
+            return
+        name = marker["table"]
+        self.keep_lease()
+        new_ids = self.main.mutation("byodMain:importPageOnce", {
+            "table": name, "documents": marker["fields"], "receipt": marker["receipt"],
+            "run": self.doc["run"]})
+        if not isinstance(new_ids, list) or len(new_ids) != len(marker["olds"]):
+            raise DisconnectError(f"re-importing a page of {name} into main returned the "
+                                  "wrong number of ids")
+        self.ids.add(name, marker["olds"], [str(i) for i in new_ids])
+        self.tstate(name)["copied"] += len(new_ids)
+        table, patches = self.tables[name], []
+        for new_id, deferred in zip(new_ids, marker["deferred"]):
+            fields = {}
+            for fname, raw in deferred.items():
+                try:
+                    fields[fname] = remap_value(table.fields[fname].type, raw, self.ids)
+                except Unresolved:
+                    continue  # optional by construction: left out, as in the patch pass
+            if fields:
+                patches.append({"id": str(new_id), "fields": fields})
+        if patches:
+            self.main.mutation("byodMain:patchPage", {"table": name, "patches": patches})
+        self.doc["recopy"] = None
+        self.save()
 
     def verify_copy(self) -> dict[str, dict[str, Any]]:
         """Re-read every table on both sides: counts and checksums must match."""
@@ -257,6 +375,7 @@ class _Run(ProgressRun):
                 self.keep_lease()  # still ours right before deleting
                 res = self.source.mutation("byod:deletePage",
                                            {"table": name, "numItems": self.page_size})
+                crash_point("disconnect.deleted")
                 state["deleted"] += int(res.get("deleted", 0))
                 state["done"] = bool(res.get("isDone"))
                 self.save()
@@ -289,43 +408,53 @@ def disconnect(
     config: EngineConfig | None = None, main_client: FunctionRunner | None = None,
     graph: Versions, connector: Connector | None = None,
     router: Router | None = None, page_size: int = 200, hook: Hook | None = None,
+    abandon_migrate: bool = False,
 ) -> DisconnectReport:
     """Disconnect one user (see the module docstring). Re-running after an interruption
-    resumes; re-running after success reports that the user is already disconnected."""
+    resumes (or, past verification, only finishes); re-running after success reports that
+    the user is already disconnected. ``abandon_migrate`` lets ``keep`` or ``delete``
+    replace an interrupted migrate (audited; what it copied stays on main)."""
 
     config = config or EngineConfig()
     started = time.monotonic()
     user = store.get_user(user_id)
     report = DisconnectReport(user_id=user_id, mode=mode)
-    running = _refuse_or_resume(user, mode, confirm=confirm, store=store, page_size=page_size)
-    if user.connection_status == "disconnected" and not running:
+    stage = _refuse_or_resume(user, mode, confirm=confirm, store=store, page_size=page_size,
+                              abandon_migrate=abandon_migrate)
+    if user.connection_status == "disconnected" and stage == "new":
         report.status = "disconnected"
         report.message = "already disconnected; nothing to do"
         return report
-    if mode == "keep":
-        store.set_connection_status(user_id, "disconnected")
-        store.audit(user_id, "disconnected", {"mode": "keep"})
-        _invalidate(router, user_id)
-        report.status = "disconnected"
-        report.message = "disconnected; the data stays on the user's deployment"
-        report.duration_s = time.monotonic() - started
-        return report
-
-    tables = _user_tables(user, graph)
-    target = vault.target_for(user)
-    connector = connector or HttpConnector(config)
     # The user's lease (the one a rollout's runner takes too): two disconnects, or a
-    # disconnect and a rollout, never work the same deployment at once.
-    holder = f"disconnect:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    ttl = 4 * config.http_timeout_s + 60.0
+    # disconnect and a rollout, never work the same deployment at once. A short TTL kept
+    # alive by a heartbeat: a killed disconnect's lease lapses quickly (at once when this
+    # host can tell its process is gone).
+    lease = LeaseHeartbeat(store, user_id, f"disconnect:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     try:
-        store.acquire_lease(user_id, holder, ttl)
+        lease.acquire()
     except LeaseHeld as exc:
-        raise DisconnectError(
-            f"user {user_id!r} is being worked by another runner ({exc.holder}); run the "
+        holder = _describe_lease(store, exc)
+        raise DisconnectRefused(
+            f"user {user_id!r} is being worked by another runner ({holder}); run the "
             "disconnect again once it has finished") from None
     owned: list[FunctionRunner] = []
     try:
+        if stage == "abandon":
+            _abandon_migrate(store, user_id, mode)
+        if stage == "finish":
+            return _finish(store, user_id, mode, router=router, report=report,
+                           started=started)
+        if mode == "keep":
+            store.set_connection_status(user_id, "disconnected")
+            store.audit(user_id, "disconnected", {"mode": "keep"})
+            _invalidate(router, user_id)
+            report.status = "disconnected"
+            report.message = "disconnected; the data stays on the user's deployment"
+            report.duration_s = time.monotonic() - started
+            return report
+        tables = _user_tables(user, graph)
+        target = vault.target_for(user)
+        connector = connector or HttpConnector(config)
         if mode == "migrate" and main_client is None:
             main_client = connector.client(main_target_from_env())
             owned.append(main_client)
@@ -334,39 +463,110 @@ def disconnect(
         return _data_step(user, mode, store=store, tables=tables, source=source,
                           main_client=main_client, page_size=page_size, hook=hook,
                           secrets=target.secrets, router=router, report=report,
-                          started=started,
-                          keep_lease=lambda: store.renew_lease(user_id, holder, ttl))
+                          started=started, keep_lease=lease.check)
     finally:
         for client in owned:
             close_quietly(client)
-        try:
-            store.release_lease(user_id, holder)
-        except ByodError:
-            pass  # it expires on its own
+        lease.release()
+
+
+def _describe_lease(store: object, exc: LeaseHeld) -> str:
+    """``holder, process P on H, lease until T`` for a refusal message (ISO 8601 UTC)."""
+
+    parts = [str(exc.holder)]
+    current = getattr(store, "current_lease", None)
+    lease = current(exc.deployment) if callable(current) else None
+    if lease is not None and lease.holder == exc.holder and lease.pid is not None:
+        parts.append(f"process {lease.pid} on {lease.host}")
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exc.expires_at))
+    parts.append(f"lease until {until}; `byod leases` shows it, `byod leases break "
+                 f"{exc.deployment} --yes` ends it if that process is gone")
+    return ", ".join(parts)
+
+
+Stage = Literal["new", "resume", "finish", "abandon"]
 
 
 def _refuse_or_resume(user: UserConfig, mode: str, *, confirm: bool, store: RegistryStore,
-                      page_size: int) -> bool:
+                      page_size: int, abandon_migrate: bool = False) -> Stage:
     """Refuse what cannot start (an unknown mode, a bad page size, another mode's
-    interrupted run, an unconfirmed delete); True when this mode's run was interrupted and
-    resumes now."""
+    interrupted run, an unconfirmed delete); otherwise say how this run starts: ``resume``
+    an interrupted data step, ``finish`` one that verified but was not marked
+    disconnected, ``abandon`` an interrupted migrate for ``keep``/``delete``, or ``new``."""
 
     if mode not in MODES:
         raise DisconnectError(f"unknown disconnect mode {mode!r}; use one of {', '.join(MODES)}")
     if not 1 <= page_size <= 8192:
         raise DisconnectError("page_size must be between 1 and 8192")
+    if abandon_migrate and mode == "migrate":
+        raise DisconnectError("--abandon-migrate gives a migrate up for --data keep or "
+                              "--data delete; to finish the migrate, leave it out")
     progress = store.load_progress(DISCONNECT, user.user_id) or {}
-    running = progress.get("state") == "running"
-    if running and progress.get("mode") != mode:
-        raise DisconnectError(
-            f"a {progress.get('mode')} disconnect of user {user.user_id!r} was interrupted; "
-            f"finish it with --data {progress.get('mode')} (it resumes where it stopped)")
-    already = user.connection_status == "disconnected" and not running
+    state, was = progress.get("state"), progress.get("mode")
+    stage: Stage = "new"
+    if state == "verified":
+        if was != mode:
+            raise DisconnectError(
+                f"a {was} disconnect of user {user.user_id!r} finished and verified its data "
+                f"step but was interrupted before marking the user; finish it with --data {was}")
+        return "finish"
+    if state == "running" and was != mode:
+        if not (was == "migrate" and abandon_migrate):
+            extra = (f"; or give it up with --data {mode} --abandon-migrate (the documents "
+                     "it copied stay on main; audited)") if was == "migrate" else ""
+            raise DisconnectError(
+                f"a {was} disconnect of user {user.user_id!r} was interrupted"
+                + (f" ({progress['last_error']})" if progress.get("last_error") else "")
+                + f"; finish it with --data {was} (it resumes where it stopped){extra}")
+        stage = "abandon"
+    elif state == "running":
+        stage = "resume"
+    elif abandon_migrate:
+        raise DisconnectError(f"user {user.user_id!r} has no interrupted migrate to abandon")
+    already = user.connection_status == "disconnected" and stage == "new"
     if mode == "delete" and not confirm and not already:
         raise ConfirmationRequired(
             f"deleting user {user.user_id!r}'s content from their deployment cannot be "
             "undone; pass --yes (confirm=True) to go ahead")
-    return running
+    return stage
+
+
+def _abandon_migrate(store: RegistryStore, user_id: str, mode: str) -> None:
+    """Give up an interrupted migrate for ``mode`` (the operator asked): audited with
+    what it had copied; its progress is kept, marked abandoned."""
+
+    doc = store.load_progress(DISCONNECT, user_id) or {}
+    copied = {n: int(t.get("copied", 0)) for n, t in (doc.get("tables") or {}).items()}
+    doc.update(state="abandoned", abandoned_for=mode, abandoned_at=time.time())
+    store.save_progress(DISCONNECT, user_id, doc)
+    store.audit(user_id, "disconnect_migrate_abandoned",
+                {"for": mode, "copied_to_main": copied, "run": doc.get("run"),
+                 "last_error": doc.get("last_error")})
+
+
+def _finish(store: RegistryStore, user_id: str, mode: str, *, router: Router | None,
+            report: DisconnectReport, started: float) -> DisconnectReport:
+    """The data step verified and said so, then the run stopped: mark the user
+    disconnected (unless that got saved too) and close the progress. Copies nothing."""
+
+    doc = store.load_progress(DISCONNECT, user_id) or {}
+    report.resumed = True
+    report.tables = dict(doc.get("verified") or {})
+    report.dangling = list(doc.get("dangling", []))
+    report.patched = int(doc.get("patch_count", 0))
+    if store.get_user(user_id).connection_status != "disconnected":
+        store.set_connection_status(user_id, "disconnected")
+        store.audit(user_id, "disconnected", {"mode": mode, "tables": len(report.tables),
+                                              "finished_after_interruption": True})
+    doc["state"] = "done"
+    store.save_progress(DISCONNECT, user_id, doc)
+    _invalidate(router, user_id)
+    report.status = "disconnected"
+    report.duration_s = time.monotonic() - started
+    report.message = ("an interrupted disconnect finished: "
+                      + ("content was already copied to main and verified" if mode == "migrate"
+                         else "content was already deleted and verified empty"))
+    return report
 
 
 def _data_step(user: UserConfig, mode: str, *, store: RegistryStore, tables: dict[str, Table],
@@ -392,6 +592,7 @@ def _data_step(user: UserConfig, mode: str, *, store: RegistryStore, tables: dic
     try:
         if mode == "migrate":
             run.copy()
+            run.recopy_changed()
             report.tables = run.verify_copy()
         else:
             report.tables = run.delete()
@@ -404,21 +605,32 @@ def _data_step(user: UserConfig, mode: str, *, store: RegistryStore, tables: dic
     report.patched = int(run.doc.get("patch_count", 0))
     if not report.verified:
         bad = sorted(n for n, t in report.tables.items() if not t.get("verified"))
+        run.doc["unverified"] = bad
         _interrupted(store, run, user_id, mode, f"verification failed for {', '.join(bad)}")
+        hint = ("run it again to re-copy what changed on the user's deployment, or give the "
+                "migrate up with --data keep (or delete) --abandon-migrate"
+                if mode == "migrate" else "run it again")
         raise DisconnectError(
             f"disconnect ({mode}) of user {user_id!r}: verification failed for "
-            f"{', '.join(bad)}; the user stays blocked and nothing was marked disconnected")
+            f"{', '.join(bad)}; the user stays blocked and nothing was marked disconnected: "
+            + hint)
     if mode == "migrate":
         try:
             run.cleanup_receipts()
         except ByodError:  # receipts are bookkeeping; a later run's cleanup is harmless
             pass
-    run.doc["state"] = "done"
+    # Two steps, each resumable: "verified" first (a re-run only finishes from there,
+    # never copies again), then the user is marked, then the progress is closed.
+    run.doc["state"] = "verified"
     run.doc["verified"] = {n: t for n, t in report.tables.items()}
     run.doc["finished_at"] = time.time()
     run.save()
+    crash_point("disconnect.verified")
     store.set_connection_status(user_id, "disconnected")
     store.audit(user_id, "disconnected", {"mode": mode, "tables": len(report.tables)})
+    crash_point("disconnect.marked")
+    run.doc["state"] = "done"
+    run.save()
     _invalidate(router, user_id)
     report.status = "disconnected"
     report.duration_s = time.monotonic() - started

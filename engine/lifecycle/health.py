@@ -23,7 +23,11 @@ migrating, stale). A ``vault_error`` is the operator's problem, not the user's: 
 changes a status, it is logged and alerted, and when no checked deployment decrypts the run
 fails with ``VaultKeyMismatch``. It never touches ``pending`` or ``disconnected`` users, nor
 a user whose disconnect is in progress. An alert goes to ``config.webhook_url`` on
-transitions (and on new vault errors) only.
+transitions (and on new vault errors) only. With a registry that keeps alerts
+(``AlertStore``) each alert is stored first and delivered on this or a later run until the
+webhook acknowledges it (``engine.lifecycle.alerts.deliver_pending``), so an outage
+detected while the webhook is down is still alerted, recoveries too, across restarts; the
+report says how many wait (``pending_alerts``).
 """
 
 from __future__ import annotations
@@ -49,7 +53,13 @@ from engine.fleet.health_states import (
     classify_failure,
     target_status,
 )
-from engine.lifecycle.alerts import AlertResult, build_alert, send_alert
+from engine.lifecycle.alerts import (
+    ALERT_BACKOFF_S,
+    AlertResult,
+    build_alert,
+    deliver_pending,
+    send_alert,
+)
 from engine.lifecycle.progress import disconnect_in_progress
 from engine.plan.versions import Versions
 from engine.ports.deployment import (
@@ -58,7 +68,7 @@ from engine.ports.deployment import (
     VersionInfo,
     aclose_quietly,
 )
-from engine.ports.registry import RegistryStore, UserConfig
+from engine.ports.registry import AlertStore, PendingAlert, RegistryStore, UserConfig
 from engine.redact import redact
 from engine.vault import ENV_KEY, ENV_OLD_KEYS, Vault, envelope_key_id
 
@@ -118,6 +128,15 @@ class HealthReport:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[AlertResult] = field(default_factory=list)
     selected: int = 0  # users this run was asked to check
+    pending_alerts: list[PendingAlert] = field(default_factory=list)  # still undelivered
+
+    def pending_summary(self) -> dict[str, Any]:
+        """How many alerts wait for the webhook, since when, and when the next try is."""
+
+        pending = self.pending_alerts
+        return {"count": len(pending),
+                "oldest_at": min((a.created_at for a in pending), default=None),
+                "next_at": pending[0].next_at if pending else None}
 
     @property
     def checked(self) -> int:
@@ -159,6 +178,7 @@ class HealthReport:
             "results": [r.to_dict() for r in self.results],
             "transitions": list(self.transitions),
             "alerts": [a.to_dict() for a in self.alerts],
+            "pending_alerts": self.pending_summary(),
         }
 
 
@@ -321,6 +341,7 @@ async def check_async(
     alert: bool = True, block_on_drift: bool = True,
     alert_transport: Any = None, clock: Callable[[], float] = time.time,
     alerted_vault_errors: Collection[str] = (),
+    alert_backoff_s: tuple[float, float] = ALERT_BACKOFF_S,
 ) -> HealthReport:
     """Check deployments concurrently; see the module docstring. ``budget_s`` bounds the
     whole call (checks get 80% of it, alerts the rest); deployments not answered in time
@@ -357,10 +378,21 @@ async def check_async(
         log.error("health %s: %s (connection status left as %s)", r.user_id, r.reason,
                   r.status_after)
     new_vault = [r for r in failed if r.user_id not in set(alerted_vault_errors)]
-    if alert and config.webhook_url and (report.transitions or new_vault):
+    outbox = store if isinstance(store, AlertStore) else None
+    if alert and config.webhook_url:
         remaining = None if budget_s is None else budget_s - (time.monotonic() - began)
-        report.alerts = await _send_alerts(config.webhook_url, report, now, remaining,
-                                           alert_transport, new_vault, send_moves=apply)
+        batches = _alert_batches(report, new_vault, send_moves=apply)
+        if outbox is not None:
+            for event, payload in _payloads(batches, report, now):
+                outbox.enqueue_alert(event, payload)
+            report.alerts = await deliver_pending(
+                outbox, config.webhook_url, now=now, budget_s=remaining,
+                transport=alert_transport, backoff=alert_backoff_s)
+        elif batches:
+            report.alerts = await _send_alerts(config.webhook_url, report, now, remaining,
+                                               alert_transport, batches)
+    if outbox is not None:
+        report.pending_alerts = outbox.pending_alerts(limit=1000)
     report.finished_at = clock()
     checked = [r for r in report.results if r.state not in ("skipped", "not_checked")]
     if checked and len(failed) == len(checked):
@@ -368,11 +400,14 @@ async def check_async(
     return report
 
 
-async def _send_alerts(url: str, report: HealthReport, now: float, budget: float | None,
-                       transport: Any, vault_errors: list[DeploymentHealth],
-                       send_moves: bool = True) -> list[AlertResult]:
-    out: list[AlertResult] = []
-    batches: list[tuple[str, list[dict[str, Any]]]] = []
+_Batch = tuple[str, list[dict[str, Any]]]
+
+
+def _alert_batches(report: HealthReport, vault_errors: list[DeploymentHealth],
+                   send_moves: bool = True) -> list[_Batch]:
+    """This run's alerts: (event, deployments), vault errors first."""
+
+    batches: list[_Batch] = []
     if vault_errors:  # first: it explains every other symptom of a wrong key
         batches.append(("vault_error", [
             {"user_id": r.user_id, "state": r.state, "reason": r.reason,
@@ -383,12 +418,27 @@ async def _send_alerts(url: str, report: HealthReport, now: float, budget: float
             batches.append((event, [{"user_id": t["user_id"], "state": t["state"],
                                      "reason": t["reason"], "status": t["to"]}
                                     for t in items]))
+    return batches
+
+
+def _payloads(batches: list[_Batch], report: HealthReport,
+              now: float) -> list[tuple[str, dict[str, Any]]]:
+    return [(event, build_alert(event, deployments, report.counts, now))
+            for event, deployments in batches]
+
+
+async def _send_alerts(url: str, report: HealthReport, now: float, budget: float | None,
+                       transport: Any, batches: list[_Batch]) -> list[AlertResult]:
+    """One delivery round per alert (a registry that keeps no alerts)."""
+
+    out: list[AlertResult] = []
     deadline = None if budget is None else time.monotonic() + budget
-    for event, deployments in batches:
+    for event, payload in _payloads(batches, report, now):
         remaining = None if deadline is None else deadline - time.monotonic()
-        payload = build_alert(event, deployments, report.counts, now)
         out.append(await send_alert(url, payload, budget_s=remaining, transport=transport))
     return out
+
+
 async def _probe_all(selected: list[UserConfig], *, vault: Vault, connector: Connector,
                      timeout: float, expect: Expectations, concurrency: int,
                      wait_s: float | None) -> list[DeploymentHealth]:

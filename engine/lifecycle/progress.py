@@ -84,5 +84,6 @@ def disconnect_in_progress(store: ProgressStore, user_id: str) -> bool:
     connected mid-copy."""
 
     doc = store.load_progress(DISCONNECT, user_id)
-    return (doc is not None and doc.get("state") == "running") or \
+    # "verified": the data step is finished but the user not marked disconnected yet
+    return (doc is not None and doc.get("state") in ("running", "verified")) or \
         copy_in_progress(store, user_id)

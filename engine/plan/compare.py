@@ -3,6 +3,8 @@ comparison, and which version hints apply to an edge. Pure."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 from typing import Any, Sequence
 
@@ -224,6 +226,50 @@ def _removed_fields(ta: Table, tb: Table, renamed_from: set[str],
     return out
 
 
+def _suggest_renames(table: str, removed: list[Change], added: list[Change],
+                     ) -> tuple[list[Change], list[Change]]:
+    """A field that leaves without consent while a field of the same type arrives without a
+    hint is most likely a rename: point both changes at the rename hint, and say that the
+    other way out (consenting to the drop) deletes every stored value."""
+
+    drops = [c for c in removed if c.code == "BYOD-D203" and not c.consented and not c.steps]
+    arrivals = [c for c in added if c.code in ("BYOD-D201", "BYOD-D202") and not c.steps]
+    pairs: dict[str, str] = {}
+    for drop in drops:
+        old: FieldDef = drop.before
+        fits = [c.field for c in arrivals if c.field not in pairs.values()
+                and c.after.type == old.type and (c.after.optional or not old.optional)]
+        if not fits:
+            continue
+        best = difflib.get_close_matches(drop.field or "", [f or "" for f in fits], n=1,
+                                         cutoff=0.0)
+        pairs[drop.field or ""] = best[0] if best else fits[0] or ""
+    if not pairs:
+        return removed, added
+    back = {to: frm for frm, to in pairs.items()}
+
+    def rename(frm: str, to: str) -> str:
+        return f"{{op: rename, table: {table}, from: {frm}, to: {to}}}"
+
+    def hinted(change: Change) -> Change:
+        if change in drops and change.field in pairs:
+            frm, to = change.field or "", pairs[change.field or ""]
+            hint = (f"if {frm} became {to}, add a hint: {rename(frm, to)}; adding "
+                    f"'{table}.{frm}' to consent.drop_fields instead DELETES every stored "
+                    f"{frm} value")
+        elif change in arrivals and change.field in back:
+            frm, to = back[change.field or ""], change.field or ""
+            if change.code == "BYOD-D201":  # optional: nothing blocks, but the values go
+                return change
+            hint = (f"if {to} is {frm} renamed, add a hint: {rename(frm, to)}; otherwise "
+                    f"{change.hint.removeprefix('add a hint: ')}")
+        else:
+            return change
+        return dataclasses.replace(change, hint=hint)
+
+    return [hinted(c) for c in removed], [hinted(c) for c in added]
+
+
 def _added_fields(ta: Table, tb: Table, renamed_to: set[str], hints: Sequence[MigrationOp],
                   hint_steps: dict[int, DataStep], used: set[int]) -> list[Change]:
     """Fields only in the target: an optional one is free, a required one needs a step
@@ -260,8 +306,10 @@ def field_changes(ta: Table, tb: Table, hints: Sequence[MigrationOp],
     out += renames
     renamed_from = {frm for frm, _ in pairs}
     renamed_to = {to for _, to in pairs}
-    out += _removed_fields(ta, tb, renamed_from, hints, hint_steps, used, consent)
-    out += _added_fields(ta, tb, renamed_to, hints, hint_steps, used)
+    removed = _removed_fields(ta, tb, renamed_from, hints, hint_steps, used, consent)
+    added = _added_fields(ta, tb, renamed_to, hints, hint_steps, used)
+    removed, added = _suggest_renames(name, removed, added)
+    out += removed + added
     for fld, fdef in tb.fields.items():
         if fld in ta.fields and fld not in renamed_to:
             out += _compare_field(name, fld, ta.fields[fld], fdef, hints, hint_steps, used)

@@ -6,8 +6,10 @@ credentials only ever as ciphertext), ``JournalStore`` (the per-step migration j
 ``LeaseStore`` (one runner per deployment), ``AuditLog``, ``RolloutStore`` (the fleet
 runner's rollout documents) and ``ProgressStore`` (a user's resumable copy progress).
 Code that needs one role takes that role, so a fake or an alternative backend only has to
-provide what is used. ``engine.registry.sqlite.SqliteStore`` is the embedded default; a
-server database can stand behind the same protocols.
+provide what is used. ``AlertStore`` (webhook alerts kept until acknowledged) stands outside
+the union: health finds it with ``isinstance`` and without it sends each alert once.
+``engine.registry.sqlite.SqliteStore`` is the embedded default; a server database can
+stand behind the same protocols.
 
 Status vocabularies follow the reference design (``userDatabaseConfig`` and
 ``byodMigrations``).
@@ -21,6 +23,7 @@ from typing import Any, Iterable, Literal, Protocol, runtime_checkable
 from engine.errors import RegistryError
 
 __all__ = [
+    "AlertStore",
     "AuditEntry",
     "AuditLog",
     "ConnectionStatus",
@@ -29,7 +32,9 @@ __all__ = [
     "JournalStatus",
     "JournalStore",
     "Lease",
+    "LeaseAdmin",
     "LeaseStore",
+    "PendingAlert",
     "ProgressKind",
     "ProgressStore",
     "RegistryStore",
@@ -149,9 +154,19 @@ class JournalEntry:
 
 @dataclass(frozen=True)
 class Lease:
+    """One lease: what it covers (a user's deployment, or ``rollout:<id>``), who holds it
+    and until when; the holder's process (host, pid, start time) when the store records
+    it, so a provably dead holder's lease can be taken over at once."""
+
     deployment: str
     holder: str
     expires_at: float
+    acquired_at: float | None = None
+    renewed_at: float | None = None
+    host: str | None = None
+    pid: int | None = None
+    pid_started: float | None = None
+    pid_namespace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +237,17 @@ class LeaseStore(Protocol):
 
 
 @runtime_checkable
+class LeaseAdmin(Protocol):
+    """What an operator needs to see and end leases (``byod leases``): every lease with
+    its holder process, and breaking one (audited). Apart from ``LeaseStore`` so runners
+    and fakes only provide what they use."""
+
+    def list_leases(self) -> list[Lease]: ...  # expired ones too, ordered by key
+
+    def break_lease(self, deployment: str, *, reason: str = "") -> Lease | None: ...
+
+
+@runtime_checkable
 class AuditLog(Protocol):
     """An append-only record of state changes, so an operator can tell what happened to a
     user after the fact (details are redacted before they are stored)."""
@@ -253,6 +279,38 @@ class ProgressStore(Protocol):
     def save_progress(self, kind: ProgressKind, user_id: str, doc: dict[str, Any]) -> None: ...
 
     def load_progress(self, kind: ProgressKind, user_id: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class PendingAlert:
+    """One webhook alert kept until the receiver acknowledges it (``payload`` is the JSON
+    body, already redacted; ``next_at`` is when the next delivery attempt is due)."""
+
+    id: int
+    event: str
+    payload: dict[str, Any]
+    created_at: float
+    attempts: int = 0
+    next_at: float = 0.0
+    last_error: str | None = None
+    delivered_at: float | None = None
+
+
+@runtime_checkable
+class AlertStore(Protocol):
+    """Webhook alerts that must not be lost: stored when detected, delivered (on this and
+    later monitor runs, across restarts) until the webhook answers 2xx. A role of its own,
+    outside ``RegistryStore``: a store without it gets one delivery attempt per alert."""
+
+    def enqueue_alert(self, event: str, payload: dict[str, Any]) -> PendingAlert: ...
+
+    def pending_alerts(self, limit: int = 100) -> list[PendingAlert]: ...  # oldest first
+
+    def claim_alert(self, alert_id: int, *, attempts: int, until: float) -> bool: ...
+    # one delivery round: False when another process took it since it was read
+
+    def alert_attempted(self, alert_id: int, *, delivered: bool, error: str | None = None,
+                        next_at: float | None = None) -> None: ...
 
 
 @runtime_checkable

@@ -3,9 +3,10 @@ version i to i+1 (``PRAGMA user_version``); append new entries, never edit a shi
 
 Tables: ``users`` (the reference design's userDatabaseConfig: ciphertexts only),
 ``journal`` (byodMigrations: one row per user, plan and step), ``leases`` (one runner per
-deployment, expiring), ``audit`` (every state change), ``rollouts`` (the fleet runner's
-JSON documents), ``progress`` (version 2: one JSON document per resumable data copy, keyed
-by kind and user).
+deployment or rollout, expiring; version 3 adds the holder process), ``audit`` (every state
+change), ``rollouts`` (the fleet runner's JSON documents), ``progress`` (version 2: one JSON
+document per resumable data copy, keyed by kind and user), ``alerts`` (webhook alerts
+until the receiver acknowledges them).
 
 Version 1 kept a user's copy progress in ``rollouts`` under prefixed ids
 (``disconnect:USER``, ``connect-copy:USER``); version 2 moves those rows into ``progress``
@@ -106,6 +107,31 @@ MIGRATIONS: tuple[str, ...] = (
     DELETE FROM rollouts
         WHERE (substr(rollout_id, 1, 11) = 'disconnect:' AND length(rollout_id) > 11)
            OR (substr(rollout_id, 1, 13) = 'connect-copy:' AND length(rollout_id) > 13);
+    """,
+    # leases record their holder process (host, pid namespace, pid, start time) so a lease
+    # whose holder is provably dead on this host is taken over at once; renewed_at shows
+    # the last heartbeat in `byod leases`.
+    """
+    ALTER TABLE leases ADD COLUMN host TEXT;
+    ALTER TABLE leases ADD COLUMN pid INTEGER;
+    ALTER TABLE leases ADD COLUMN pid_started REAL;
+    ALTER TABLE leases ADD COLUMN pid_namespace TEXT;
+    ALTER TABLE leases ADD COLUMN renewed_at REAL
+    """,
+    # alerts waiting for the webhook: one row per alert, kept until a 2xx acknowledges it
+    # (delivered_at), retried with a bounded backoff (next_at) on every monitor run.
+    """
+    CREATE TABLE alerts (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        event        TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_at      REAL NOT NULL,
+        last_error   TEXT,
+        delivered_at REAL
+    );
+    CREATE INDEX alerts_pending ON alerts (delivered_at, next_at)
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

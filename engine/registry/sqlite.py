@@ -13,7 +13,8 @@ Why it is built this way:
   from an older engine is upgraded in place when it is opened (``engine.registry.ddl``).
 
 The journal, lease, audit, rollout and progress roles live in
-``engine.registry.sqlite_roles`` (mixins over the connection kept here).
+``engine.registry.sqlite_roles`` (mixins over the connection kept here); pending webhook
+alerts (``AlertStore``) in ``engine.registry.sqlite_alerts``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from engine.ports.registry import (
     check_user_id,
 )
 from engine.registry.ddl import MIGRATIONS, SCHEMA_VERSION
+from engine.registry.sqlite_alerts import SqliteAlerts
 from engine.registry.sqlite_roles import (  # the helpers moved there stay importable here
     SqliteAudit,
     SqliteJournal,
@@ -98,7 +100,8 @@ def _secure_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, SqliteProgress):
+class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, SqliteProgress,
+                  SqliteAlerts):
     """The registry in one SQLite file. See the module docstring for the concurrency model.
 
     The connection and the ``UserStore`` role are here; the other roles come from the

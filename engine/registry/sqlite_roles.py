@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable
 
 from engine.errors import InvalidTransition, LeaseHeld, RegistryError
@@ -27,6 +28,7 @@ from engine.ports.registry import (
     UserConfig,
 )
 from engine.redact import redact
+from engine.registry.process import ProcessId, current_process, provably_dead
 
 __all__ = [
     "SqliteAudit",
@@ -172,46 +174,82 @@ class SqliteJournal(SqliteCore):
             return _entry(new)
 
 
+_LEASE_COLS = ("deployment, holder, acquired_at, expires_at, renewed_at, host, pid, "
+               "pid_started, pid_namespace")
+
+
+def _lease(row: sqlite3.Row) -> Lease:
+    return Lease(deployment=row["deployment"], holder=row["holder"],
+                 expires_at=row["expires_at"], acquired_at=row["acquired_at"],
+                 renewed_at=row["renewed_at"], host=row["host"], pid=row["pid"],
+                 pid_started=row["pid_started"], pid_namespace=row["pid_namespace"])
+
+
+def holder_process(lease: Lease) -> ProcessId | None:
+    """The process a lease row names, when it names one."""
+
+    if lease.host is None or lease.pid is None:
+        return None
+    return ProcessId(host=lease.host, pid=int(lease.pid), started=lease.pid_started,
+                     pid_namespace=lease.pid_namespace)
+
+
 class SqliteLeases(SqliteCore):
-    """``LeaseStore``: one runner per deployment, through expiring leases."""
+    """``LeaseStore`` and ``LeaseAdmin``: one runner per deployment, through expiring
+    leases that record their holder process."""
 
     def acquire_lease(self, deployment: str, holder: str, ttl_s: float) -> Lease:
         """Take the lease unless someone else holds an unexpired one (LeaseHeld). The check
-        and the write happen under one write lock, so exactly one contender wins; a lease
-        whose holder crashed expires and is taken over (and that is audited)."""
+        and the write happen under one write lock, so exactly one contender wins. A lease
+        whose holder expired, or whose holder process is provably dead on this host
+        (``engine.registry.process``), is taken over at once; that is audited."""
 
         if ttl_s <= 0:
             raise RegistryError("a lease needs a positive ttl")
+        me = current_process()
         with self._write() as conn:
             now = self._clock()
-            row = conn.execute("SELECT holder, expires_at FROM leases WHERE deployment = ?",
+            row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ?",
                                (deployment,)).fetchone()
-            if row is not None and row["holder"] != holder and row["expires_at"] > now:
-                raise LeaseHeld(deployment, row["holder"], row["expires_at"])
+            old = _lease(row) if row is not None else None
+            why = ""
+            if old is not None and old.holder != holder:
+                if old.expires_at <= now:
+                    why = "expired"
+                else:
+                    proc = holder_process(old)
+                    if proc is None or not provably_dead(proc):
+                        raise LeaseHeld(deployment, old.holder, old.expires_at)
+                    why = "holder process is dead"
             expires = now + ttl_s
             conn.execute(
-                "INSERT INTO leases (deployment, holder, acquired_at, expires_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (deployment) DO UPDATE SET "
-                "holder = excluded.holder, acquired_at = excluded.acquired_at, "
-                "expires_at = excluded.expires_at", (deployment, holder, now, expires))
-            if row is not None and row["holder"] != holder:
+                f"INSERT INTO leases ({_LEASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (deployment) DO UPDATE SET holder = excluded.holder, "
+                "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at, "
+                "renewed_at = excluded.renewed_at, host = excluded.host, pid = excluded.pid, "
+                "pid_started = excluded.pid_started, pid_namespace = excluded.pid_namespace",
+                (deployment, holder, now, expires, now, me.host, me.pid, me.started,
+                 me.pid_namespace))
+            if old is not None and old.holder != holder:
                 self._audit(conn, deployment, "lease_taken_over",
-                            {"from": row["holder"], "to": holder,
-                             "expired_at": row["expires_at"]})
-            return Lease(deployment=deployment, holder=holder, expires_at=expires)
+                            {"from": old.holder, "to": holder, "reason": why,
+                             "expired_at": old.expires_at, "host": old.host, "pid": old.pid})
+            return Lease(deployment=deployment, holder=holder, expires_at=expires,
+                         acquired_at=now, renewed_at=now, host=me.host, pid=me.pid,
+                         pid_started=me.started, pid_namespace=me.pid_namespace)
 
     def renew_lease(self, deployment: str, holder: str, ttl_s: float) -> Lease:
         with self._write() as conn:
             now = self._clock()
-            row = conn.execute("SELECT holder, expires_at FROM leases WHERE deployment = ?",
+            row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ?",
                                (deployment,)).fetchone()
             if row is None or row["holder"] != holder:
                 raise LeaseHeld(deployment, row["holder"] if row else "nobody",
                                 row["expires_at"] if row else 0.0)
             expires = now + ttl_s
-            conn.execute("UPDATE leases SET expires_at = ? WHERE deployment = ?",
-                         (expires, deployment))
-            return Lease(deployment=deployment, holder=holder, expires_at=expires)
+            conn.execute("UPDATE leases SET expires_at = ?, renewed_at = ? WHERE deployment = ?",
+                         (expires, now, deployment))
+            return replace(_lease(row), expires_at=expires, renewed_at=now)
 
     def release_lease(self, deployment: str, holder: str) -> None:
         with self._write() as conn:
@@ -221,9 +259,32 @@ class SqliteLeases(SqliteCore):
     def current_lease(self, deployment: str) -> Lease | None:
         """The unexpired lease on a deployment, if any (for status displays)."""
 
-        rows = self._read("SELECT holder, expires_at FROM leases WHERE deployment = ? AND "
+        rows = self._read(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ? AND "
                           "expires_at > ?", (deployment, self._clock()))
-        return Lease(deployment, rows[0]["holder"], rows[0]["expires_at"]) if rows else None
+        return _lease(rows[0]) if rows else None
+
+    def list_leases(self) -> list[Lease]:
+        """Every lease row, expired ones included (a crashed holder's stays until taken
+        over or broken), ordered by what it covers."""
+
+        return [_lease(r) for r in self._read(f"SELECT {_LEASE_COLS} FROM leases "
+                                               "ORDER BY deployment")]
+
+    def break_lease(self, deployment: str, *, reason: str = "") -> Lease | None:
+        """End a lease whoever holds it (the operator's way out); audited with the
+        holder it ended. None when there was no lease."""
+
+        with self._write() as conn:
+            row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ?",
+                               (deployment,)).fetchone()
+            if row is None:
+                return None
+            old = _lease(row)
+            conn.execute("DELETE FROM leases WHERE deployment = ?", (deployment,))
+            self._audit(conn, deployment, "lease_broken",
+                        {"holder": old.holder, "host": old.host, "pid": old.pid,
+                         "expires_at": old.expires_at, "reason": reason or None})
+            return old
 
 
 class SqliteRollouts(SqliteCore):

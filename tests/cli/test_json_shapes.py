@@ -35,6 +35,8 @@ JSON_COMMANDS: dict[str, tuple[str, ...]] = {
     "diff": ("diff",),
     "plan": ("plan", "plan-fleet"),
     "graph": ("graph",),
+    "history": ("history",),
+    "show": ("show",),
     "deploy": ("deploy",),
     "keys generate": ("keys-generate",),
     "keys rotate": ("keys-rotate",),
@@ -52,6 +54,8 @@ JSON_COMMANDS: dict[str, tuple[str, ...]] = {
     "local status": ("local-up",),
     "local down": ("local-up", "local-down"),
     "config show": ("config-show",),
+    "leases list": ("leases",),  # `byod leases --json` (the group itself) prints the same
+    "leases break": ("leases-break",),
 }
 
 

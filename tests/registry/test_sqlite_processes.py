@@ -26,6 +26,8 @@ def _contend(path: str, holder: str, barrier, results) -> None:
             won.append(dep)
         except LeaseHeld:
             pass
+    # both stay alive until both are done: a lease of a dead process is taken over at once
+    barrier.wait(timeout=30)
     results.put((holder, won))
     store.close()
 

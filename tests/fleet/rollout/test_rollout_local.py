@@ -307,6 +307,29 @@ def test_two_rollouts_at_once_never_work_the_same_deployment(env: Env):
         assert env.fleet.state(env.names[uid])["pushes"] - pushes[uid] == 2
 
 
+def test_resuming_a_rollout_that_still_runs_is_refused(env: Env):
+    """The second `--resume ID` while the first run is alive is refused at once; the first
+    finishes alone and its saved record matches the deployments (no spurious failures)."""
+
+    users = env.users("live", 4)
+    first = env.child("--to", TARGET, "--concurrency", "1", "--batch", "2")  # slow on purpose
+    events = _events_until(first, lambda e: e["event"] == "page_done")
+    rollout_id = events[0]["rollout_id"]
+    second = env.child("--resume", rollout_id, "--concurrency", "3")
+    out, err = second.communicate(timeout=120)
+    assert first.poll() is None, "the first run ended before the resume was refused"
+    assert second.returncode != 0 and f"rollout {rollout_id} is still running" in err, err
+    assert "RolloutRunning" in err and f"process {first.pid} on " in err
+    report = _finish(first)
+    assert report["status"] == "completed" and report["ok"], report["deployments"]
+    saved = env.store.load_rollout(rollout_id)
+    assert saved["status"] == "completed"
+    assert {r["status"] for r in saved["deployments"].values()} == {"succeeded"}
+    for uid in users:
+        env.assert_on_target(uid)
+        env.assert_journal_consistent(uid)
+
+
 def test_dry_run_changes_nothing(env: Env):
     users = env.users("d", 2)
     env.store.close()

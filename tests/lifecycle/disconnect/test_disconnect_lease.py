@@ -17,8 +17,11 @@ from .test_disconnect import fleet as fleet  # noqa: F401 - the fixture
 def test_migrate_refuses_while_another_runner_holds_the_lease(fleet: Fleet) -> None:
     dep = connect(fleet)
     fleet.store.acquire_lease("u1", "rollout-runner", 60.0)
-    with pytest.raises(DisconnectError, match="another runner"):
+    with pytest.raises(DisconnectError, match="another runner") as caught:
         go(fleet, "migrate", page_size=2)
+    assert caught.value.exit_code == 3  # refused for safety, nothing changed
+    assert "rollout-runner, process " in str(caught.value)  # who holds it, and where
+    assert "byod leases break u1 --yes" in str(caught.value)
     assert fleet.store.get_user("u1").connection_status == "connected"
     assert fleet.store.load_progress("disconnect", "u1") is None
     assert all(not fleet.main.docs(t) for t in USER_TABLES)

@@ -1,0 +1,83 @@
+"""``SqliteAlerts``: the ``AlertStore`` role of ``SqliteStore`` (a mixin, like those of
+``engine.registry.sqlite_roles``).
+
+An alert is written when it is detected, before any delivery is tried, so a webhook that
+is down — or a monitor process that dies — never loses it; it stays pending until an
+attempt is recorded as delivered. Delivered rows are kept for a while for the record
+and pruned after ``KEEP_DELIVERED_S``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from engine.ports.registry import PendingAlert
+from engine.redact import redact
+from engine.registry.sqlite_roles import SqliteCore
+
+__all__ = ["KEEP_DELIVERED_S", "SqliteAlerts"]
+
+KEEP_DELIVERED_S = 30 * 86_400.0
+
+_COLS = "id, event, payload, created_at, attempts, next_at, last_error, delivered_at"
+
+
+def _alert(row: sqlite3.Row) -> PendingAlert:
+    return PendingAlert(id=row["id"], event=row["event"], payload=json.loads(row["payload"]),
+                        created_at=row["created_at"], attempts=row["attempts"],
+                        next_at=row["next_at"], last_error=row["last_error"],
+                        delivered_at=row["delivered_at"])
+
+
+class SqliteAlerts(SqliteCore):
+    """``AlertStore``: webhook alerts kept until acknowledged."""
+
+    def enqueue_alert(self, event: str, payload: dict[str, object]) -> PendingAlert:
+        """Store a new alert, due now. The payload is redacted once more (defence in
+        depth: it is built from sanitized fields)."""
+
+        text = redact(json.dumps(payload, default=str, sort_keys=True))
+        now = self._clock()
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO alerts (event, payload, created_at, attempts, next_at) "
+                "VALUES (?, ?, ?, 0, ?)", (event, text, now, now))
+            row = conn.execute(f"SELECT {_COLS} FROM alerts WHERE id = ?",
+                               (cur.lastrowid,)).fetchone()
+            return _alert(row)
+
+    def pending_alerts(self, limit: int = 100) -> list[PendingAlert]:
+        rows = self._read(f"SELECT {_COLS} FROM alerts WHERE delivered_at IS NULL "
+                          "ORDER BY id LIMIT ?", (limit,))
+        return [_alert(r) for r in rows]
+
+    def claim_alert(self, alert_id: int, *, attempts: int, until: float) -> bool:
+        """Take the alert for one delivery round (counted as an attempt), unless another
+        process took it since it was read with ``attempts``: two monitors never send the
+        same alert at once. Held until ``until``: a round that dies before recording its
+        outcome leaves the alert due again then."""
+
+        with self._write() as conn:
+            cur = conn.execute("UPDATE alerts SET attempts = attempts + 1, next_at = ? "
+                               "WHERE id = ? AND attempts = ? AND delivered_at IS NULL",
+                               (until, alert_id, attempts))
+            return cur.rowcount == 1
+
+    def alert_attempted(self, alert_id: int, *, delivered: bool, error: str | None = None,
+                        next_at: float | None = None) -> None:
+        """Record a claimed round's outcome: delivered (never sent again), or failed with
+        ``error`` and due again at ``next_at``."""
+
+        now = self._clock()
+        with self._write() as conn:
+            if delivered:
+                conn.execute("UPDATE alerts SET delivered_at = ?, last_error = NULL "
+                             "WHERE id = ? AND delivered_at IS NULL", (now, alert_id))
+                conn.execute("DELETE FROM alerts WHERE delivered_at IS NOT NULL AND "
+                             "delivered_at < ?", (now - KEEP_DELIVERED_S,))
+            else:
+                conn.execute("UPDATE alerts SET last_error = ?, next_at = ? "
+                             "WHERE id = ? AND delivered_at IS NULL",
+                             (None if error is None else redact(error)[:500],
+                              now if next_at is None else next_at, alert_id))
