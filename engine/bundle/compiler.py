@@ -46,13 +46,17 @@ __all__ = [
     "MANIFEST_FILE",
     "UNHASHED_FILES",
     "VERSION_FILE",
+    "BundleTarget",
     "compile_bundle",
+    "compile_main",
     "compile_version",
     "deployed_schema",
     "templates_dir",
 ]
 
 BUNDLE_FORMAT = 1
+BundleTarget = Literal["user", "main"]
+"""Where a bundle deploys: a user's own deployment, or the app's main deployment."""
 VERSION_FILE = "convex/byodVersion.ts"
 MANIFEST_FILE = "byod-manifest.json"
 README_FILE = "README.md"
@@ -334,3 +338,11 @@ def compile_version(version: SchemaVersion, config: EngineConfig) -> Bundle:
     """The bundle of one schema version (kind ``version``, no data steps)."""
 
     return compile_bundle(version.schema, version_id=version.id, config=config)
+
+
+def compile_main(version: SchemaVersion, config: EngineConfig) -> Bundle:
+    """The main deployment's bundle of one schema version: every table (main- and
+    user-located) plus the ``byodMain:*`` functions a migrate-disconnect and a copy from
+    main call (``byod deploy VERSION --target main`` puts it there)."""
+
+    return compile_bundle(version.schema, version_id=version.id, config=config, target="main")

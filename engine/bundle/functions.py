@@ -19,13 +19,14 @@ what it is given.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from engine.errors import CompileError, Problem
 
-__all__ = ["AppFunctions", "MODULE_SUFFIXES", "PINNED_SUFFIX", "check_functions",
+__all__ = ["AppFunctions", "IGNORE_FILE", "MODULE_SUFFIXES", "PINNED_SUFFIX", "check_functions",
            "functions_for", "pinned_dir", "read_functions", "reserved_module_problem",
            "source_version", "widen_name"]
 
@@ -90,9 +91,25 @@ def _is_module(rel: PurePosixPath) -> bool:
     return name.endswith(MODULE_SUFFIXES)
 
 
+IGNORE_FILE = ".byodignore"
+
+
+def _ignored(directory: Path) -> list[str]:
+    """The patterns of ``directory/.byodignore`` (one glob per line over module paths,
+    ``#`` comments): modules of an app's own ``convex/`` that a bundle must not carry,
+    such as its ``schema.ts`` and ``auth.config.ts`` (the bundle renders its own)."""
+
+    path = directory / IGNORE_FILE
+    if not path.is_file():
+        return []
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text("utf-8").splitlines())
+    return [line for line in lines if line]
+
+
 def read_functions(directory: Path, root: str | None = None) -> AppFunctions:
     """The modules under ``directory`` (TypeScript/JavaScript, recursively; ``_generated``,
-    ``node_modules``, dotfiles, ``.d.ts`` and ``*.test.*`` files left out)."""
+    ``node_modules``, dotfiles, ``.d.ts`` and ``*.test.*`` files left out, and those
+    ``.byodignore`` names)."""
 
     directory = Path(directory)
     label = root or directory.as_posix()
@@ -102,9 +119,12 @@ def read_functions(directory: Path, root: str | None = None) -> AppFunctions:
             "byod.toml); create it or remove the setting"
         )
     modules: list[tuple[str, str]] = []
+    ignored = _ignored(directory)
     for path in sorted(directory.rglob("*")):
         rel = PurePosixPath(path.relative_to(directory).as_posix())
         if not path.is_file() or not _is_module(rel):
+            continue
+        if any(fnmatch.fnmatchcase(str(rel), pattern) for pattern in ignored):
             continue
         try:
             text = path.read_text(encoding="utf-8")

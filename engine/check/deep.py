@@ -1,6 +1,7 @@
 """``byod check --deep``: the real Convex toolchain as the oracle for everything that runs.
 
-What is checked is every bundle a deployment can be given: each version's bundle, and each
+What is checked is every bundle a deployment can be given: each version's bundle, its main
+bundle (the main deployment's: every table and the ``byodMain:*`` functions), and each
 widened bundle a migration deploys (one per edge of the graph, and the fused one of every
 path from a version to a head), with their generated data steps, the custom and convert
 code of the version files' hints, and the app's own functions (``functions_dir``) typed
@@ -31,7 +32,9 @@ from typing import Any, Iterable, Sequence
 from engine.bundle.compiler import (
     MIGRATIONS_FILE,
     Bundle,
+    BundleTarget,
     compile_bundle,
+    compile_main,
     deployed_schema,
 )
 from engine.bundle.functions import AppFunctions, functions_for
@@ -92,6 +95,7 @@ class CheckItem:
     bundle: Bundle
     functions: AppFunctions | None = None
     hints: dict[str, HintOrigin] = field(default_factory=dict)
+    target: BundleTarget = "user"
 
 
 def _fmt(value: Any) -> str:
@@ -151,7 +155,7 @@ def diff_json(expected: Any, actual: Any, path: str = "") -> list[tuple[str, str
 
 
 def _compare(item: CheckItem, actual: dict[str, Any]) -> list[Problem]:
-    expected = deployed_schema(item.schema).to_convex_json()
+    expected = deployed_schema(item.schema, item.target).to_convex_json()
     problems: list[Problem] = []
 
     def problem(location: str, message: str) -> None:
@@ -408,6 +412,27 @@ def _version_items(
     return items, problems
 
 
+def _main_items(
+    versions: Iterable[SchemaVersion], config: EngineConfig
+) -> tuple[list[CheckItem], list[Problem]]:
+    """The main deployment's bundle of every version (``byod deploy VERSION --target
+    main``): every table plus the ``byodMain:*`` functions, no app functions."""
+
+    items: list[CheckItem] = []
+    problems: list[Problem] = []
+    for version in versions:
+        file = version.source.path if version.source else version.id
+        label = f"{version.id} (main)"
+        try:
+            bundle = compile_main(version, config)
+        except CompileError as exc:
+            problems.append(_compile_problem(file, f"the main bundle of {version.id}", exc))
+            continue
+        items.append(CheckItem(label=label, file=file, schema=version.schema, bundle=bundle,
+                               target="main"))
+    return items, problems
+
+
 def _hint_origins(versions: dict[str, SchemaVersion], chain: Sequence[str],
                   steps: Sequence[DataStep]) -> dict[str, HintOrigin]:
     """For each step with code, the hint of a version along ``chain`` that wrote it."""
@@ -487,9 +512,11 @@ def _widened_items(
 def deep_check(
     versions: Sequence[SchemaVersion], config: EngineConfig, toolchain: Toolchain | None = None
 ) -> list[Problem]:
-    """Compile every version's bundle and every widened bundle of its migrations, and
-    check them all with the real toolchain."""
+    """Compile every version's bundle, its main bundle and every widened bundle of its
+    migrations, and check them all with the real toolchain."""
 
     items, problems = _version_items(versions, config)
+    mains, main_problems = _main_items(versions, config)
     widened, widen_problems = _widened_items(versions, config)
-    return problems + widen_problems + check_bundles(items + widened, toolchain)
+    return (problems + main_problems + widen_problems
+            + check_bundles(items + mains + widened, toolchain))

@@ -4,7 +4,7 @@ toolchain). Thin: every verb is one call into the engine plus output formatting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +13,9 @@ from engine.cli.output import dump
 from engine.commands import authoring as verbs
 from engine.commands.workspace import Workspace
 from engine.convex.toolchain import Toolchain
+
+if TYPE_CHECKING:
+    from engine.bundle.compiler import BundleTarget
 
 commands: list[click.Command] = []
 
@@ -48,6 +51,16 @@ def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     type=click.Path(path_type=Path),
     help="Version files directory (default: the configured schema_versions/).",
 )
+@click.option(
+    "--target",
+    "bundle_target",
+    type=click.Choice(["user", "main"]),
+    default="user",
+    show_default=True,
+    help="user: a user's deployment (user-located tables, the app's functions); main: the "
+    "app's main deployment (every table, the functions disconnect --data migrate and "
+    "connect --copy-from-main call).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def build(
     version: str | None,
@@ -55,6 +68,7 @@ def build(
     out: Path,
     archive: ArchiveFormat | None,  # click.Choice above admits only these
     versions_dir: Path | None,
+    bundle_target: BundleTarget,  # click.Choice above admits only these
     as_json: bool,
 ) -> None:
     """Compile VERSION (an id, a number or `head`) into a deployable bundle directory."""
@@ -62,12 +76,13 @@ def build(
     if build_all == (version is not None):
         raise click.UsageError("give exactly one of VERSION or --all")
     ws = Workspace.open().with_versions_dir(versions_dir)
-    results = verbs.build(ws, None if build_all else version, out, archive=archive)
+    results = verbs.build(ws, None if build_all else version, out, archive=archive,
+                          bundle_target=bundle_target)
     _emit(
         {"bundles": results},
         as_json,
         [
-            f"{r['version']}: {r['out']}"
+            f"{r['version']}" + (" (main)" if bundle_target == "main" else "") + f": {r['out']}"
             + (f" + {r['archive']}" if "archive" in r else "")
             + f" (fingerprint {r['fingerprint'][:16]})"
             for r in results

@@ -49,6 +49,9 @@ COMMANDS: dict[str, CommandEntry] = {
         "The steps that bring a deployment (or a fleet) from one version to another."),
     "graph": CommandEntry(
         "planning", "graph_cmd", "The version graph (Mermaid or DOT), heads marked."),
+    "init": CommandEntry(
+        "init_cmd", "init_cmd",
+        "Start a project from the Convex app APP_DIR: version 1 from its schema.ts."),
     "new": CommandEntry(
         "version_files", "new_cmd",
         "Start version NAME: the next number, the head as parent, the head's schema, no hints."),
@@ -58,6 +61,9 @@ COMMANDS: dict[str, CommandEntry] = {
     "show": CommandEntry(
         "version_files", "show_cmd",
         "One VERSION (an id, a number or `head`): graph, tables, hints, bundle, functions."),
+    "release": CommandEntry(
+        "release", "release_cmd",
+        "Mark VERSIONS (default: the head) and their ancestors released; rewrite the lock."),
     "local": CommandEntry(
         "local", "local", "Local Convex-compatible deployments (for tests and the demo)."),
     "deploy": CommandEntry(
@@ -98,6 +104,9 @@ COMMANDS: dict[str, CommandEntry] = {
     "leases": CommandEntry(
         "leases", "leases",
         "Who holds which lease (a user's deployment, or rollout:ID) and until when."),
+    "registry": CommandEntry(
+        "registry_cmd", "registry",
+        "The registry file itself: `registry check` verifies it (pages, references, records)."),
     "reconcile": CommandEntry(
         "reconcile", "reconcile_cmd",
         "Compare the registry with every deployment's own record (version, fingerprint, "

@@ -14,6 +14,7 @@ import click
 
 from engine.cli.output import dump
 from engine.commands import authoring as verbs
+from engine.commands.migration_code import plan_code
 from engine.commands.workspace import Workspace
 from engine.errors import PlanError
 
@@ -75,13 +76,19 @@ def _read_fleet(path: Path) -> list[tuple[Any, ...]]:
               default=None, help="JSON list of {deployment, version}: plan each source once.")
 @click.option("--allow-destructive", is_flag=True,
               help="Plan a down path even though its steps delete data (rows, fields).")
+@click.option("--show-code", is_flag=True,
+              help="Also print the TypeScript each widened deploy carries (its schema and "
+              "data-step mutations), for review; with --json, under `code`.")
 @_VERSIONS
 @_JSON
 def plan_cmd(source: str | None, target: str, fleet_file: Path | None, allow_destructive: bool,
-             versions_dir: Path | None, as_json: bool) -> None:
+             show_code: bool, versions_dir: Path | None, as_json: bool) -> None:
     """The steps that bring a deployment (or a fleet) from one version to another."""
 
     ws = _workspace(versions_dir)
+    if fleet_file is not None and show_code:
+        raise click.UsageError("--show-code prints one plan's code: give --from VERSION "
+                               "instead of --fleet")
     if fleet_file is not None:
         fleet = verbs.plan_fleet(ws, _read_fleet(fleet_file), target,
                                     allow_destructive=allow_destructive)
@@ -95,10 +102,30 @@ def plan_cmd(source: str | None, target: str, fleet_file: Path | None, allow_des
     if source is None:
         raise click.UsageError("give --from VERSION (or --fleet FILE)")
     p = verbs.plan(ws, source, target, allow_destructive=allow_destructive)
+    code = plan_code(ws, p) if show_code else None
     if as_json:
-        dump(p.to_dict())
-    else:
-        click.echo(p.render_text())
+        dump({**p.to_dict(), **({"code": code} if code is not None else {})})
+        return
+    click.echo(p.render_text())
+    if code is not None:
+        click.echo(_render_code(code))
+
+
+def _render_code(entries: list[dict[str, Any]]) -> str:
+    """The widened bundles' code as one TypeScript-commented listing."""
+
+    if not entries:
+        return ("\n// this plan runs no data steps, so it deploys no migration code; the "
+                "bundle of each version it deploys: `byod build VERSION`")
+    lines: list[str] = []
+    for entry in entries:
+        lines += ["", f"// ==== step {entry['step']}: {entry['id']}",
+                  f"// bundle {entry['version']} (fingerprint {entry['fingerprint'][:12]}), "
+                  f"{len(entry['data_steps'])} data step(s):"]
+        lines += [f"//   {d['function']}: {d['summary']}" for d in entry["data_steps"]]
+        for path, text in entry["files"].items():
+            lines += ["", f"// ---- {path}", text.rstrip("\n")]
+    return "\n".join(lines)
 
 
 @click.command("graph")

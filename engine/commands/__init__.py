@@ -25,12 +25,15 @@ _VERBS: dict[str, str] = {
     "diff": "engine.commands.authoring",
     "plan": "engine.commands.authoring",
     "plan_fleet": "engine.commands.authoring",
+    "plan_code": "engine.commands.migration_code",
     "graph": "engine.commands.authoring",
     "version_counts": "engine.commands.authoring",
     "deploy": "engine.commands.authoring",
+    "init": "engine.commands.init_project",
     "new_version": "engine.commands.version_files",
     "history": "engine.commands.version_files",
     "show_version": "engine.commands.version_files",
+    "release": "engine.commands.released",
     # one user's deployment
     "connect": "engine.commands.users",
     "retry_connect": "engine.commands.users",
@@ -50,6 +53,7 @@ _VERBS: dict[str, str] = {
     "reconcile": "engine.commands.fleet",
     # the registry's leases
     "list_leases": "engine.commands.leases",
+    "check_registry": "engine.commands.registry_file",
     "break_lease": "engine.commands.leases",
     # the configuration
     "config_show": "engine.commands.settings",

@@ -12,7 +12,7 @@ from engine.commands.workspace import Workspace
 from engine.errors import DeployFailed, PlanError, Problem, VersionFileError
 
 if TYPE_CHECKING:
-    from engine.bundle.compiler import Bundle
+    from engine.bundle.compiler import Bundle, BundleTarget
     from engine.bundle.write import ArchiveFormat
     from engine.plan.diff import Diff
     from engine.plan.planner import FleetPlan, Plan
@@ -82,6 +82,11 @@ def check(ws: Workspace, *, deep: bool = False) -> CheckResult:
 
     problems = list(check_versions(versions, ws.config))
     problems += check_functions(ws.config.functions_dir, [v.id for v in versions])
+    if not any(p.severity == "error" for p in problems):
+        problems += _main_bundle_problems(versions, ws)
+    from engine.commands.released import released_problems
+
+    problems += released_problems(ws.config.versions_dir, versions)
     if deep and versions and not any(p.severity == "error" for p in problems):
         from engine.check.deep import deep_check
 
@@ -90,22 +95,56 @@ def check(ws: Workspace, *, deep: bool = False) -> CheckResult:
     return CheckResult(tuple(versions), tuple(shown), tuple(acknowledged))
 
 
-def build(ws: Workspace, version: str | None, out: Path, *,
-          archive: "ArchiveFormat | None" = None) -> list[dict[str, Any]]:
-    """Compile ``version`` (None: every version, each into ``out/<id>``) and write the
-    bundle directory (and an archive beside it); one summary per bundle."""
+def _main_bundle_problems(versions: Iterable["SchemaVersion"], ws: Workspace) -> list[Problem]:
+    """What would stop a version's main bundle (``byod deploy VERSION --target main``)
+    from compiling where its user bundle compiles: a table named like one the engine keeps
+    on main only (``byodImports``). Pure, without rendering (``check`` stays light);
+    ``check --deep`` compiles and type-checks every main bundle."""
 
-    from engine.bundle.compiler import compile_version
+    from engine.schema.main_tables import MAIN_ENGINE_TABLE_NAMES
+
+    problems = []
+    for version in versions:
+        for name in sorted(set(version.schema.tables) & MAIN_ENGINE_TABLE_NAMES):
+            problems.append(Problem(
+                file=version.source.path if version.source else version.id, line=None,
+                location=f"tables.{name}", code="compile-main",
+                message=f"table name {name!r} is used by the engine on the main deployment, "
+                        f"so the main bundle of version {version.id} cannot hold it",
+                hint="rename the table (`byod deploy VERSION --target main` deploys every "
+                     "table to main)"))
+    return problems
+
+
+def _compile(schema_version: "SchemaVersion", ws: Workspace,
+             bundle_target: "BundleTarget") -> "Bundle":
+    from engine.bundle.compiler import compile_main, compile_version
+
+    if bundle_target == "main":
+        return compile_main(schema_version, ws.config)
+    if bundle_target != "user":
+        raise PlanError(f"bundle target must be 'user' or 'main', not {bundle_target!r}")
+    return compile_version(schema_version, ws.config)
+
+
+def build(ws: Workspace, version: str | None, out: Path, *,
+          archive: "ArchiveFormat | None" = None,
+          bundle_target: "BundleTarget" = "user") -> list[dict[str, Any]]:
+    """Compile ``version`` (None: every version, each into ``out/<id>``) and write the
+    bundle directory (and an archive beside it); one summary per bundle.
+    ``bundle_target="main"`` builds the main deployment's bundle instead of a user's."""
+
     from engine.bundle.write import write_archive, write_bundle
 
     graph = ws.graph
     chosen = list(graph.versions.values()) if version is None else [graph.resolve(version)]
     results = []
     for schema_version in sorted(chosen, key=lambda v: (v.number, v.id)):
-        bundle = compile_version(schema_version, ws.config)
+        bundle = _compile(schema_version, ws, bundle_target)
         target = out / schema_version.id if version is None else out
         write_bundle(bundle, target)
         entry: dict[str, Any] = {"version": bundle.version_id, "kind": bundle.kind,
+                                 "target": bundle_target,
                                  "fingerprint": bundle.fingerprint, "out": str(target),
                                  "files": len(bundle.files)}
         if archive:
@@ -184,14 +223,15 @@ def graph(ws: Workspace, fmt: str = "mermaid", counts: dict[str, int] | None = N
 
 
 def deploy(ws: Workspace, version: str, target: "DeploymentTarget", *,
-           record: bool = True) -> dict[str, Any]:
+           record: bool = True, bundle_target: "BundleTarget" = "user") -> dict[str, Any]:
     """Compile ``version``, deploy it with the workspace's deployer, verify the deployment
-    answers it, and record it in the deployment's own ``byodVersions``; a summary."""
+    answers it, and record it in the deployment's own ``byodVersions``; a summary.
+    ``bundle_target="main"`` deploys the main bundle (every table and the ``byodMain:*``
+    functions a migrate-disconnect and a copy from main need) to the main deployment."""
 
-    from engine.bundle.compiler import compile_version
     from engine.ports.deployment import close_quietly
 
-    bundle: Bundle = compile_version(ws.graph.resolve(version), ws.config)
+    bundle: Bundle = _compile(ws.graph.resolve(version), ws, bundle_target)
     started = time.monotonic()
     adapter = ws.connector.deployer(target)
     try:
@@ -212,7 +252,7 @@ def deploy(ws: Workspace, version: str, target: "DeploymentTarget", *,
         close_quietly(adapter)
     return {
         "deployment": target.label, "version": bundle.version_id, "kind": bundle.kind,
-        "fingerprint": bundle.fingerprint, "deploy_s": round(result.duration_s, 3),
+        "target": bundle_target, "fingerprint": bundle.fingerprint, "deploy_s": round(result.duration_s, 3),
         "duration_s": round(time.monotonic() - started, 3), "verified": True,
         "recorded": record,
     }

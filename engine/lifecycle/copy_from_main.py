@@ -39,6 +39,7 @@ from typing import Any
 from engine.convex.targets import main_target_from_env
 from engine.errors import ByodError, CopyFromMainError, DisconnectError
 from engine.lifecycle.crashpoints import crash_point
+from engine.lifecycle.main_bundle import deploy_main_command, require_main_bundle
 from engine.lifecycle.ownership import OwnerRule, owner_rules, owns
 from engine.lifecycle.progress import COPY_FROM_MAIN, ProgressRun, read_pages
 from engine.lifecycle.remap import (
@@ -402,11 +403,7 @@ def copy_from_main(user_id: str, *, store: RegistryStore, tables: Mapping[str, T
         report.tables = dict(run.doc.get("verified") or {})
         report.message = "content was already copied from main and verified"
         return report
-    info = main.read_version()
-    if info.version != version:
-        raise CopyFromMainError(
-            f"the main deployment is on version {info.version} but the user's deployment is "
-            f"on {version}; bring them to the same version before copying")
+    _check_main_version(main, version)
     run.save()
     store.audit(user_id, "copy_from_main_started", {"resumed": run.resumed})
     try:
@@ -434,6 +431,15 @@ def copy_from_main(user_id: str, *, store: RegistryStore, tables: Mapping[str, T
     report.duration_s = time.monotonic() - started
     report.message = f"{report.copied} documents copied from main and verified"
     return report
+
+
+def _check_main_version(main: FunctionRunner, version: str) -> None:
+    info = main.read_version()
+    if info.version != version:
+        raise CopyFromMainError(
+            f"the main deployment is on version {info.version} but the user's deployment is "
+            f"on {version}; bring them to the same version before copying "
+            f"(`{deploy_main_command(version)}`)")
 
 
 def _stopped(run: _Copy, why: str) -> None:
@@ -468,12 +474,18 @@ def plan_copy(wanted: bool, main_client: FunctionRunner | None, page_size: int,
         return None, ()
     if not 1 <= page_size <= 8192:
         raise CopyFromMainError("the copy's page size must be between 1 and 8192")
+    secrets: tuple[str, ...] = ()
     if main_client is not None:
-        return CopyPlan(main=main_client, page_size=page_size), ()
-    target = main_target_from_env()
-    client = connector.client(target)
-    owned.append(client)
-    return CopyPlan(main=client, page_size=page_size), target.secrets
+        client = main_client
+    else:
+        target = main_target_from_env()
+        client = connector.client(target)
+        owned.append(client)
+        secrets = target.secrets
+    # while the connect is still validating: a main without the main bundle stops it
+    # before anything is stored, deployed or blocked
+    require_main_bundle(client, version=None, purpose="connect --copy-from-main")
+    return CopyPlan(main=client, page_size=page_size), secrets
 
 
 def run_copy_stage(user_id: str, plan: CopyPlan, *, store: RegistryStore,
@@ -485,6 +497,7 @@ def run_copy_stage(user_id: str, plan: CopyPlan, *, store: RegistryStore,
 
     progress = store.load_progress(COPY_FROM_MAIN, user_id) or {}
     if progress.get("state") != "done":
+        _check_main_version(plan.main, version.id)  # before blocking the user
         store.set_connection_status(user_id, "error", error=COPYING_REASON)
     tables = {n: t for n, t in version.schema.tables.items()
               if t.location == Location.USER and n not in ENGINE_TABLE_NAMES}

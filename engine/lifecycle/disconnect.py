@@ -4,7 +4,9 @@
 * ``migrate`` — every user-located table is copied from the user's deployment to the main
   deployment (parents before children), page by page, every ``id(table)`` remapped to the
   new ids; references that cannot be remapped yet (self-references, cycles) are patched
-  in afterwards; then counts and checksums are verified per table.
+  in afterwards; then counts and checksums are verified per table. Main must run the main
+  bundle of the user's version (``byod deploy VERSION --target main``): that is probed
+  first, before the lease, the block or any write (``engine.lifecycle.main_bundle``).
 * ``delete``  — needs ``confirm``; every user-located table is emptied in batches and
   verified empty.
 
@@ -48,6 +50,7 @@ from engine.errors import (
     UnknownVersion,
 )
 from engine.lifecycle.crashpoints import crash_point
+from engine.lifecycle.main_bundle import deploy_main_command, require_main_bundle
 from engine.lifecycle.progress import DISCONNECT, ProgressRun, read_pages
 from engine.lifecycle.remap import (
     IdMaps,
@@ -425,6 +428,23 @@ def disconnect(
         report.status = "disconnected"
         report.message = "already disconnected; nothing to do"
         return report
+    owned: list[FunctionRunner] = []
+    if mode == "migrate" and stage != "finish":
+        # Main must have the main bundle: probed before the lease, before the user is
+        # blocked and before anything is written, so a missing one changes nothing.
+        connector = connector or HttpConnector(config)
+        try:
+            if main_client is None:
+                main_client = connector.client(main_target_from_env())
+                owned.append(main_client)
+            require_main_bundle(main_client, version=user.schema_version,
+                                purpose=f"disconnect --data migrate of user {user_id!r}")
+            if user.schema_version:  # none on record: refused below, with that reason
+                _check_main_version(main_client, user)
+        except BaseException:
+            for client in owned:
+                close_quietly(client)
+            raise
     # The user's lease (the one a rollout's runner takes too): two disconnects, or a
     # disconnect and a rollout, never work the same deployment at once. A short TTL kept
     # alive by a heartbeat: a killed disconnect's lease lapses quickly (at once when this
@@ -433,11 +453,12 @@ def disconnect(
     try:
         lease.acquire()
     except LeaseHeld as exc:
+        for client in owned:
+            close_quietly(client)
         holder = _describe_lease(store, exc)
         raise DisconnectRefused(
             f"user {user_id!r} is being worked by another runner ({holder}); run the "
             "disconnect again once it has finished") from None
-    owned: list[FunctionRunner] = []
     try:
         if stage == "abandon":
             _abandon_migrate(store, user_id, mode)
@@ -455,9 +476,6 @@ def disconnect(
         tables = _user_tables(user, graph)
         target = vault.target_for(user)
         connector = connector or HttpConnector(config)
-        if mode == "migrate" and main_client is None:
-            main_client = connector.client(main_target_from_env())
-            owned.append(main_client)
         source = connector.client(target)
         owned.append(source)
         return _data_step(user, mode, store=store, tables=tables, source=source,
@@ -575,8 +593,6 @@ def _data_step(user: UserConfig, mode: str, *, store: RegistryStore, tables: dic
                report: DisconnectReport, started: float,
                keep_lease: Callable[[], object] | None = None) -> DisconnectReport:
     user_id = user.user_id
-    if mode == "migrate":
-        _check_main_version(main_client, user)  # before blocking the user: fail early
     run = _Run(user, mode, store, tables, source, main_client, page_size, hook, secrets)
     if keep_lease is not None:
         run.keep_lease = keep_lease
@@ -639,14 +655,16 @@ def _data_step(user: UserConfig, mode: str, *, store: RegistryStore, tables: dic
     return report
 
 
-def _check_main_version(main: FunctionRunner | None, user: UserConfig) -> None:
-    assert main is not None
+def _check_main_version(main: FunctionRunner, user: UserConfig) -> None:
+    """Main's bundle must be of the user's version: its tables are what the copy fills."""
+
     info = main.read_version()
     if info.version != user.schema_version:
         raise DisconnectError(
             f"the main deployment is on version {info.version} but user {user.user_id!r} is "
             f"on {user.schema_version}; bring them to the same version before migrating back "
-            "(a rollout of the user, or a deploy of main)")
+            f"(a rollout of the user, or `{deploy_main_command(user.schema_version)}`); "
+            "nothing was changed")
 
 
 def _interrupted(store: RegistryStore, run: _Run, user_id: str, mode: str, why: str) -> None:

@@ -19,6 +19,7 @@ alerts (``AlertStore``) in ``engine.registry.sqlite_alerts``.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -68,8 +69,8 @@ def _user(row: sqlite3.Row) -> UserConfig:
     )
 
 
-_RESTORE_HINT = ("restore a backup, or move it aside and run `byod reconcile --apply` to "
-                 "rebuild from the deployments")
+_RESTORE_HINT = ("`byod registry check` lists what is wrong; restore a backup, or move it "
+                 "aside and run `byod reconcile --apply` to rebuild from the deployments")
 
 
 def _damaged(exc: sqlite3.Error) -> bool:
@@ -238,6 +239,34 @@ class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, Sqli
 
     def schema_version(self) -> int:
         return int(self._read("PRAGMA user_version")[0][0])
+
+    # (table, key column, JSON column): the documents the engine parses when it reads them
+    _JSON_COLUMNS = (("rollouts", "rollout_id", "data"), ("progress", "kind || ':' || user_id",
+                     "doc"), ("audit", "id", "detail"), ("alerts", "id", "payload"))
+
+    def verify(self) -> list[str]:
+        """Every defect found in the file, as one sentence each (empty = sound): SQLite's own
+        page and index check, dangling references, and every stored JSON document the engine
+        would fail to read later (a rollout record, a copy's progress, an audit detail, an
+        alert), so a damaged row is found before the command that needs it."""
+
+        problems = [f"SQLite integrity check: {r[0]}"
+                    for r in self._read("PRAGMA integrity_check") if r[0] != "ok"]
+        problems += [f"table {r[0]} row {r[1]} refers to a missing row of {r[2]}"
+                     for r in self._read("PRAGMA foreign_key_check")]
+        version = self.schema_version()
+        if version != SCHEMA_VERSION:
+            problems.append(f"registry schema version {version}, expected {SCHEMA_VERSION}")
+        for table, key, column in self._JSON_COLUMNS:
+            for row in self._read(f"SELECT {key} AS k, {column} AS v FROM {table}"):
+                try:
+                    doc = json.loads(row["v"])
+                except (TypeError, ValueError) as exc:
+                    problems.append(f"{table} {row['k']}: {column} is not JSON ({exc})")
+                    continue
+                if not isinstance(doc, dict):
+                    problems.append(f"{table} {row['k']}: {column} is not a JSON object")
+        return problems
 
     def close(self) -> None:
         with self._lock:

@@ -334,6 +334,9 @@ class InMemoryDeployment(EngineFunctions):
     def _dispatch(self, path: str, args: dict[str, Any]) -> Any:
         if self.version is None and (path == "byod:version" or not self.deploys):
             raise self._missing(path)  # no byod bundle answers (nothing deployed yet)
+        manifest = getattr(self._deployed, "manifest", None) or {}
+        if path.startswith("byodMain:") and path not in manifest.get("functions", {path: 1}):
+            raise self._missing(path)  # a deployed bundle without it: not the main bundle
         fn = getattr(self, "_fn_" + path.replace(":", "_"), None)
         if fn is not None:
             try:

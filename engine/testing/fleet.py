@@ -225,8 +225,10 @@ class InMemoryFleet:
             return None
         try:
             graph = self.graph
-            if bundle.kind == "version":
-                return KnownBundle(deployed_schema(graph.get(bundle.version_id).schema))
+            if bundle.kind == "version":  # a main bundle declares main's receipts table
+                tables = (getattr(bundle, "manifest", None) or {}).get("tables", ())
+                return KnownBundle(deployed_schema(graph.get(bundle.version_id).schema,
+                                                   "main" if "byodImports" in tables else "user"))
             match = _WIDENED.match(str(bundle.version_id))
             if match is None:
                 return None

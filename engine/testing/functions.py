@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import FunctionError
 from engine.plan.datasteps import DataStep, apply_step
+from engine.schema.engine_tables import ENGINE_TABLE_NAMES
 from engine.schema.validate_doc import validate_document
 
 if TYPE_CHECKING:
@@ -187,6 +188,8 @@ class EngineFunctions:
         return len(patches)
 
     def _fn_byodMain_getByIds(self, table: str, ids: list[str]) -> list[Any]:
+        if not ids and table in ENGINE_TABLE_NAMES:  # declared by every bundle, maybe empty
+            return []
         rows = self._table(table)
         return [rows.get(i) for i in ids]
 

@@ -37,6 +37,8 @@ JSON_COMMANDS: dict[str, tuple[str, ...]] = {
     "graph": ("graph",),
     "history": ("history",),
     "show": ("show",),
+    "release": ("release",),
+    "init": ("init",),
     "deploy": ("deploy",),
     "keys generate": ("keys-generate",),
     "keys rotate": ("keys-rotate",),
@@ -56,6 +58,7 @@ JSON_COMMANDS: dict[str, tuple[str, ...]] = {
     "config show": ("config-show",),
     "leases list": ("leases",),  # `byod leases --json` (the group itself) prints the same
     "leases break": ("leases-break",),
+    "registry check": ("registry-check",),
 }
 
 

@@ -315,9 +315,16 @@ def test_resuming_a_rollout_that_still_runs_is_refused(env: Env):
     first = env.child("--to", TARGET, "--concurrency", "1", "--batch", "2")  # slow on purpose
     events = _events_until(first, lambda e: e["event"] == "page_done")
     rollout_id = events[0]["rollout_id"]
+    # hold the first run alive (every call answers after 1 s) until the resume is decided,
+    # however slowly the second process starts on a loaded machine
+    for uid in users:
+        env.fleet.set_fault(env.names[uid], "delay", delay_ms=1000)
     second = env.child("--resume", rollout_id, "--concurrency", "3")
     out, err = second.communicate(timeout=120)
-    assert first.poll() is None, "the first run ended before the resume was refused"
+    alive = first.poll() is None
+    for uid in users:
+        env.fleet.set_fault(env.names[uid], "none")
+    assert alive, "the first run ended before the resume was refused"
     assert second.returncode != 0 and f"rollout {rollout_id} is still running" in err, err
     assert "RolloutRunning" in err and f"process {first.pid} on " in err
     report = _finish(first)
