@@ -70,8 +70,12 @@ waiting for another runner) is what lets it go ahead."""
 
 
 def close_matches(word: str, choices: Sequence[str]) -> list[str]:
-    """The (at most two) ``choices`` close enough to ``word`` to be what was meant."""
+    """The (at most two) ``choices`` close enough to ``word`` to be what was meant: those
+    ``word`` begins (a shortened name, ``0004_task``) first, then the closest spellings."""
 
+    prefixed = [c for c in choices if word and c.startswith(word)]
+    if prefixed:
+        return prefixed[:2]
     return difflib.get_close_matches(word, list(choices), n=2, cutoff=0.75)
 
 

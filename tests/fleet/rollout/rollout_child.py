@@ -2,7 +2,7 @@
 so crash tests can SIGKILL it at a chosen event and resume it by id.
 
 usage: rollout_child.py REGISTRY VERSIONS_DIR (--to VERSION | --resume ID)
-                        [--concurrency N] [--batch N] [--canary N]
+                        [--concurrency N] [--batch N] [--canary N] [--only USER ...]
 The encryption key comes from BYOD_ENCRYPTION_KEY, as for the CLI.
 """
 
@@ -30,6 +30,7 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--canary", type=int, default=0)
+    p.add_argument("--only", action="append", default=[])
     a = p.parse_args()
     config = EngineConfig(registry_path=Path(a.registry), versions_dir=Path(a.versions))
     store = SqliteStore(config.registry_path)
@@ -39,7 +40,8 @@ def main() -> int:
         sys.stdout.flush()
 
     options = RolloutOptions(canary=a.canary, waves=("100%",), concurrency=a.concurrency,
-                             max_failures="100%", max_batch=a.batch, lease_ttl_s=30.0)
+                             max_failures="100%", max_batch=a.batch, lease_ttl_s=30.0,
+                             only=tuple(a.only))
     report = rollout(a.to, store=store, vault=Vault.from_env(), config=config,
                      versions=load_versions(config.versions_dir, config), options=options,
                      resume=a.resume, emit=emit)

@@ -307,12 +307,29 @@ def test_two_rollouts_at_once_never_work_the_same_deployment(env: Env):
         assert env.fleet.state(env.names[uid])["pushes"] - pushes[uid] == 2
 
 
-def test_resuming_a_rollout_that_still_runs_is_refused(env: Env):
+@pytest.fixture
+def own_env(tmp_path: Path) -> Iterator[Env]:
+    """A registry and fleet of the test's own (the module's shared one holds users earlier
+    tests left failed on purpose)."""
+
+    e = Env(tmp_path)
+    try:
+        yield e
+    finally:
+        e.fleet.stop()
+        e.store.close()
+
+
+def test_resuming_a_rollout_that_still_runs_is_refused(own_env: Env):
     """The second `--resume ID` while the first run is alive is refused at once; the first
     finishes alone and its saved record matches the deployments (no spurious failures)."""
 
+    env = own_env
     users = env.users("live", 4)
-    first = env.child("--to", TARGET, "--concurrency", "1", "--batch", "2")  # slow on purpose
+    # only this test's users: others the module's earlier tests left behind must not decide
+    # how long the first run lasts or whether it succeeds
+    only = [arg for uid in users for arg in ("--only", uid)]
+    first = env.child("--to", TARGET, "--concurrency", "1", "--batch", "2", *only)  # slow
     events = _events_until(first, lambda e: e["event"] == "page_done")
     rollout_id = events[0]["rollout_id"]
     # hold the first run alive (every call answers after 1 s) until the resume is decided,
@@ -324,7 +341,10 @@ def test_resuming_a_rollout_that_still_runs_is_refused(env: Env):
     alive = first.poll() is None
     for uid in users:
         env.fleet.set_fault(env.names[uid], "none")
-    assert alive, "the first run ended before the resume was refused"
+    assert alive, ("the first run ended before the resume was refused: "
+                   f"first exit {first.returncode}, stderr {first.stderr.read()[-2000:]!r}, "
+                   f"stdout {first.stdout.read()[-3000:]!r}; "
+                   f"second exit {second.returncode}, stderr {err[-2000:]!r}, stdout {out[-2000:]!r}")
     assert second.returncode != 0 and f"rollout {rollout_id} is still running" in err, err
     assert "RolloutRunning" in err and f"process {first.pid} on " in err
     report = _finish(first)
@@ -353,3 +373,4 @@ def test_dry_run_changes_nothing(env: Env):
     assert {u: env.notes(u) for u in users} == docs
     assert {u: env.fleet.state(env.names[u]) for u in users} == states
     env.store = SqliteStore(env.config.registry_path)
+
