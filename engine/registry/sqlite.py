@@ -91,14 +91,22 @@ def _damaged_error(path: Path, exc: sqlite3.Error) -> RegistryError:
 
 def _secure_file(path: Path) -> None:
     """Create the parent directory (0700) and the file itself (0600) before SQLite opens it,
-    so the file is never readable by others, not even for an instant."""
+    so the file is never readable by others, not even for an instant.
+
+    An existing file is never opened here: POSIX locks belong to the process, so closing any
+    descriptor of the file would drop the locks another connection of this process holds on
+    it, and a process closing last elsewhere would then remove the WAL under that connection
+    (``tests/registry/test_second_store_in_process.py``)."""
 
     parent = path.parent
     if not parent.exists():
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        return
+    os.close(fd)  # a new, empty file: nobody holds a lock on it yet
 
 
 class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, SqliteProgress,
