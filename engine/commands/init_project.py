@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import VersionError, VersionFileError
+from engine.errors import VersionError
 
 if TYPE_CHECKING:
     from engine.convex.toolchain import Toolchain
@@ -55,9 +55,9 @@ def init(app_dir: Path, *, into: Path = Path("."), location: str = "user",
     ``.byodignore``; refuse to overwrite an existing project. Returns what was written."""
 
     from engine.bundle.functions import IGNORE_FILE, read_functions
+    from engine.commands.version_files import write_faithful_version
     from engine.convex.schema_eval import export_schema_file
     from engine.schema.convex_export import render_version_file, schema_from_export
-    from engine.schema.loader import load_version_file
     from engine.schema.models import Location
 
     app, into = Path(app_dir), Path(into)
@@ -82,15 +82,8 @@ def init(app_dir: Path, *, into: Path = Path("."), location: str = "user",
                                f"Initial schema, from {schema_ts.name} of the existing app.")
     versions.mkdir(parents=True, exist_ok=True)
     path = versions / VERSION_FILE
-    path.write_text(text, encoding="utf-8")
-    try:
-        written = load_version_file(path)
-    except VersionFileError:
-        path.unlink()
-        raise
-    if written.schema != schema:
-        path.unlink()
-        raise VersionError(f"could not write {schema_ts} faithfully as {path}")
+    written = write_faithful_version(path, text, schema,
+                                     f"could not write {schema_ts} faithfully as {path}")
 
     ignore = functions / IGNORE_FILE
     wrote_ignore = not ignore.exists()

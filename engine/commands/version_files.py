@@ -20,6 +20,26 @@ __all__ = ["history", "new_version", "show_version"]
 _TOP_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*:")
 
 
+def write_faithful_version(path: Path, text: str, schema: Any,
+                           failure: str) -> "SchemaVersion":
+    """Write a generated version file and load it back: it must give ``schema`` exactly, or
+    the file is removed again (a broken or unfaithful version file is never left behind).
+    ``failure`` is the error's message when it loads but differs. Returns what was loaded."""
+
+    from engine.schema.loader import load_version_file
+
+    path.write_text(text, encoding="utf-8")
+    try:
+        written = load_version_file(path)
+    except VersionFileError:
+        path.unlink()
+        raise
+    if written.schema != schema:
+        path.unlink()
+        raise VersionError(failure)
+    return written
+
+
 def _slug(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
     if not slug:
@@ -55,8 +75,6 @@ def new_version(ws: Workspace, name: str, *, description: str = "",
     hints, consent or lint settings — nothing that belonged to the parent's edge. The new
     file is loaded back and must declare exactly the parent's schema."""
 
-    from engine.schema.loader import load_version_file
-
     graph = ws.graph
     base = graph.resolve(parent if parent is not None else "head")
     if base.source is None:
@@ -82,15 +100,8 @@ def new_version(ws: Workspace, name: str, *, description: str = "",
         "consent: {}",
         "",
     ])
-    path.write_text(text, encoding="utf-8")
-    try:
-        written = load_version_file(path)
-    except VersionFileError:
-        path.unlink()
-        raise
-    if written.schema != base.schema:
-        path.unlink()
-        raise VersionError(f"could not copy the schema of {base.id} faithfully into {path}; "
+    write_faithful_version(path, text, base.schema,
+                           f"could not copy the schema of {base.id} faithfully into {path}; "
                            "copy the file by hand")
     return path
 
