@@ -53,8 +53,7 @@ MODULES: dict[str, Module] = {
         "tests/lifecycle/connect/test_validation.py")),
     "planner": Module("engine/plan/planner.py", ("tests/plan",)),
     "widen": Module("engine/plan/widen.py", ("tests/plan",)),
-    "runner": Module("engine/fleet/runner.py", ("tests/fleet/runner",
-                                                "tests/fleet/test_runner_mutants.py")),
+    "runner": Module("engine/fleet/runner.py", ("tests/fleet/runner",)),
     "disconnect": Module("engine/lifecycle/disconnect.py", (
         "tests/lifecycle/disconnect", "tests/lifecycle/test_disconnect_mutants.py")),
     "rules": Module("engine/check/rules.py", ("tests/check",)),

@@ -8,34 +8,16 @@ from the plan being run."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from engine.events import EventLog, PageDone
 from engine.fleet.artifacts import PlanKit
 from engine.fleet.runner import run_plan
-from engine.registry.sqlite import SqliteStore
 
-from .runner.conftest import add_user
-from .runner.fakes import Crash, FakeAdapter, RecordingKit, SchemaBook
-
-
-@pytest.fixture()
-def store(tmp_path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "registry.sqlite3")
-    yield s
-    s.close()
-
-
-@pytest.fixture()
-def book() -> SchemaBook:
-    return SchemaBook()
-
-
-@pytest.fixture()
-def kit(book: SchemaBook) -> RecordingKit:
-    return RecordingKit(book)
+from .conftest import add_user  # the store, book and kit fixtures come from there too
+from .fakes import Crash, FakeAdapter, RecordingKit
 
 
 def _run(store, kit, dep, target="v3", *, holder="h1", log=None, adapter=None, secrets=()):
