@@ -13,33 +13,24 @@ from typing import Any
 import click
 
 from engine.cli.output import dump
+from engine.cli.version_options import JSON, VERSIONS, versions_workspace
 from engine.commands import authoring as verbs
 from engine.commands.migration_code import plan_code
-from engine.commands.workspace import Workspace
 from engine.errors import PlanError
 
 __all__ = ["commands"]
-
-_VERSIONS = click.option("--versions", "versions_dir", default=None,
-                         type=click.Path(path_type=Path, file_okay=False),
-                         help="Directory of version files (default: schema_versions).")
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def _workspace(versions_dir: Path | None) -> Workspace:
-    return Workspace.open().with_versions_dir(versions_dir)
 
 
 @click.command("diff")
 @click.argument("a")
 @click.argument("b")
-@_VERSIONS
-@_JSON
+@VERSIONS
+@JSON
 def diff_cmd(a: str, b: str, versions_dir: Path | None, as_json: bool) -> None:
     """Classified changes from version A to version B (user-deployed tables). Exits 1 when
     a change blocks planning (a missing hint or consent, or an impossible change)."""
 
-    src, dst, d, how = verbs.diff(_workspace(versions_dir), a, b)
+    src, dst, d, how = verbs.diff(versions_workspace(versions_dir), a, b)
     blocked = len(d.blocking)
     if as_json:
         dump({"source": src, "target": dst, "hints": how, **d.to_dict()})
@@ -79,13 +70,13 @@ def _read_fleet(path: Path) -> list[tuple[Any, ...]]:
 @click.option("--show-code", is_flag=True,
               help="Also print the TypeScript each widened deploy carries (its schema and "
               "data-step mutations), for review; with --json, under `code`.")
-@_VERSIONS
-@_JSON
+@VERSIONS
+@JSON
 def plan_cmd(source: str | None, target: str, fleet_file: Path | None, allow_destructive: bool,
              show_code: bool, versions_dir: Path | None, as_json: bool) -> None:
     """The steps that bring a deployment (or a fleet) from one version to another."""
 
-    ws = _workspace(versions_dir)
+    ws = versions_workspace(versions_dir)
     if fleet_file is not None and show_code:
         raise click.UsageError("--show-code prints one plan's code: give --from VERSION "
                                "instead of --fleet")
@@ -135,15 +126,15 @@ def _render_code(entries: list[dict[str, Any]]) -> str:
               default=None, help="Show how many deployments sit on each version "
               "(default: the configured registry, when that file exists).")
 @click.option("--no-registry", is_flag=True, help="Do not read any registry.")
-@_VERSIONS
-@_JSON
+@VERSIONS
+@JSON
 def graph_cmd(fmt: str, registry: Path | None, no_registry: bool, versions_dir: Path | None,
               as_json: bool) -> None:
     """The version graph (Mermaid or DOT), heads marked."""
 
     if registry is not None and no_registry:
         raise click.UsageError("--registry and --no-registry exclude each other")
-    ws = _workspace(versions_dir)
+    ws = versions_workspace(versions_dir)
     graph = ws.graph
     counts = None if no_registry else verbs.version_counts(ws, registry)
     if as_json:

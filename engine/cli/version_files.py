@@ -12,19 +12,10 @@ from typing import Any
 import click
 
 from engine.cli.output import dump
+from engine.cli.version_options import JSON, VERSIONS, versions_workspace
 from engine.commands import version_files as verbs
-from engine.commands.workspace import Workspace
 
 __all__ = ["commands", "history_cmd", "new_cmd", "show_cmd"]
-
-_VERSIONS = click.option("--versions", "versions_dir", default=None,
-                         type=click.Path(path_type=Path, file_okay=False),
-                         help="Directory of version files (default: schema_versions).")
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def _workspace(versions_dir: Path | None) -> Workspace:
-    return Workspace.open().with_versions_dir(versions_dir)
 
 
 def _changes(summary: dict[str, Any]) -> str:
@@ -42,22 +33,22 @@ def _changes(summary: dict[str, Any]) -> str:
 @click.option("--description", "-m", default="", help="The new version's description.")
 @click.option("--parent", default=None,
               help="Start from this version instead of the head (needed with several heads).")
-@_VERSIONS
+@VERSIONS
 def new_cmd(name: str, description: str, parent: str | None, versions_dir: Path | None) -> None:
     """Start version NAME: the next number, the head as parent, the head's schema, no hints."""
 
-    path = verbs.new_version(_workspace(versions_dir), name, description=description,
+    path = verbs.new_version(versions_workspace(versions_dir), name, description=description,
                              parent=parent)
     click.echo(f"created {path}: edit its tables, then `byod diff` to see the hints it needs")
 
 
 @click.command("history")
-@_VERSIONS
-@_JSON
+@VERSIONS
+@JSON
 def history_cmd(versions_dir: Path | None, as_json: bool) -> None:
     """Every version, oldest first, with what changed from its parents."""
 
-    rows = verbs.history(_workspace(versions_dir))
+    rows = verbs.history(versions_workspace(versions_dir))
     if as_json:
         dump({"versions": rows})
         return
@@ -69,12 +60,12 @@ def history_cmd(versions_dir: Path | None, as_json: bool) -> None:
 
 @click.command("show")
 @click.argument("version")
-@_VERSIONS
-@_JSON
+@VERSIONS
+@JSON
 def show_cmd(version: str, versions_dir: Path | None, as_json: bool) -> None:
     """One VERSION (an id, a number or `head`): graph, tables, hints, bundle, functions."""
 
-    info = verbs.show_version(_workspace(versions_dir), version)
+    info = verbs.show_version(versions_workspace(versions_dir), version)
     if as_json:
         dump(info)
         return
