@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from local_ops import needs_toolchain
 
 from engine.config import EngineConfig
 from engine.convex.http import ConvexHttpClient
@@ -27,22 +28,7 @@ from engine.schema.loader import load_versions
 from engine.schema.validate_doc import validate_document
 from engine.vault import Vault, generate_key
 
-
-def _toolchain_ready() -> bool:
-    import shutil
-
-    from engine.convex.toolchain import Toolchain
-    try:
-        root = Toolchain.find().root
-    except Exception:
-        return False
-    return shutil.which("node") is not None and (root / "node_modules" / ".bin" / "convex").exists()
-
-
-TOOLCHAIN = _toolchain_ready()
-
-pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow,
-              pytest.mark.skipif(not TOOLCHAIN, reason="npm toolchain not installed"),
+pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow, needs_toolchain,
               pytest.mark.timeout(900)]
 
 CHILD = Path(__file__).with_name("rollout_child.py")

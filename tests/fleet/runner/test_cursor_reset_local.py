@@ -8,11 +8,11 @@ transaction-limit error and the runner halves the page until it fits."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from local_ops import needs_toolchain
 
 from engine.config import EngineConfig
 from engine.convex.errors import classify
@@ -25,18 +25,7 @@ from engine.registry.sqlite import SqliteStore
 from engine.schema.loader import load_versions
 from engine.vault import Vault, generate_key
 
-
-def _toolchain_ready() -> bool:
-    from engine.convex.toolchain import Toolchain
-    try:
-        root = Toolchain.find().root
-    except Exception:  # noqa: BLE001 - any failure to find it means: skip
-        return False
-    return shutil.which("node") is not None and (root / "node_modules" / ".bin" / "convex").exists()
-
-
-pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow,
-              pytest.mark.skipif(not _toolchain_ready(), reason="npm toolchain not installed"),
+pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow, needs_toolchain,
               pytest.mark.timeout(600)]
 
 DOCS, PAGE = 60, 10
