@@ -33,7 +33,7 @@ def check_cmd(as_json: bool) -> None:
     else:
         for problem in result["problems"]:
             click.echo(f"registry {result['registry']}: {problem}", err=True)
-        if result["exists"]:
+        if result["exists"] and not any("reconcile --apply" in p for p in result["problems"]):
             click.echo("restore a backup, or move the file aside and run "
                        "`byod reconcile --apply` to rebuild it from the deployments", err=True)
     if not result["ok"]:
