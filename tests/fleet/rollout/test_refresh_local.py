@@ -11,17 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from local_ops import needs_toolchain
 
 from engine.local import LocalFleet
 from engine.vault import generate_key
 
-from .test_rollout_local import TOOLCHAIN
-
 ROOT = Path(__file__).resolve().parents[3]
 BYOD = str(Path(sys.executable).with_name("byod"))
 
-pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow,
-              pytest.mark.skipif(not TOOLCHAIN, reason="npm toolchain not installed"),
+pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow, needs_toolchain,
               pytest.mark.timeout(600)]
 
 TOML = """\
