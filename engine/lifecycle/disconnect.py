@@ -425,6 +425,7 @@ def disconnect(
     stage = _refuse_or_resume(user, mode, confirm=confirm, store=store, page_size=page_size,
                               abandon_migrate=abandon_migrate)
     if user.connection_status == "disconnected" and stage == "new":
+        _tidy_dead_lease(store, user_id)
         report.status = "disconnected"
         report.message = "already disconnected; nothing to do"
         return report
@@ -486,6 +487,19 @@ def disconnect(
         for client in owned:
             close_quietly(client)
         lease.release()
+
+
+def _tidy_dead_lease(store: RegistryStore, user_id: str) -> None:
+    """A disconnect killed between its status write and its lease release left the lease
+    behind: the re-run that finds the user disconnected takes it over (only a provably
+    dead or lapsed holder's) and lets it go. A live holder's lease is left alone."""
+
+    holder = f"disconnect:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    try:
+        store.acquire_lease(user_id, holder, 1.0)
+    except LeaseHeld:
+        return
+    store.release_lease(user_id, holder)
 
 
 def _describe_lease(store: object, exc: LeaseHeld) -> str:

@@ -3,6 +3,8 @@ it never runs while another runner works the deployment, and stops when it loses
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -55,3 +57,32 @@ def test_migrate_stops_at_the_next_page_when_the_lease_is_taken_over(fleet: Flee
     assert fleet.store.get_user("u1").connection_status != "disconnected"
     copied = sum(len(fleet.main.docs(t)) for t in USER_TABLES)
     assert copied <= 2
+
+
+TAKE_AND_DIE = """
+import sys
+from engine.registry.sqlite import SqliteStore
+SqliteStore(sys.argv[1]).acquire_lease(sys.argv[2], "disconnect:killed", 600)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_rerun_after_a_kill_past_the_status_write_tidies_the_dead_holders_lease(
+        fleet: Fleet) -> None:
+    connect(fleet)
+    assert go(fleet, "keep").status == "disconnected"
+    # the first run was killed after writing the status, before releasing its lease
+    subprocess.run([sys.executable, "-c", TAKE_AND_DIE, str(fleet.store.path), "u1"],
+                   check=True, timeout=30)
+    assert fleet.store.current_lease("u1").holder == "disconnect:killed"
+    report = go(fleet, "keep")
+    assert report.message == "already disconnected; nothing to do"
+    assert fleet.store.current_lease("u1") is None
+
+
+def test_a_rerun_leaves_a_live_holders_lease_alone(fleet: Fleet) -> None:
+    connect(fleet)
+    assert go(fleet, "keep").status == "disconnected"
+    fleet.store.acquire_lease("u1", "rollout-runner", 60.0)  # this process: alive
+    assert go(fleet, "keep").status == "disconnected"
+    assert fleet.store.current_lease("u1").holder == "rollout-runner"
