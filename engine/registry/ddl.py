@@ -6,7 +6,9 @@ Tables: ``users`` (the reference design's userDatabaseConfig: ciphertexts only),
 deployment or rollout, expiring; version 3 adds the holder process), ``audit`` (every state
 change), ``rollouts`` (the fleet runner's JSON documents), ``progress`` (version 2: one JSON
 document per resumable data copy, keyed by kind and user), ``alerts`` (webhook alerts
-until the receiver acknowledges them).
+until the receiver acknowledges them), ``rollout_deployments`` (version 5: one row per
+deployment of a rollout), ``api_tokens`` and ``jobs`` (version 6: the service's tokens and
+background jobs).
 
 Version 1 kept a user's copy progress in ``rollouts`` under prefixed ids
 (``disconnect:USER``, ``connect-copy:USER``); version 2 moves those rows into ``progress``
@@ -132,6 +134,51 @@ MIGRATIONS: tuple[str, ...] = (
         delivered_at REAL
     );
     CREATE INDEX alerts_pending ON alerts (delivered_at, next_at)
+    """,
+    # a rollout's per-deployment outcomes as their own rows (one row written per
+    # deployment, not the whole document), so saving progress costs the same at 100
+    # deployments and at 100k; the rollout document keeps the summary counts.
+    """
+    CREATE TABLE rollout_deployments (
+        rollout_id  TEXT NOT NULL,
+        user_id     TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        data        TEXT NOT NULL,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (rollout_id, user_id)
+    );
+    CREATE INDEX rollout_deployments_status ON rollout_deployments (rollout_id, status)
+    """,
+    # the service (`byod serve`): API tokens for app backends (only a hash of the token
+    # is kept, with its scopes) and background jobs (connect, retry, update, disconnect)
+    # claimed by one service process at a time and resumed after a crash.
+    """
+    CREATE TABLE api_tokens (
+        token_id     TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        token_hash   TEXT NOT NULL UNIQUE,
+        scopes       TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        last_used_at REAL,
+        revoked_at   REAL
+    );
+    CREATE TABLE jobs (
+        job_id        TEXT PRIMARY KEY,
+        kind          TEXT NOT NULL,
+        user_id       TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed')),
+        params        TEXT NOT NULL DEFAULT '{}',
+        stage         TEXT,
+        progress      TEXT NOT NULL DEFAULT '[]',
+        result        TEXT,
+        error         TEXT,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        claimed_by    TEXT,
+        claim_expires REAL
+    );
+    CREATE INDEX jobs_user ON jobs (user_id, created_at);
+    CREATE INDEX jobs_open ON jobs (state, claim_expires)
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
