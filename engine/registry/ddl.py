@@ -151,7 +151,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # the service (`byod serve`): API tokens for app backends (only a hash of the token
     # is kept, with its scopes) and background jobs (connect, retry, update, disconnect)
-    # claimed by one service process at a time and resumed after a crash.
+    # claimed by one service process at a time and resumed after a crash; alerts gain a
+    # delivery channel (webhook or email: one row per channel, each kept until acknowledged).
     """
     CREATE TABLE api_tokens (
         token_id     TEXT PRIMARY KEY,
@@ -178,7 +179,8 @@ MIGRATIONS: tuple[str, ...] = (
         claim_expires REAL
     );
     CREATE INDEX jobs_user ON jobs (user_id, created_at);
-    CREATE INDEX jobs_open ON jobs (state, claim_expires)
+    CREATE INDEX jobs_open ON jobs (state, claim_expires);
+    ALTER TABLE alerts ADD COLUMN channel TEXT NOT NULL DEFAULT 'webhook'
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
