@@ -17,5 +17,10 @@ setup: $(BIN)/byod
 demo: setup
 	$(BIN)/byod demo
 
-test: setup
+# the TypeScript client's pinned dev dependencies (its tests compile and run it with node)
+clients/ts/node_modules: clients/ts/package-lock.json
+	cd clients/ts && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+	touch clients/ts/node_modules
+
+test: setup clients/ts/node_modules
 	$(BIN)/python -m pytest -q

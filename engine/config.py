@@ -1,7 +1,8 @@
 """The engine's configuration: one typed settings model fed by three sources, lowest first:
 
 1. the defaults below;
-2. ``byod.toml`` (or the file ``BYOD_CONFIG`` names): the ``[byod]`` table with ``[byod.auth]``
+2. ``byod.toml`` (or the file ``BYOD_CONFIG`` names): the ``[byod]`` table with ``[byod.auth]``,
+   ``[byod.serve]`` (the service) and ``[byod.alerts.email]`` (alerts by email)
    — or, the older layout, every key at the top level with an ``[auth]`` table;
 3. the environment: ``BYOD_REGISTRY``, ``BYOD_VERSIONS_DIR``, ``BYOD_AVAILABILITY``,
    ``BYOD_WEBHOOK_URL`` (an empty variable counts as unset).
@@ -9,8 +10,8 @@
 Nothing is dropped silently: an unknown key, a table in the wrong place, a wrong type, a
 timeout that is not positive, a ``webhook_url`` that is not http(s) and a named config file
 that does not exist each raise ``ConfigError`` naming the file and line (or the variable).
-Secrets and tool locations (``BYOD_ENCRYPTION_KEY*``, ``BYOD_MAIN_*``,
-``BYOD_TOOLCHAIN_DIR``) are not settings: they are read where they are used.
+Secrets and tool locations (``BYOD_ENCRYPTION_KEY*``, ``BYOD_MAIN_*``, ``BYOD_SERVE_SECRET``,
+``BYOD_SMTP_PASSWORD``, ``BYOD_TOOLCHAIN_DIR``) are not settings: they are read where they are used.
 Pure data once loaded.
 """
 
@@ -32,8 +33,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from engine.errors import ConfigError
 
-__all__ = ["AuthConfig", "CONFIG_ENV", "ENV_VARS", "EngineConfig", "ResolvedConfig",
-           "find_key_line", "load_config", "resolve_config"]
+__all__ = ["AlertsConfig", "AuthConfig", "CONFIG_ENV", "ENV_VARS", "EmailConfig", "EngineConfig",
+           "ResolvedConfig", "ServeConfig", "find_key_line", "load_config", "resolve_config"]
 
 CONFIG_ENV = "BYOD_CONFIG"
 DEFAULT_FILE = "byod.toml"
@@ -60,6 +61,89 @@ class AuthConfig(BaseModel):
     application_id: str = "convex"
 
 
+def http_url(value: str) -> str:
+    """``value`` when it is an http(s) URL with a host; the error never echoes the URL (a
+    webhook URL often carries a token)."""
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ValueError(f"must be an http:// or https:// URL with a host ({got})")
+    return value
+
+
+class ServeConfig(BaseModel):
+    """``[serve]``: the service (``byod serve``). Its signing secret is not a setting: it is
+    read from ``BYOD_SERVE_SECRET`` where the service starts (``engine.serve.settings``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535, strict=True)] = 8000
+    # the URL users reach the service at (behind a proxy); links are built from it
+    public_url: str | None = None
+    # the kill switch: false refuses new connections, existing ones keep working
+    enabled: bool = True
+    upgrade_url: str | None = None
+    monitor_interval_s: Seconds = 300.0
+    user_token_ttl_s: Seconds = 900.0
+    # credential tests allowed per user, and per API token (an app backend tests for many
+    # users), in any 60 seconds
+    credential_tests_per_minute: Annotated[int, Field(ge=1, strict=True)] = 10
+    credential_tests_per_token_per_minute: Annotated[int, Field(ge=1, strict=True)] = 300
+    # app functions (``module:name`` globs) that run on the main deployment
+    main_functions: tuple[str, ...] = ()
+    job_claim_ttl_s: Seconds = 30.0
+    # accept plain http credentials for loopback deployments (local ones: tests, the demo)
+    allow_insecure_local: bool = False
+    # origins of the app allowed to embed the end-user pages in an iframe (empty: only the
+    # service itself); when set, the page session cookie is SameSite=None; Secure
+    frame_ancestors: tuple[str, ...] = ()
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") \
+                    or parts.query or parts.fragment:
+                raise ValueError(f"{origin!r} is not an https origin (https://app.example.com)")
+        return tuple(o.rstrip("/") for o in value)
+
+    @field_validator("public_url", "upgrade_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else http_url(value).rstrip("/")
+
+
+class EmailConfig(BaseModel):
+    """``[alerts.email]``: alerts by email over SMTP. The password is not a setting: it is
+    read from ``BYOD_SMTP_PASSWORD`` where mail is sent. No ``smtp_host``: no email."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    smtp_host: str | None = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535, strict=True)] = 587
+    username: str | None = None
+    from_address: str = "byod@localhost"
+    to_addresses: tuple[str, ...] = ()
+    starttls: bool = True
+    timeout_s: Seconds = 30.0
+
+    @field_validator("from_address", "to_addresses")
+    @classmethod
+    def _addresses(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        for address in (value,) if isinstance(value, str) else value:
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
+                raise ValueError(f"{address!r} is not an email address")
+        return value
+
+
+class AlertsConfig(BaseModel):
+    """``[alerts]``: where alerts go besides ``webhook_url``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    email: EmailConfig = Field(default_factory=EmailConfig)
+
+
 class EngineConfig(BaseSettings):
     """The effective settings. Constructed directly it takes only its arguments (and the
     defaults); ``load_config`` adds ``byod.toml`` and the environment."""
@@ -81,6 +165,8 @@ class EngineConfig(BaseSettings):
     # the app's own Convex functions shipped in every user bundle (None: none); a version
     # with a snapshot in ``<functions_dir>.pinned/<version id>/`` ships that instead
     functions_dir: Path | None = None
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @field_validator("lint_ignore")
     @classmethod
@@ -93,14 +179,7 @@ class EngineConfig(BaseSettings):
     @field_validator("webhook_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            # never echo the URL: it may carry a token
-            got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-            raise ValueError(f"must be an http:// or https:// URL with a host ({got})")
-        return value
+        return None if value is None else http_url(value)
 
     @classmethod
     def settings_customise_sources(
@@ -328,6 +407,19 @@ def resolve_config(path: Path | None = None,
     return ResolvedConfig(config, file, sources)
 
 
+def _owner_of(loc: tuple[str, ...]) -> type[BaseModel]:
+    """The settings model that holds the table at ``loc`` (``("serve",)`` -> ``ServeConfig``)."""
+
+    owner: type[BaseModel] = EngineConfig
+    for part in loc:
+        info = owner.model_fields.get(part)
+        kind = info.annotation if info is not None else None
+        if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+            break
+        owner = kind
+    return owner
+
+
 def _config_error(exc: ValidationError, file_source: TomlFileSource | None,
                   env_source: MappedEnvSource) -> ConfigError:
     problems: list[str] = []
@@ -336,7 +428,7 @@ def _config_error(exc: ValidationError, file_source: TomlFileSource | None,
         dotted = ".".join(loc)
         variable = env_source.variable_of(loc[0]) if loc else None
         if error["type"] == "extra_forbidden":
-            owner: type[BaseModel] = AuthConfig if loc[:1] == ("auth",) else EngineConfig
+            owner = _owner_of(loc[:-1])
             close = difflib.get_close_matches(loc[-1], list(owner.model_fields), n=1)
             problem = f"unknown key {dotted!r}" + (f" (did you mean {close[0]!r}?)"
                                                    if close else "")

@@ -29,7 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine.lifecycle",),
     ("engine.commands",),
     ("engine.demo", "engine.testing"),
-    ("engine.cli", "engine.serve"),
+    ("engine.serve",),
+    ("engine.cli",),
 )
 # The pure core: no network, database, subprocess or crypto, whatever the layer table says.
 PURE = ("engine.schema", "engine.plan", "engine.bundle")

@@ -259,6 +259,17 @@ def test_redact_webhook_keeps_scheme_and_host() -> None:
     assert redact_webhook(None) is None
 
 
+SERVICE_KEYS = [
+    "serve.host", "serve.port", "serve.public_url", "serve.enabled", "serve.upgrade_url",
+    "serve.monitor_interval_s", "serve.user_token_ttl_s", "serve.credential_tests_per_minute",
+    "serve.credential_tests_per_token_per_minute", "serve.main_functions",
+    "serve.job_claim_ttl_s", "serve.allow_insecure_local", "serve.frame_ancestors",
+    "alerts.email.smtp_host",
+    "alerts.email.smtp_port", "alerts.email.username", "alerts.email.from_address",
+    "alerts.email.to_addresses", "alerts.email.starttls", "alerts.email.timeout_s",
+    "serve.secret", "alerts.email.password"]
+
+
 def test_config_show_values_sources_and_redaction(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD)
     env = {"BYOD_AVAILABILITY": "premium"}
@@ -270,7 +281,7 @@ def test_config_show_values_sources_and_redaction(tmp_path: Path) -> None:
                              "auth.issuer_domain", "auth.application_id", "storage_on",
                              "availability", "registry_path", "webhook_url",
                              "deploy_timeout_s", "http_timeout_s", "lint_ignore",
-                             "functions_dir"]
+                             "functions_dir", *SERVICE_KEYS]
     assert entries["lint_ignore"].source == "default"
     assert (entries["availability"].value, entries["availability"].source) == (
         "premium", "env BYOD_AVAILABILITY")

@@ -30,10 +30,11 @@ def test_no_export_shadows_a_submodule() -> None:
 
 # The door: every verb the CLI wraps, by name. A verb added or removed changes this list.
 VERBS = ["CheckResult", "Workspace", "break_lease", "build", "check", "check_registry",
-         "config_show", "connect", "deploy", "diff", "disconnect", "entitle", "fleet_status", "graph", "health",
-         "history", "init", "list_leases", "list_rollouts", "monitor", "new_version",
-         "plan", "plan_code", "plan_fleet", "reconcile", "release", "retry_connect", "rollout",
-         "rotate_keys", "router", "show_version", "test_connection", "user_status",
+         "config_show", "connect", "create_token", "deploy", "diff", "disconnect", "entitle",
+         "fleet_status", "graph", "health", "history", "init", "list_leases", "list_rollouts",
+         "list_tokens", "monitor", "new_version", "plan", "plan_code", "plan_fleet",
+         "reconcile", "release", "retry_connect", "revoke_token", "rollout", "rotate_keys",
+         "router", "serve", "show_version", "test_connection", "user_link", "user_status",
          "version_counts", "write_reports"]
 
 

@@ -90,14 +90,14 @@ COMMANDS: dict[str, CommandEntry] = {
         "Check deployments; move them connected <-> error; alert on transitions."),
     "monitor": CommandEntry(
         "ops", "monitor_cmd",
-        "Run the health check every INTERVAL seconds (alerts go to the webhook)."),
+        "Run the health check every INTERVAL seconds (alerts go to the webhook and by email)."),
     "disconnect": CommandEntry(
         "ops", "disconnect_cmd",
         "Disconnect a user's deployment (migrate reads BYOD_MAIN_URL / BYOD_MAIN_ADMIN_KEY)."),
     "demo": CommandEntry(
         "ops", "demo_cmd",
         "Run the whole product on local deployments: connect, seed, roll out, check health, "
-        "disconnect with migrate, write the report."),
+        "disconnect with migrate, write the report (--serve: then serve it until Ctrl-C)."),
     "config": CommandEntry(
         "config_cmd", "config",
         "Show the effective configuration and where each value comes from."),
@@ -107,6 +107,11 @@ COMMANDS: dict[str, CommandEntry] = {
     "registry": CommandEntry(
         "registry_cmd", "registry",
         "The registry file itself: `registry check` verifies it (pages, references, records)."),
+    "serve": CommandEntry(
+        "serve_cmd", "serve",
+        "Run the service: settings API, blocker, data plane, pages, dashboard, metrics."),
+    "tokens": CommandEntry(
+        "serve_cmd", "tokens", "API tokens for the app's backend (scopes: settings, data, admin)."),
     "reconcile": CommandEntry(
         "reconcile", "reconcile_cmd",
         "Compare the registry with every deployment's own record (version, fingerprint, "

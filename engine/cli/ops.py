@@ -37,7 +37,8 @@ def _render_health(report: Any) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in report.counts.items()) or "no deployments"
     click.echo(f"{counts}; {len(report.transitions)} transition(s)")
     for alert in report.alerts:
-        click.echo(f"alert {alert.event}: "
+        by = "" if alert.channel == "webhook" else f" ({alert.channel})"
+        click.echo(f"alert {alert.event}{by}: "
                    + ("delivered" if alert.delivered else f"NOT delivered ({alert.error})"))
     pending = _pending_note(report)
     if pending:
@@ -89,7 +90,7 @@ def health_cmd(users: tuple[str, ...], all_users: bool, concurrency: int, timeou
 @_json_option
 def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: int,
                 timeout: float, as_json: bool) -> None:
-    """Run the health check every INTERVAL seconds (alerts go to the webhook)."""
+    """Run the health check every INTERVAL seconds (alerts go to the webhook and by email)."""
 
     def show(report: Any) -> None:
         if as_json:
@@ -156,16 +157,34 @@ def disconnect_cmd(user_id: str, mode: str, yes: bool, abandon_migrate: bool, pa
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Where to put the demo (default: a new .byod/demo/<time>).")
 @click.option("--users", default=4, show_default=True, type=click.IntRange(1, 50))
+@click.option("--serve", "serve", is_flag=True,
+              help="Then keep the deployments running and serve the settings pages, API "
+                   "and dashboard over the demo until Ctrl-C.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port for --serve (default: serve.port; 0 takes any free port).")
 @_json_option
-def demo_cmd(directory: Path | None, users: int, as_json: bool) -> None:
+def demo_cmd(directory: Path | None, users: int, serve: bool, port: int | None,
+             as_json: bool) -> None:
     """Run the whole product on local deployments: connect, seed, roll out, check health,
-    disconnect with migrate, write the report."""
+    disconnect with migrate, write the report (--serve: then serve it until Ctrl-C)."""
 
-    from engine.demo.run import run_demo
+    from engine.demo.run import DemoServe, run_demo
 
+    if port is not None and not serve:
+        raise click.UsageError("--port goes with --serve")
+    if serve and as_json:
+        raise click.UsageError("--serve runs until Ctrl-C: it does not go with --json")
     logging.getLogger("engine").setLevel(logging.ERROR)  # progress lines say it all
     echo = (lambda _line: None) if as_json else click.echo
-    result = run_demo(directory, users, echo=echo, config=load_config())
+    config = load_config()
+    serving = None
+    if serve:
+        from engine.cli.demo_serve import serve_demo
+
+        def serving(demo: DemoServe) -> None:
+            serve_demo(demo, host="127.0.0.1",
+                       port=config.serve.port if port is None else port)
+    result = run_demo(directory, users, echo=echo, config=config, serve=serving)
     if as_json:
         dump(result.to_dict())
     if not result.ok:

@@ -57,6 +57,12 @@ _VERBS: dict[str, str] = {
     "break_lease": "engine.commands.leases",
     # the configuration
     "config_show": "engine.commands.settings",
+    # the service
+    "create_token": "engine.commands.service",
+    "list_tokens": "engine.commands.service",
+    "revoke_token": "engine.commands.service",
+    "user_link": "engine.commands.service",
+    "serve": "engine.commands.service",
 }
 
 __all__, __getattr__, __dir__ = lazy_face("engine.commands", _VERBS, globals())

@@ -1,10 +1,12 @@
 """The configuration verb: the effective settings, each with where it came from.
 
 ``config_show`` never returns a secret: the webhook URL (which may carry a token in its path
-or query) is cut to its scheme and host."""
+or query) is cut to its scheme and host; the service's signing secret and the SMTP password
+(environment variables) show only whether they are set."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,10 @@ __all__ = ["ConfigEntry", "ConfigView", "config_show", "redact_webhook"]
 
 # Settings whose value may hold a secret, and how each is shown.
 _REDACTED = {"webhook_url"}
+# Secrets read from the environment where they are used (never settings): shown only as
+# set or not set, so an operator can tell whether the service and email alerts can start.
+SECRET_VARIABLES = {"serve.secret": "BYOD_SERVE_SECRET",
+                    "alerts.email.password": "BYOD_SMTP_PASSWORD"}
 
 
 def redact_webhook(url: str | None) -> str | None:
@@ -79,4 +85,9 @@ def config_show(ws: Workspace, *, path: Path | None = None,
         redacted = key in _REDACTED and value is not None
         shown = redact_webhook(value) if redacted else _plain(value)
         entries.append(ConfigEntry(key, shown, source, redacted))
+    variables = os.environ if env is None else env
+    for key, variable in SECRET_VARIABLES.items():
+        present = bool(variables.get(variable))
+        entries.append(ConfigEntry(key, "(set)" if present else None,
+                                   f"env {variable}" if present else "unset", present))
     return ConfigView(resolved.file, tuple(entries))

@@ -9,7 +9,9 @@
 6. a health check of the fleet;
 7. one user disconnects with ``migrate``: content copied to main, verified;
 8. the rollout report (JSON + HTML) and a demo summary (JSON + HTML) are written;
-9. the deployments are stopped.
+9. the deployments are stopped — or, with ``serve`` (``byod demo --serve``), first kept
+   running while the caller serves the settings pages and the dashboard over the demo's
+   registry (the service lives a layer above: the CLI composes it and passes it in).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from engine.lifecycle.health import HealthReport
     from engine.local.launcher import LocalDeployment
 
-__all__ = ["DemoResult", "deploy_main", "run_demo"]
+__all__ = ["DemoResult", "DemoServe", "deploy_main", "run_demo"]
 
 Echo = Callable[[str], None]
 
@@ -64,6 +66,18 @@ class DemoResult:
                 "duration_s": round(self.duration_s, 1), "seeded": self.seeded,
                 "fleet": self.fleet, "rollout": self.rollout, "health": self.health,
                 "disconnect": self.disconnect, "reports": self.reports}
+
+
+@dataclass(frozen=True)
+class DemoServe:
+    """What a ``serve`` callback of ``run_demo`` gets while the deployments still run: the
+    demo's workspace (registry, vault, versions), the main deployment, the demo's result
+    (its users) and where to print."""
+
+    ws: Workspace
+    main_target: DeploymentTarget
+    result: DemoResult
+    echo: Echo
 
 
 def default_versions_dir(config: EngineConfig) -> Path:
@@ -138,8 +152,11 @@ def _table(rows: list[list[str]], echo: Echo) -> None:
 
 
 def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = print,
-             config: EngineConfig | None = None) -> DemoResult:
-    """Run the demo (see the module docstring); the deployments are always stopped."""
+             config: EngineConfig | None = None,
+             serve: Callable[[DemoServe], None] | None = None) -> DemoResult:
+    """Run the demo (see the module docstring); the deployments are always stopped. With
+    ``serve``, it is called once the demo is done and its reports are written, while the
+    deployments still run; they stop when it returns (or raises)."""
 
     from engine.local.launcher import LocalFleet
     from engine.plan.graph import VersionGraph
@@ -169,11 +186,24 @@ def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = prin
     echo(f"\n1. starting {users + 1} local deployments (main + {users} users)")
     fleet = LocalFleet.start(users + 1, work / "fleet", timeout=120)
     try:
-        _run(result, ws, fleet.deployments, v1, head, echo)
+        main_target = _run(result, ws, fleet.deployments, v1, head, echo)
+        if serve is not None:
+            _finish(result, work, config, started, echo, serving=True)
+            serve(DemoServe(ws=ws, main_target=main_target, result=result, echo=echo))
     finally:
         fleet.stop()
         ws.close()
         echo("\ndeployments stopped.")
+    if serve is None:
+        _finish(result, work, config, started, echo, serving=False)
+    return result
+
+
+def _finish(result: DemoResult, work: Path, config: EngineConfig, started: float,
+            echo: Echo, *, serving: bool) -> None:
+    """The summary and its closing lines; without ``serving``, where the settings page and
+    the dashboard can be served from."""
+
     result.duration_s = time.monotonic() - started
     _write_summary(result, work)
     echo(f"reports: {result.reports.get('demo_html')}")
@@ -182,12 +212,17 @@ def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = prin
          + ("everything verified." if result.ok else "SOMETHING FAILED, see above."))
     echo(f"look around with: export BYOD_REGISTRY={config.registry_path} "
          f"BYOD_ENCRYPTION_KEY=$(cat {work / 'encryption.key'}); byod status")
-    return result
+    if not serving:
+        base = f"http://{config.serve.host}:{config.serve.port}"
+        echo(f"settings page and dashboard: `byod demo --serve` runs the demo and keeps "
+             f"serving it at {base}/ui/settings (users) and {base}/admin (operators) "
+             "until Ctrl-C")
 
 
 def _run(result: DemoResult, ws: Workspace, deployments: list[LocalDeployment],
-         v1: SchemaVersion, head: SchemaVersion, echo: Echo) -> None:
-    """Steps 2-7 through the commands door, as an app or an operator would run them."""
+         v1: SchemaVersion, head: SchemaVersion, echo: Echo) -> DeploymentTarget:
+    """Steps 2-7 through the commands door, as an app or an operator would run them;
+    returns the main deployment."""
 
     main_dep, *user_deps = deployments
     main_target = DeploymentTarget(label="main", url=main_dep.url,
@@ -201,11 +236,12 @@ def _run(result: DemoResult, ws: Workspace, deployments: list[LocalDeployment],
     if not on_head:
         echo(f"\n6. skipped: no user reached {head.id}, so none can migrate back to main")
         result.fleet = [ws.store.get_user(uid).public_dict() for uid in result.users]
-        return
+        return main_target
     outcome, after = _disconnect_one(result, ws, on_head[0], main_target, echo)
     result.fleet = [ws.store.get_user(uid).public_dict() for uid in result.users]
     result.ok = (report.ok and health.ok and outcome.verified
                  and outcome.status == "disconnected" and after == "main")
+    return main_target
 
 
 def _connect_and_seed(result: DemoResult, ws: Workspace, user_deps: list[LocalDeployment],

@@ -284,7 +284,9 @@ class Expectations:
                 self._rollouts = []
         candidates = []
         for doc in self._rollouts:
-            row = (doc.get("deployments") or {}).get(user_id)
+            # listed rollouts carry counts, not rows: read this user's row alone
+            found = self.store.rollout_row(str(doc.get("rollout_id")), user_id)
+            row = found.to_dict() if found is not None else None
             if not isinstance(row, dict) or row.get("status") in _DONE_ROWS:
                 continue
             exact = plan_id is not None and row.get("plan_id") == plan_id

@@ -32,9 +32,12 @@
   skips (and reports) deployments another one is working, and a resumed rollout takes back
   its own leases at once instead of waiting for them to expire.
 * **Crash safety.** The rollout's state (``RolloutState``: options, targets, waves,
-  per-deployment outcome) is saved after every deployment; ``resume=ID`` reloads it and
-  runs whatever did not succeed with exactly the options it was started with, each
-  deployment continuing from its own journal.
+  per-deployment outcome) is saved as it goes: the whole record once when the rollout is
+  created, then one deployment's row as each outcome comes in (a row and a summary count,
+  never the whole record: the cost per deployment does not grow with the fleet) and the
+  header when a run starts and ends. ``resume=ID`` reloads it and runs whatever did not
+  succeed with exactly the options it was started with, each deployment continuing from
+  its own journal.
 * **Dry run.** Plans and reports from the registry alone: no deployment is contacted and
   nothing is written anywhere.
 """
@@ -173,8 +176,8 @@ def _graph_summary(kit: PlanKit, before: dict[str, str | None],
 
 
 class _Rollout:
-    """One run of a rollout: works its waves and saves its ``RolloutState`` after every
-    deployment."""
+    """One run of a rollout: works its waves and saves each deployment's row of its
+    ``RolloutState`` as the outcome comes in."""
 
     def __init__(self, *, store: RegistryStore, vault: Vault, kit: PlanKit, emit: Sink,
                  connector: Connector, state: RolloutState):
@@ -202,9 +205,9 @@ class _Rollout:
     def event(self, event: Any) -> None:
         emit_safely(self.emit, event)
 
-    def save(self) -> None:
-        """Save the state, unless this run lost the rollout's lease: then another run owns
-        the record, and this one stops (nothing new starts) without writing over it."""
+    def _still_ours(self) -> bool:
+        """Whether this run still holds the rollout's lease. Once it lost it another run
+        owns the record: this one stops (nothing new starts) and writes nothing more."""
 
         if self.fenced is None:
             try:
@@ -213,9 +216,31 @@ class _Rollout:
                 self.fenced = exc
         if self.fenced is not None:
             self.halted = f"the rollout's lease was lost to {self.fenced.holder}"
+            return False
+        return True
+
+    def save(self, *, whole: bool = False) -> None:
+        """Save the header (status, options, resume count), or with ``whole`` the whole
+        record (a new rollout: its header and every row, once); not once the lease is
+        lost."""
+
+        if not self._still_ours():
             return
         self.state.updated_at = time.time()
-        self.store.save_rollout(self.state.rollout_id, self.state.to_json())
+        if whole:
+            self.store.save_rollout(self.state.rollout_id, self.state.to_json())
+        else:
+            self.store.save_rollout_header(self.state.rollout_id, self.state.header_json())
+
+    def save_row(self, user_id: str) -> None:
+        """Save one deployment's row (and its summary count): the same cost whatever the
+        rollout's size; not once the lease is lost."""
+
+        if not self._still_ours():
+            return
+        row = self.state.deployments[user_id]
+        self.store.save_deployment_row(self.state.rollout_id, user_id, row.status,
+                                       row.to_json())
 
     async def run(self, plans: dict[str, Any]) -> None:
         state = self.state
@@ -261,7 +286,7 @@ class _Rollout:
                     self.halted = f"canary {user_id} failed"
                 elif self.failures > budget:
                     self.halted = f"{self.failures} failures exceed the budget of {budget}"
-            self.save()
+            self.save_row(user_id)
 
     async def _deployment(self, ctx: RunContext, user_id: str,
                           plans: dict[str, Any]) -> DeploymentOutcome:
@@ -445,8 +470,9 @@ def _audit_selection(store: AuditLog, state: RolloutState) -> None:
 
 async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vault: Vault | None,
                connector: Connector, emit: Sink, started_event: RolloutStarted) -> None:
-    """Capture (``push``), save the state, announce the run (``started_event``, after the
-    save: the id it shows is resumable), then work the waves, saving the state as it goes."""
+    """Capture (``push``), save the state (a new rollout whole, a resumed one its header),
+    announce the run (``started_event``, after the save: the id it shows is resumable),
+    then work the waves, saving each deployment's row as it goes."""
 
     state = p.state
     if vault is None:
@@ -458,7 +484,7 @@ async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vaul
     try:
         if state.options.deployer == "push":
             await _capture_all(p.kit, p.to_capture, connector)
-        runner.save()
+        runner.save(whole=not state.resumed)
         if not state.resumed:
             _audit_selection(store, state)
         emit_safely(emit, started_event)
@@ -561,17 +587,24 @@ def rollout(target_ref: str | int | None, **kwargs: Any) -> RolloutReport:
 
 def summarize_rollouts(store: RolloutStore, limit: int = 50) -> list[dict[str, Any]]:
     """Recent rollouts, newest first (id, target, status, counts per status, last update):
-    what ``--resume ID`` can name. The store holds rollouts only (a user's copy progress
-    lives in the ``ProgressStore``); a malformed document without deployments is skipped."""
+    what ``--resume ID`` can name. The counts are the store's summary (``list_rollouts``
+    never reads the rows); a whole document's rows are counted here. The store holds
+    rollouts only (a user's copy progress lives in the ``ProgressStore``); a malformed
+    document with neither counts nor deployments is skipped."""
 
     rows = []
     for doc in store.list_rollouts(limit=limit):
-        if not (isinstance(doc, dict) and isinstance(doc.get("deployments"), dict)):
+        if not isinstance(doc, dict):
             continue
-        counts: dict[str, int] = {}
-        for row in doc["deployments"].values():
-            status = row.get("status", "?")
-            counts[status] = counts.get(status, 0) + 1
+        if isinstance(doc.get("counts"), dict):
+            counts = {str(k): int(v) for k, v in doc["counts"].items()}
+        elif isinstance(doc.get("deployments"), dict):
+            counts = {}
+            for row in doc["deployments"].values():
+                status = row.get("status", "?")
+                counts[status] = counts.get(status, 0) + 1
+        else:
+            continue
         rows.append({"rollout_id": doc["rollout_id"], "target": doc.get("target"),
                      "status": doc.get("status"), "counts": counts,
                      "updated_at": doc.get("updated_at")})

@@ -2,10 +2,13 @@
 
 ``RolloutOptions`` is what the operator asked for (canary, waves, concurrency, failure
 budget, page size, deployer, ...), validated when it is built. ``RolloutState`` is the
-record the registry keeps per rollout (``RegistryStore.save_rollout``): its target, waves,
-budget, options and one ``DeploymentRow`` per deployment. Both read and write the same JSON
-shape the registry has always held, so records written before these types existed still
-load, and ``--resume`` runs with exactly the options the rollout was started with.
+record the registry keeps per rollout: its header (target, waves, budget, options, status:
+``header_json``, saved with ``RolloutStore.save_rollout_header`` when it changes) and one
+``DeploymentRow`` per deployment (each saved alone with ``save_deployment_row`` when its
+outcome changes, so saving progress does not grow with the fleet). ``to_json`` /
+``from_json`` are the whole document in the shape the registry has always held, so
+records written before these types existed still load, and ``--resume`` runs with exactly
+the options the rollout was started with.
 ``RolloutReport`` is what one run did (or, dry, would do): the JSON and HTML reports.
 """
 
@@ -177,9 +180,13 @@ class DeploymentRow:
                    outcome={k: v for k, v in data.items() if k not in _ROW_FIELDS})
 
 
+_HEADER_ONLY = ("counts",)  # what list_rollouts adds to a header; never saved back
+
+
 @dataclass
 class RolloutState:
-    """What the registry keeps about one rollout, saved after every deployment."""
+    """What the registry keeps about one rollout: the header, saved when it changes, and a
+    row per deployment, saved when that deployment's outcome changes."""
 
     rollout_id: str
     target: str
@@ -195,11 +202,20 @@ class RolloutState:
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
 
     def to_json(self) -> dict[str, Any]:
+        """The whole record: the header with each wave's members, and every row."""
+
+        return {**self.header_json(), "waves": [w.to_json() for w in self.waves],
+                "deployments": {u: r.to_json() for u, r in self.deployments.items()}}
+
+    def header_json(self) -> dict[str, Any]:
+        """The header alone, each wave by its size (its members are the rows, in order):
+        what is saved when the status, options or resume count change; its size does not
+        grow with the fleet."""
+
         return {**self.extra, "rollout_id": self.rollout_id, "target": self.target,
                 "status": self.status, "created_at": self.created_at,
                 "max_failures": self.max_failures, "options": self.options.to_json(),
-                "waves": [w.to_json() for w in self.waves],
-                "deployments": {u: r.to_json() for u, r in self.deployments.items()},
+                "waves": [{"name": w.name, "size": len(w.deployments)} for w in self.waves],
                 "resumed": self.resumed, "halted_reason": self.halted_reason,
                 "updated_at": self.updated_at}
 
@@ -223,7 +239,7 @@ class RolloutState:
             resumed=int(data.get("resumed") or 0),
             halted_reason=data.get("halted_reason"),
             updated_at=data.get("updated_at"),
-            extra={k: v for k, v in data.items() if k not in known})
+            extra={k: v for k, v in data.items() if k not in known and k not in _HEADER_ONLY})
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -3,9 +3,11 @@ when stored credentials do not decrypt with the configured keys.
 
 Delivery is retried under the engine's one ``RetryPolicy`` (``engine.convex.retry``:
 exponential backoff with full jitter, a ``Retry-After`` on 429/503 honoured) inside a time
-budget, so a slow receiver can never stretch a monitor run past its interval. The payload is built from sanitized
-fields and passed through ``redact`` with every secret in scope before it leaves; the
-webhook URL itself (which often embeds a token) is never logged or reported.
+budget, so a slow receiver can never stretch a monitor run past its interval. The payload
+is built from sanitized fields and passed through ``redact`` with every secret in scope
+before it leaves; the webhook URL itself (which often embeds a token) is never logged or
+reported. Email is the other channel (``engine.lifecycle.email_alerts``): it shares the
+queue discipline here (``deliver_queue``), one queue per channel.
 
 Alerts are never lost to a receiver that is down: with a registry that keeps them
 (``AlertStore``), every alert is stored when it is detected and ``deliver_pending`` sends
@@ -33,8 +35,8 @@ from engine.convex.retry import DEADLINE_MARGIN_S, RetryPolicy, retry_after_of
 from engine.ports.registry import AlertStore
 from engine.redact import redact
 
-__all__ = ["ALERT_BACKOFF_S", "AlertResult", "build_alert", "deliver_pending", "retry_delay",
-           "send_alert"]
+__all__ = ["ALERT_BACKOFF_S", "AlertResult", "build_alert", "deliver_pending", "deliver_queue",
+           "retry_delay", "send_alert"]
 
 # (first delay, longest delay) between delivery attempts of a pending alert, in seconds
 ALERT_BACKOFF_S: tuple[float, float] = (30.0, 900.0)
@@ -54,11 +56,12 @@ class AlertResult:
     error: str | None = None
     deployments: int = 0
     alert_id: int | None = None  # the stored alert (None: not kept in a registry)
+    channel: str = "webhook"  # "webhook" | "email"
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.event, "delivered": self.delivered, "attempts": self.attempts,
                 "error": self.error, "deployments": self.deployments,
-                "alert_id": self.alert_id}
+                "alert_id": self.alert_id, "channel": self.channel}
 
 
 def retry_delay(failures: int, backoff: tuple[float, float] = ALERT_BACKOFF_S) -> float:
@@ -69,21 +72,41 @@ def retry_delay(failures: int, backoff: tuple[float, float] = ALERT_BACKOFF_S) -
     return float(min(longest, first * 2 ** max(0, min(failures - 1, 30))))
 
 
+# one delivery round of one alert: (payload, seconds left or None) -> its result
+Send = Callable[[dict[str, Any], float | None], Awaitable[AlertResult]]
+
+
 async def deliver_pending(outbox: AlertStore, url: str, *, now: float,
                           budget_s: float | None = None,
                           transport: httpx.AsyncBaseTransport | None = None,
                           backoff: tuple[float, float] = ALERT_BACKOFF_S,
                           sleep: Callable[[float], Awaitable[None]] | None = None,
                           ) -> list[AlertResult]:
-    """Send the stored alerts in order, oldest first, within ``budget_s``. The queue waits
-    while its oldest alert is backing off (``next_at`` after ``now``); the first failure
-    records the attempt, sets the alert's next time and ends this run's deliveries; an
-    alert the budget does not reach stays due, with no attempt counted. Each round first
-    claims its alert, so two processes delivering at once never send the same alert."""
+    """Send the stored webhook alerts in order, oldest first, within ``budget_s`` (see
+    ``deliver_queue``)."""
+
+    async def send(payload: dict[str, Any], remaining: float | None) -> AlertResult:
+        return await send_alert(url, payload, budget_s=remaining, transport=transport,
+                                sleep=sleep)
+
+    return await deliver_queue(outbox, "webhook", send, now=now, budget_s=budget_s,
+                               backoff=backoff)
+
+
+async def deliver_queue(outbox: AlertStore, channel: str, send: Send, *, now: float,
+                        budget_s: float | None = None,
+                        backoff: tuple[float, float] = ALERT_BACKOFF_S,
+                        ) -> list[AlertResult]:
+    """Send one channel's stored alerts in order, oldest first, within ``budget_s``. The
+    queue waits while its oldest alert is backing off (``next_at`` after ``now``); the
+    first failure records the attempt, sets the alert's next time and ends this run's
+    deliveries on the channel; an alert the budget does not reach stays due, with no
+    attempt counted. Each round first claims its alert, so two processes delivering at
+    once never send the same alert."""
 
     deadline = None if budget_s is None else time.monotonic() + budget_s
     results: list[AlertResult] = []
-    for alert in outbox.pending_alerts():
+    for alert in outbox.pending_alerts(channel=channel):
         if alert.attempts and alert.next_at > now:
             break  # the queue is backing off: keep the order, try again later
         remaining = None if deadline is None else deadline - time.monotonic()
@@ -93,8 +116,7 @@ async def deliver_pending(outbox: AlertStore, url: str, *, now: float,
         if not outbox.claim_alert(alert.id, attempts=alert.attempts, until=now + hold):
             break  # another run is delivering the queue right now
         payload = {**alert.payload, "alert_id": alert.id}
-        result = await send_alert(url, payload, budget_s=remaining, transport=transport,
-                                  sleep=sleep)
+        result = await send(payload, remaining)
         if result.attempts == 0:  # no time was left for even one try: due again at once
             outbox.alert_attempted(alert.id, delivered=False, error=result.error, next_at=now)
             break
@@ -102,7 +124,7 @@ async def deliver_pending(outbox: AlertStore, url: str, *, now: float,
         outbox.alert_attempted(alert.id, delivered=result.delivered, error=result.error,
                                next_at=retry_at)
         results.append(AlertResult(result.event, result.delivered, result.attempts,
-                                   result.error, result.deployments, alert.id))
+                                   result.error, result.deployments, alert.id, channel))
         if not result.delivered:
             break
     return results

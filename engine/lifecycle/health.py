@@ -22,18 +22,20 @@ time) for blocking states and ``error`` → ``connected`` for routable ones (hea
 migrating, stale). A ``vault_error`` is the operator's problem, not the user's: it never
 changes a status, it is logged and alerted, and when no checked deployment decrypts the run
 fails with ``VaultKeyMismatch``. It never touches ``pending`` or ``disconnected`` users, nor
-a user whose disconnect is in progress. An alert goes to ``config.webhook_url`` on
-transitions (and on new vault errors) only. With a registry that keeps alerts
-(``AlertStore``) each alert is stored first and delivered on this or a later run until the
-webhook acknowledges it (``engine.lifecycle.alerts.deliver_pending``), so an outage
-detected while the webhook is down is still alerted, recoveries too, across restarts; the
-report says how many wait (``pending_alerts``).
+a user whose disconnect is in progress. An alert goes to ``config.webhook_url`` and, with
+SMTP settings, by email on transitions (and on new vault errors) only. With a registry
+that keeps alerts (``AlertStore``) each alert is stored first and delivered on this or a
+later run until the webhook (the SMTP server) acknowledges it
+(``engine.lifecycle.alerts.deliver_queue``), so an outage detected while the webhook is
+down is still alerted, recoveries too, across restarts; each channel (webhook, email) is
+its own queue; the report says how many wait (``pending_alerts``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +61,12 @@ from engine.lifecycle.alerts import (
     build_alert,
     deliver_pending,
     send_alert,
+)
+from engine.lifecycle.email_alerts import (
+    EmailSettings,
+    deliver_pending_email,
+    email_settings,
+    send_email,
 )
 from engine.lifecycle.progress import disconnect_in_progress
 from engine.plan.versions import Versions
@@ -342,6 +350,7 @@ async def check_async(
     alert_transport: Any = None, clock: Callable[[], float] = time.time,
     alerted_vault_errors: Collection[str] = (),
     alert_backoff_s: tuple[float, float] = ALERT_BACKOFF_S,
+    email: EmailSettings | None = None, email_tls: ssl.SSLContext | None = None,
 ) -> HealthReport:
     """Check deployments concurrently; see the module docstring. ``budget_s`` bounds the
     whole call (checks get 80% of it, alerts the rest); deployments not answered in time
@@ -349,11 +358,16 @@ async def check_async(
     checked first, so successive budget-bounded runs cover the whole fleet; the report's
     ``selected`` and ``checked`` counts say how much of it this run reached.
     ``alerted_vault_errors``: users whose vault
-    error an earlier run already alerted (the monitor passes them). Raises
+    error an earlier run already alerted (the monitor passes them). ``email``: the SMTP
+    settings of the email channel (default: ``[alerts.email]`` of ``config``, see
+    ``engine.lifecycle.email_alerts``; ``email_tls`` the TLS context for STARTTLS, the
+    system's trust store by default). Raises
     ``VaultKeyMismatch`` (with ``.report``) when no checked deployment's credentials
     decrypt."""
 
     config = config or EngineConfig()
+    if alert and email is None:  # before any status moves: a bad setting loses no alert
+        email = email_settings(config)
     timeout = float(timeout or min(config.http_timeout_s, 10.0))
     if budget_s is not None:
         timeout = min(timeout, max(0.1, budget_s * 0.8 - 0.2))
@@ -379,18 +393,21 @@ async def check_async(
                   r.status_after)
     new_vault = [r for r in failed if r.user_id not in set(alerted_vault_errors)]
     outbox = store if isinstance(store, AlertStore) else None
-    if alert and config.webhook_url:
+    if alert and (config.webhook_url or email is not None):
         remaining = None if budget_s is None else budget_s - (time.monotonic() - began)
         batches = _alert_batches(report, new_vault, send_moves=apply)
         if outbox is not None:
             for event, payload in _payloads(batches, report, now):
-                outbox.enqueue_alert(event, payload)
-            report.alerts = await deliver_pending(
-                outbox, config.webhook_url, now=now, budget_s=remaining,
-                transport=alert_transport, backoff=alert_backoff_s)
+                if config.webhook_url:
+                    outbox.enqueue_alert(event, payload)
+                if email is not None:
+                    outbox.enqueue_alert(event, payload, channel="email")
+            report.alerts = await _deliver_channels(
+                outbox, config.webhook_url, email, now=now, budget_s=remaining,
+                transport=alert_transport, backoff=alert_backoff_s, ssl_context=email_tls)
         elif batches:
-            report.alerts = await _send_alerts(config.webhook_url, report, now, remaining,
-                                               alert_transport, batches)
+            report.alerts = await _send_alerts(config.webhook_url, email, report, now,
+                                               remaining, alert_transport, batches, email_tls)
     if outbox is not None:
         report.pending_alerts = outbox.pending_alerts(limit=1000)
     report.finished_at = clock()
@@ -427,15 +444,41 @@ def _payloads(batches: list[_Batch], report: HealthReport,
             for event, deployments in batches]
 
 
-async def _send_alerts(url: str, report: HealthReport, now: float, budget: float | None,
-                       transport: Any, batches: list[_Batch]) -> list[AlertResult]:
-    """One delivery round per alert (a registry that keeps no alerts)."""
+async def _deliver_channels(outbox: AlertStore, url: str | None, email: EmailSettings | None,
+                            *, now: float, budget_s: float | None, transport: Any,
+                            backoff: tuple[float, float], ssl_context: ssl.SSLContext | None,
+                            ) -> list[AlertResult]:
+    """Each configured channel's queue, side by side (a slow SMTP server never holds the
+    webhook back), webhook results first."""
+
+    rounds: list[Awaitable[list[AlertResult]]] = []
+    if url:
+        rounds.append(deliver_pending(outbox, url, now=now, budget_s=budget_s,
+                                      transport=transport, backoff=backoff))
+    if email is not None:
+        rounds.append(deliver_pending_email(outbox, email, now=now, budget_s=budget_s,
+                                            backoff=backoff, ssl_context=ssl_context))
+    done = await asyncio.gather(*rounds)
+    return [result for results in done for result in results]
+
+
+async def _send_alerts(url: str | None, email: EmailSettings | None, report: HealthReport,
+                       now: float, budget: float | None, transport: Any,
+                       batches: list[_Batch], ssl_context: ssl.SSLContext | None,
+                       ) -> list[AlertResult]:
+    """One delivery round per alert and channel (a registry that keeps no alerts)."""
 
     out: list[AlertResult] = []
     deadline = None if budget is None else time.monotonic() + budget
     for event, payload in _payloads(batches, report, now):
-        remaining = None if deadline is None else deadline - time.monotonic()
-        out.append(await send_alert(url, payload, budget_s=remaining, transport=transport))
+        if url:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            out.append(await send_alert(url, payload, budget_s=remaining,
+                                        transport=transport))
+        if email is not None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            out.append(await send_email(email, payload, budget_s=remaining,
+                                        ssl_context=ssl_context))
     return out
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "ProgressKind",
     "ProgressStore",
     "RegistryStore",
+    "RolloutRow",
     "RolloutStore",
     "UserConfig",
     "UserStore",
@@ -257,15 +258,61 @@ class AuditLog(Protocol):
     def audit_log(self, user_id: str | None = None, limit: int = 100) -> list[AuditEntry]: ...
 
 
+@dataclass(frozen=True)
+class RolloutRow:
+    """One deployment of a rollout as stored: its place in the rollout's order
+    (``position``), its status and the rest of its row (``data``: wave, before, action and
+    the latest outcome)."""
+
+    rollout_id: str
+    user_id: str
+    position: int
+    status: str
+    data: dict[str, Any]
+    updated_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as the rollout document holds it under ``deployments``."""
+
+        return {**self.data, "user_id": self.user_id, "status": self.status}
+
+
 @runtime_checkable
 class RolloutStore(Protocol):
-    """The fleet runner's own state: one JSON document per rollout, so ``--resume ID``
-    picks a halted rollout up and ``--list`` shows recent ones. Rollouts only: a user's
-    copy progress lives in ``ProgressStore``."""
+    """The fleet runner's own state, so ``--resume ID`` picks a halted rollout up and
+    ``--list`` shows recent ones. Rollouts only: a user's copy progress lives in
+    ``ProgressStore``.
+
+    A rollout is a header (target, waves, budget, options, status) plus one row per
+    deployment, kept apart so that saving one deployment's outcome writes that row and the
+    summary counts only (``save_deployment_row``): the cost is the same at 100 deployments
+    and at 100k. ``load_rollout`` assembles the whole document (``deployments``: user id →
+    row; each wave's ``deployments`` in order) for the readers that need every row;
+    ``save_rollout`` takes such a document and stores its rows apart (a document without
+    ``deployments`` is kept as it is). ``list_rollouts`` returns headers with ``counts``
+    per status, never the rows. Records written before rows were kept apart still load,
+    list and resume; the first header or row saved for one moves its rows out."""
 
     def save_rollout(self, rollout_id: str, data: dict[str, Any]) -> None: ...
+    # the whole record: header and every row (rows absent from it are dropped)
+
+    def save_rollout_header(self, rollout_id: str, header: dict[str, Any]) -> None: ...
+    # the header only (a ``deployments`` key is refused); rows and counts are kept
+
+    def save_deployment_row(self, rollout_id: str, user_id: str, status: str,
+                            data: dict[str, Any]) -> None: ...
+    # one row and its summary count, in one transaction; RegistryError for no such rollout
 
     def load_rollout(self, rollout_id: str) -> dict[str, Any] | None: ...
+
+    def rollout_rows(self, rollout_id: str, *, statuses: Iterable[str] | None = None,
+                     after: int = -1, limit: int | None = None) -> list[RolloutRow]: ...
+    # in rollout order, from the row after position ``after``; pass the last row's
+    # position to read the next page
+
+    def rollout_row(self, rollout_id: str, user_id: str) -> RolloutRow | None: ...
+
+    def rollout_counts(self, rollout_id: str) -> dict[str, int]: ...  # status → rows
 
     def list_rollouts(self, limit: int = 20) -> list[dict[str, Any]]: ...  # newest first
 
@@ -283,8 +330,9 @@ class ProgressStore(Protocol):
 
 @dataclass(frozen=True)
 class PendingAlert:
-    """One webhook alert kept until the receiver acknowledges it (``payload`` is the JSON
-    body, already redacted; ``next_at`` is when the next delivery attempt is due)."""
+    """One alert on one delivery channel (``webhook`` or ``email``) kept until the receiver
+    acknowledges it (``payload`` is the JSON body, already redacted; ``next_at`` is when the
+    next delivery attempt is due)."""
 
     id: int
     event: str
@@ -294,17 +342,23 @@ class PendingAlert:
     next_at: float = 0.0
     last_error: str | None = None
     delivered_at: float | None = None
+    channel: str = "webhook"
 
 
 @runtime_checkable
 class AlertStore(Protocol):
-    """Webhook alerts that must not be lost: stored when detected, delivered (on this and
-    later monitor runs, across restarts) until the webhook answers 2xx. A role of its own,
-    outside ``RegistryStore``: a store without it gets one delivery attempt per alert."""
+    """Alerts that must not be lost: stored when detected (one row per delivery channel),
+    delivered (on this and later monitor runs, across restarts) until the channel
+    acknowledges them — the webhook answers 2xx, the SMTP server accepts the message. Each
+    channel is its own queue, in order. A role of its own, outside ``RegistryStore``: a
+    store without it gets one delivery attempt per alert."""
 
-    def enqueue_alert(self, event: str, payload: dict[str, Any]) -> PendingAlert: ...
+    def enqueue_alert(self, event: str, payload: dict[str, Any],
+                      channel: str = "webhook") -> PendingAlert: ...
 
-    def pending_alerts(self, limit: int = 100) -> list[PendingAlert]: ...  # oldest first
+    def pending_alerts(self, limit: int = 100,
+                       channel: str | None = None) -> list[PendingAlert]: ...
+    # oldest first; every channel when ``channel`` is None
 
     def claim_alert(self, alert_id: int, *, attempts: int, until: float) -> bool: ...
     # one delivery round: False when another process took it since it was read

@@ -6,8 +6,8 @@ Tables: ``users`` (the reference design's userDatabaseConfig: ciphertexts only),
 deployment or rollout, expiring; version 3 adds the holder process), ``audit`` (every state
 change), ``rollouts`` (the fleet runner's JSON documents), ``progress`` (version 2: one JSON
 document per resumable data copy, keyed by kind and user), ``alerts`` (webhook alerts
-until the receiver acknowledges them), ``rollout_deployments`` (version 5: one row per
-deployment of a rollout), ``api_tokens`` and ``jobs`` (version 6: the service's tokens and
+until the receiver acknowledges them), ``rollout_deployments`` and ``rollout_counts`` (version 5: one
+row per deployment of a rollout, counts per status), ``api_tokens`` and ``jobs`` (version 6: the service's tokens and
 background jobs).
 
 Version 1 kept a user's copy progress in ``rollouts`` under prefixed ids
@@ -137,17 +137,31 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # a rollout's per-deployment outcomes as their own rows (one row written per
     # deployment, not the whole document), so saving progress costs the same at 100
-    # deployments and at 100k; the rollout document keeps the summary counts.
+    # deployments and at 100k. ``position`` keeps the rollout's order (its waves are
+    # consecutive runs of it); ``rollout_counts`` holds the summary per status, kept in the
+    # same transaction as each row; ``rollouts.layout`` says where a record's deployments
+    # live: 'document' (inside ``data``, as every earlier version wrote them) or 'rows'.
     """
     CREATE TABLE rollout_deployments (
         rollout_id  TEXT NOT NULL,
         user_id     TEXT NOT NULL,
+        position    INTEGER NOT NULL,
         status      TEXT NOT NULL,
         data        TEXT NOT NULL,
         updated_at  REAL NOT NULL,
         PRIMARY KEY (rollout_id, user_id)
-    );
-    CREATE INDEX rollout_deployments_status ON rollout_deployments (rollout_id, status)
+    ) WITHOUT ROWID;
+    CREATE INDEX rollout_deployments_order ON rollout_deployments (rollout_id, position);
+    CREATE INDEX rollout_deployments_status
+        ON rollout_deployments (rollout_id, status, position);
+    CREATE TABLE rollout_counts (
+        rollout_id  TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        n           INTEGER NOT NULL,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (rollout_id, status)
+    ) WITHOUT ROWID;
+    ALTER TABLE rollouts ADD COLUMN layout TEXT NOT NULL DEFAULT 'document'
     """,
     # the service (`byod serve`): API tokens for app backends (only a hash of the token
     # is kept, with its scopes) and background jobs (connect, retry, update, disconnect)

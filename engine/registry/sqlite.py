@@ -43,9 +43,10 @@ from engine.registry.sqlite_roles import (  # the helpers moved there stay impor
     SqliteJournal,
     SqliteLeases,
     SqliteProgress,
-    SqliteRollouts,
     _clean,
 )
+from engine.registry.sqlite_rollouts import SqliteRollouts
+from engine.registry.sqlite_serve import SqliteServe
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION", "open_store"]
 
@@ -110,7 +111,7 @@ def _secure_file(path: Path) -> None:
 
 
 class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, SqliteProgress,
-                  SqliteAlerts):
+                  SqliteAlerts, SqliteServe):
     """The registry in one SQLite file. See the module docstring for the concurrency model.
 
     The connection and the ``UserStore`` role are here; the other roles come from the
@@ -250,16 +251,19 @@ class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, Sqli
 
     # (table, key column, JSON column): the documents the engine parses when it reads them
     _JSON_COLUMNS = (("rollouts", "rollout_id", "data"), ("progress", "kind || ':' || user_id",
-                     "doc"), ("audit", "id", "detail"), ("alerts", "id", "payload"))
+                     "doc"), ("audit", "id", "detail"), ("alerts", "id", "payload"),
+                     ("rollout_deployments", "rollout_id || ' ' || user_id", "data"))
 
     def verify(self) -> list[str]:
         """Every defect found in the file, as one sentence each (empty = sound): SQLite's own
         page and index check, dangling references, and every stored JSON document the engine
         would fail to read later (a rollout record, a copy's progress, an audit detail, an
-        alert), so a damaged row is found before the command that needs it."""
+        alert, a rollout's deployment row), so a damaged row is found before the command that
+        needs it, and rollout summary counts that disagree with the rows they count."""
 
         problems = [f"SQLite integrity check: {r[0]}"
                     for r in self._read("PRAGMA integrity_check") if r[0] != "ok"]
+        sound_pages = not problems
         problems += [f"table {r[0]} row {r[1]} refers to a missing row of {r[2]}"
                      for r in self._read("PRAGMA foreign_key_check")]
         version = self.schema_version()
@@ -274,6 +278,8 @@ class SqliteStore(SqliteJournal, SqliteLeases, SqliteAudit, SqliteRollouts, Sqli
                     continue
                 if not isinstance(doc, dict):
                     problems.append(f"{table} {row['k']}: {column} is not a JSON object")
+        if sound_pages:  # a rollout's summary counts agree with its rows
+            problems += self.rollout_problems()
         return problems
 
     def close(self) -> None:

@@ -1,9 +1,11 @@
 """``SqliteAlerts``: the ``AlertStore`` role of ``SqliteStore`` (a mixin, like those of
 ``engine.registry.sqlite_roles``).
 
-An alert is written when it is detected, before any delivery is tried, so a webhook that
-is down — or a monitor process that dies — never loses it; it stays pending until an
-attempt is recorded as delivered. Delivered rows are kept for a while for the record
+An alert is written when it is detected, before any delivery is tried — one row per
+delivery channel (``webhook``, ``email``) — so a receiver that is down, or a monitor process
+that dies, never loses it; each row stays pending until an attempt on its channel is
+recorded as delivered. Each channel is its own queue: a webhook that is down never holds
+back the email, nor the other way round. Delivered rows are kept for a while for the record
 and pruned after ``KEEP_DELIVERED_S``.
 """
 
@@ -16,40 +18,52 @@ from engine.ports.registry import PendingAlert
 from engine.redact import redact
 from engine.registry.sqlite_roles import SqliteCore
 
-__all__ = ["KEEP_DELIVERED_S", "SqliteAlerts"]
+__all__ = ["CHANNELS", "KEEP_DELIVERED_S", "SqliteAlerts"]
 
 KEEP_DELIVERED_S = 30 * 86_400.0
+CHANNELS = ("webhook", "email")
 
-_COLS = "id, event, payload, created_at, attempts, next_at, last_error, delivered_at"
+_COLS = ("id, event, payload, created_at, attempts, next_at, last_error, delivered_at, "
+         "channel")
 
 
 def _alert(row: sqlite3.Row) -> PendingAlert:
     return PendingAlert(id=row["id"], event=row["event"], payload=json.loads(row["payload"]),
                         created_at=row["created_at"], attempts=row["attempts"],
                         next_at=row["next_at"], last_error=row["last_error"],
-                        delivered_at=row["delivered_at"])
+                        delivered_at=row["delivered_at"], channel=row["channel"])
 
 
 class SqliteAlerts(SqliteCore):
-    """``AlertStore``: webhook alerts kept until acknowledged."""
+    """``AlertStore``: alerts kept until their channel acknowledges them."""
 
-    def enqueue_alert(self, event: str, payload: dict[str, object]) -> PendingAlert:
-        """Store a new alert, due now. The payload is redacted once more (defence in
-        depth: it is built from sanitized fields)."""
+    def enqueue_alert(self, event: str, payload: dict[str, object],
+                      channel: str = "webhook") -> PendingAlert:
+        """Store a new alert for one channel, due now. The payload is redacted once more
+        (defence in depth: it is built from sanitized fields)."""
 
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown alert channel {channel!r} (one of {', '.join(CHANNELS)})")
         text = redact(json.dumps(payload, default=str, sort_keys=True))
         now = self._clock()
         with self._write() as conn:
             cur = conn.execute(
-                "INSERT INTO alerts (event, payload, created_at, attempts, next_at) "
-                "VALUES (?, ?, ?, 0, ?)", (event, text, now, now))
+                "INSERT INTO alerts (event, payload, created_at, attempts, next_at, channel) "
+                "VALUES (?, ?, ?, 0, ?, ?)", (event, text, now, now, channel))
             row = conn.execute(f"SELECT {_COLS} FROM alerts WHERE id = ?",
                                (cur.lastrowid,)).fetchone()
             return _alert(row)
 
-    def pending_alerts(self, limit: int = 100) -> list[PendingAlert]:
-        rows = self._read(f"SELECT {_COLS} FROM alerts WHERE delivered_at IS NULL "
-                          "ORDER BY id LIMIT ?", (limit,))
+    def pending_alerts(self, limit: int = 100,
+                       channel: str | None = None) -> list[PendingAlert]:
+        """Undelivered alerts, oldest first: one channel's queue, or every channel's."""
+
+        if channel is None:
+            rows = self._read(f"SELECT {_COLS} FROM alerts WHERE delivered_at IS NULL "
+                              "ORDER BY id LIMIT ?", (limit,))
+        else:
+            rows = self._read(f"SELECT {_COLS} FROM alerts WHERE delivered_at IS NULL "
+                              "AND channel = ? ORDER BY id LIMIT ?", (channel, limit))
         return [_alert(r) for r in rows]
 
     def claim_alert(self, alert_id: int, *, attempts: int, until: float) -> bool:

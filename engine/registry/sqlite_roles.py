@@ -4,9 +4,10 @@
 writes, DDL upgrades) and the ``UserStore`` role; this module holds the rest of
 ``RegistryStore``, one mixin per role protocol of ``engine.ports.registry``:
 ``SqliteJournal`` (``JournalStore``), ``SqliteLeases`` (``LeaseStore``), ``SqliteAudit``
-(``AuditLog``), ``SqliteRollouts`` (``RolloutStore``) and ``SqliteProgress``
-(``ProgressStore``). Each uses only what ``SqliteCore`` declares, which ``SqliteStore``
-provides: its clock, ``_write`` (one write transaction), ``_read`` and ``_get``.
+(``AuditLog``) and ``SqliteProgress`` (``ProgressStore``); ``RolloutStore`` lives in
+``engine.registry.sqlite_rollouts``. Each uses only what ``SqliteCore`` declares, which
+``SqliteStore`` provides: its clock, ``_write`` (one write transaction), ``_read`` and
+``_get``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ __all__ = [
     "SqliteJournal",
     "SqliteLeases",
     "SqliteProgress",
-    "SqliteRollouts",
 ]
 
 _JOURNAL_COLS = (
@@ -285,35 +285,6 @@ class SqliteLeases(SqliteCore):
                         {"holder": old.holder, "host": old.host, "pid": old.pid,
                          "expires_at": old.expires_at, "reason": reason or None})
             return old
-
-
-class SqliteRollouts(SqliteCore):
-    """``RolloutStore``: one JSON document per fleet rollout."""
-
-    def save_rollout(self, rollout_id: str, data: dict[str, Any]) -> None:
-        now = self._clock()
-        text = json.dumps(data, default=str, sort_keys=True)
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO rollouts (rollout_id, data, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (rollout_id) DO UPDATE SET "
-                "data = excluded.data, updated_at = excluded.updated_at",
-                (rollout_id, text, now, now))
-
-    def load_rollout(self, rollout_id: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT data FROM rollouts WHERE rollout_id = ?", (rollout_id,))
-        return json.loads(rows[0]["data"]) if rows else None
-
-    def list_rollouts(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._read("SELECT rollout_id, data FROM rollouts "
-                          "ORDER BY updated_at DESC, rowid DESC LIMIT ?", (limit,))
-        out = []
-        for r in rows:
-            data = json.loads(r["data"])
-            if isinstance(data, dict):
-                data.setdefault("rollout_id", r["rollout_id"])
-            out.append(data)
-        return out
 
 
 class SqliteProgress(SqliteCore):

@@ -59,6 +59,10 @@ JSON_COMMANDS: dict[str, tuple[str, ...]] = {
     "leases list": ("leases",),  # `byod leases --json` (the group itself) prints the same
     "leases break": ("leases-break",),
     "registry check": ("registry-check",),
+    "serve user-link": ("user-link",),
+    "tokens create": ("token-create",),
+    "tokens list": ("tokens",),
+    "tokens revoke": ("token-revoke",),
 }
 
 

@@ -204,7 +204,7 @@ def problems_of(args: tuple[str, ...]) -> list[str]:
             continue
         positional.append(token)
     if isinstance(command, click.Group):
-        if not wants_help:
+        if not wants_help and not command.invoke_without_command:
             problems.append(f"byod {' '.join(path)} needs a subcommand: "
                             f"{', '.join(sorted(command.commands))}")
         return problems

@@ -395,6 +395,24 @@ def _rollout_contract(rollouts: RolloutStore) -> None:
     rollouts.save_rollout("r-1", {"status": "completed"})
     assert rollouts.load_rollout("r-1") == {"status": "completed"}
     assert [r["rollout_id"] for r in rollouts.list_rollouts()] == ["r-1"]
+    # a record with deployments: its rows are saved one at a time, counted, paged
+    rollouts.save_rollout("r-2", {"status": "running", "waves": [
+        {"name": "100%", "deployments": ["a", "b"]}], "deployments": {
+        "a": {"status": "pending", "wave": "100%"}, "b": {"status": "pending", "wave": "100%"}}})
+    rollouts.save_deployment_row("r-2", "b", "succeeded", {"wave": "100%", "deploys": 2})
+    assert rollouts.rollout_counts("r-2") == {"pending": 1, "succeeded": 1}
+    assert [r.user_id for r in rollouts.rollout_rows("r-2", statuses=["succeeded"])] == ["b"]
+    assert rollouts.rollout_row("r-2", "b").to_dict() == {
+        "user_id": "b", "status": "succeeded", "wave": "100%", "deploys": 2}
+    rollouts.save_rollout_header("r-2", {"status": "completed", "waves": [
+        {"name": "100%", "size": 2}]})
+    assert rollouts.load_rollout("r-2") == {
+        "status": "completed", "waves": [{"name": "100%", "deployments": ["a", "b"]}],
+        "deployments": {"a": {"user_id": "a", "status": "pending", "wave": "100%"},
+                        "b": {"user_id": "b", "status": "succeeded", "wave": "100%",
+                              "deploys": 2}},
+        "updated_at": rollouts.rollout_row("r-2", "b").updated_at}
+    assert "deployments" not in rollouts.list_rollouts()[0]
 
 
 def _progress_contract(progress: ProgressStore) -> None:

@@ -1,10 +1,13 @@
 """Typed rollout options and state: validation, the saved JSON shape (old records still
 load), every option saved with the rollout and used again on resume (the page size and the
 deployer too), bundles captured once into the connector's cache for ``push``, the CLI's
-workspace deploying a resumed rollout the way it was started, and the rollout listing."""
+workspace deploying a resumed rollout the way it was started, the rollout listing, one row
+saved per outcome (the header only when it changes), and a record in the layout earlier
+engines wrote (rows inside the document) resuming."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -172,3 +175,81 @@ def test_summaries_list_rollouts_only(fleet: Fleet):
     [row] = summarize_rollouts(fleet.store)
     assert row["rollout_id"] == report.rollout_id and row["counts"] == {"succeeded": 1}
     assert (row["target"], row["status"]) == ("v3", "completed") and row["updated_at"]
+
+
+def _spy_saves(fleet: Fleet, monkeypatch) -> list[tuple[str, str]]:
+    """Record which save the rollout makes (whole record, header, one row) and for whom."""
+
+    calls: list[tuple[str, str]] = []
+    for name in ("save_rollout", "save_rollout_header", "save_deployment_row"):
+        real = getattr(fleet.store, name)
+
+        def spy(rollout_id, *args, _real=real, _name=name):
+            calls.append((_name, args[0] if _name == "save_deployment_row" else rollout_id))
+            return _real(rollout_id, *args)
+
+        monkeypatch.setattr(fleet.store, name, spy)
+    return calls
+
+
+def test_a_run_saves_one_row_per_outcome_and_the_header_when_it_changes(fleet: Fleet,
+                                                                        monkeypatch):
+    for i in range(4):
+        fleet.add(f"u{i}")
+    fleet.deps["u2"].fault = "revoked"
+    calls = _spy_saves(fleet, monkeypatch)
+    first = fleet.run(canary=0, waves=("100%",), concurrency=1, max_failures="0")
+    assert first.status == "halted"
+    rid = first.rollout_id
+    # the whole record once (created), one row per outcome, the header when the run ends
+    assert calls[0] == ("save_rollout", rid) and calls[-1] == ("save_rollout_header", rid)
+    assert sorted(u for kind, u in calls if kind == "save_deployment_row") == \
+        ["u0", "u1", "u2"]
+    assert len(calls) == 5
+    assert fleet.store.rollout_counts(rid) == {"failed": 1, "pending": 1, "succeeded": 2}
+    calls.clear()
+    fleet.deps["u2"].fault = None
+    again = fleet.run(resume=rid)
+    assert again.status == "completed" and again.counts == {"succeeded": 4}
+    # a resume: the header when it starts and ends, a row for each deployment it worked
+    assert [k for k, _ in calls] == ["save_rollout_header", "save_deployment_row",
+                                     "save_deployment_row", "save_rollout_header"]
+    assert sorted(u for kind, u in calls if kind == "save_deployment_row") == ["u2", "u3"]
+    [listed] = summarize_rollouts(fleet.store)
+    assert listed["counts"] == {"succeeded": 4} and listed["status"] == "completed"
+    doc = fleet.store.load_rollout(rid)
+    assert doc["resumed"] == 1 and RolloutState.from_json(doc).to_json() == doc
+
+
+def test_a_record_in_the_old_layout_resumes(fleet: Fleet):
+    """A rollout saved by an engine that kept every row inside the document resumes with
+    its options, skips what is done, and from then on keeps its rows apart."""
+
+    for i in range(3):
+        fleet.add(f"u{i}", docs=12)
+    fleet.deps["u1"].fault = "revoked"
+    first = fleet.run(canary=0, waves=("100%",), concurrency=1, max_failures="0",
+                      max_batch=4)
+    assert first.status == "halted"
+    rid = first.rollout_id
+    whole = fleet.store.load_rollout(rid)
+    with fleet.store._write() as conn:  # as the previous engine stored it
+        conn.execute("DELETE FROM rollout_deployments WHERE rollout_id = ?", (rid,))
+        conn.execute("DELETE FROM rollout_counts WHERE rollout_id = ?", (rid,))
+        conn.execute("UPDATE rollouts SET data = ?, layout = 'document' WHERE rollout_id = ?",
+                      (json.dumps(whole, sort_keys=True), rid))
+    assert fleet.store.load_rollout(rid) == whole
+    assert summarize_rollouts(fleet.store)[0]["counts"] == {
+        "failed": 1, "pending": 1, "succeeded": 1}
+    done = [u for u, row in whole["deployments"].items() if row["status"] == "succeeded"]
+    deploys = {u: fleet.deps[u].deploys for u in done}
+    fleet.deps["u1"].fault = None
+    again = fleet.run(resume=rid)
+    assert again.status == "completed" and again.counts == {"succeeded": 3}
+    assert {u: fleet.deps[u].deploys for u in done} == deploys  # done rows are skipped
+    assert all(row["pages"] == 6 for row in again.rows if row["user_id"] not in done)
+    layout = fleet.store._read("SELECT layout FROM rollouts WHERE rollout_id = ?", (rid,))
+    assert layout[0][0] == "rows"
+    assert fleet.store.rollout_counts(rid) == {"succeeded": 3}
+    assert load_state(fleet.store, rid).options.max_batch == 4
+    assert fleet.store.verify() == []

@@ -218,7 +218,7 @@ def test_two_runs_at_once_never_send_the_same_alert(tmp_path: Path) -> None:
     stale = second.pending_alerts()  # the second run read the queue before the claim
 
     class ReadBeforeTheClaim(SqliteStore):
-        def pending_alerts(self, limit: int = 100):  # type: ignore[no-untyped-def]
+        def pending_alerts(self, limit: int = 100, channel=None):  # type: ignore[no-untyped-def]
             return stale
 
     racing = ReadBeforeTheClaim(tmp_path / "registry.sqlite3")
