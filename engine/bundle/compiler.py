@@ -42,6 +42,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "Bundle",
     "ENGINE_FUNCTIONS",
+    "STEP_FUNCTIONS",
     "MAIN_FUNCTIONS",
     "MANIFEST_FILE",
     "UNHASHED_FILES",
@@ -74,8 +75,13 @@ ENGINE_FUNCTIONS: dict[str, str] = {
     "byod:importPage": "internalMutation",
     "byod:deletePage": "internalMutation",
     "byod:countPage": "internalQuery",
+    "byod:verify": "internalQuery",
 }
 """The engine's functions in every bundle (path → kind); callers rely on these names."""
+
+STEP_FUNCTIONS: dict[str, str] = {"byodMigrations:runSteps": "internalMutation"}
+"""The engine's function in a bundle that carries data steps (besides one mutation per
+step): a page of the first step named, the following ones while they fit, journaled."""
 
 MAIN_FUNCTIONS: dict[str, str] = {
     "byodMain:importPageOnce": "internalMutation",
@@ -303,6 +309,7 @@ def compile_bundle(
     step_ids: list[str] = []
     if data_steps:
         files[MIGRATIONS_FILE], step_ids = _data_steps_module(data_steps)
+        engine_functions = {**engine_functions, **STEP_FUNCTIONS}
     fingerprint = _fingerprint(files, step_ids)
 
     identity = {

@@ -58,6 +58,8 @@ class PushPayload:
     request: dict[str, Any] = field(repr=False)
     captured_at: float = 0.0
     _rest: bytes = field(init=False, repr=False, compare=False)
+    _head: bytes = field(init=False, repr=False, compare=False)
+    _compressed: dict[int, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if "adminKey" in self.request:
@@ -65,9 +67,12 @@ class PushPayload:
         app = self.request.get("appDefinition")
         if not isinstance(app, dict) or not isinstance(app.get("changedModules"), list):
             raise ValueError("a push payload needs appDefinition.changedModules")
-        # serialised once: every deployment gets these bytes with its own key in front
+        # serialised once: every deployment gets these bytes with its own key at the end
+        # (the same for all of them up to there, so compressed once: ``compressed_for``)
         rest = json.dumps(self.request, separators=(",", ":"), ensure_ascii=False).encode()
         object.__setattr__(self, "_rest", rest)
+        object.__setattr__(self, "_head", rest[:-1] + (b"" if rest == b"{}" else b","))
+        object.__setattr__(self, "_compressed", {})
 
     @property
     def modules(self) -> int:
@@ -80,9 +85,20 @@ class PushPayload:
     def body_for(self, admin_key: str) -> bytes:
         """The request body for one deployment: the captured request plus its key."""
 
-        key = json.dumps(admin_key).encode()
-        tail = self._rest[1:] if self._rest == b"{}" else b"," + self._rest[1:]
-        return b'{"adminKey":' + key + tail
+        return self._head + _key_tail(admin_key)
+
+    def compressed_for(self, admin_key: str, *, quality: int) -> bytes:
+        """``body_for`` as one brotli stream, the captured request compressed once per
+        payload (and quality) for every deployment: its compressed bytes end flushed on a
+        byte boundary, and each deployment's key follows as a stored (uncompressed)
+        meta-block and the closing empty one (RFC 7932 §9.2-9.3)."""
+
+        head = self._compressed.get(quality)
+        if head is None:
+            compressor = brotli.Compressor(mode=brotli.MODE_TEXT, quality=quality)
+            head = compressor.process(self._head) + compressor.flush()
+            head = self._compressed.setdefault(quality, head)
+        return head + _stored_meta_block(_key_tail(admin_key)) + _LAST_EMPTY_META_BLOCK
 
     def to_json(self) -> dict[str, Any]:
         return {"format": CAPTURE_FORMAT, "version_id": self.version_id, "kind": self.kind,
@@ -97,6 +113,27 @@ class PushPayload:
                    fingerprint=str(data["fingerprint"]),
                    convex_version=str(data["convex_version"]), request=data["request"],
                    captured_at=float(data.get("captured_at") or 0.0))
+
+
+def _key_tail(admin_key: str) -> bytes:
+    return b'"adminKey":' + json.dumps(admin_key).encode() + b"}"
+
+
+_LAST_EMPTY_META_BLOCK = b"\x03"  # ISLAST = 1, ISLASTEMPTY = 1
+
+
+def _stored_meta_block(data: bytes) -> bytes:
+    """A brotli meta-block holding ``data`` uncompressed, to follow a flushed stream:
+    ISLAST = 0, MNIBBLES, MLEN - 1, ISUNCOMPRESSED = 1, zero bits to the byte boundary,
+    then the bytes (RFC 7932 §9.2)."""
+
+    if not 0 < len(data) <= 1 << 24:
+        raise ValueError("a stored brotli meta-block holds 1 byte to 16 MiB")
+    size = len(data) - 1
+    nibbles = 4 if size < 1 << 16 else 5 if size < 1 << 20 else 6
+    bits = (nibbles - 4) << 1 | size << 3 | 1 << (3 + 4 * nibbles)
+    header = bits.to_bytes((4 + 4 * nibbles + 7) // 8, "little")
+    return header + data
 
 
 # -- the capture server ---------------------------------------------------------------------

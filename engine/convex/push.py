@@ -1,7 +1,10 @@
 """Deploying by replaying a captured push request over HTTP (no CLI per deployment).
 
 The Convex CLI's push is five HTTP calls: ``get_config_hashes`` → ``start_push`` →
-``wait_for_schema`` → ``finish_push`` → ``report_push_completed``. Building the
+``wait_for_schema`` → ``finish_push`` → ``report_push_completed``. Here the completion
+report is off the critical path (beside the next steps, or when the adapter settles),
+and the ``start_push`` body is compressed once per bundle: the deployment's key goes at
+its end, after the captured request's once-compressed stream. Building the
 ``start_push`` request (bundling) costs seconds of CPU; the rest costs the deployment
 milliseconds. ``capture.capture_push`` builds the request once per bundle with the real
 CLI; the adapters here send it to each deployment with that deployment's key, poll the
@@ -106,7 +109,15 @@ class _PushCore:
         return data, headers
 
     def start_request(self, payload: PushPayload) -> tuple[bytes, dict[str, str]]:
-        return self._encode(payload.body_for(self.target.admin_key), payload)
+        """The captured request with this deployment's key; compressed, it is the
+        payload's own stream compressed once per bundle plus the key (``compressed_for``)."""
+
+        headers = {"Content-Type": "application/json",
+                   "Convex-Client": f"npm-cli-{payload.convex_version}"}
+        if not self.compress:
+            return payload.body_for(self.target.admin_key), headers
+        headers["Content-Encoding"] = "br"
+        return payload.compressed_for(self.target.admin_key, quality=_BROTLI_QUALITY), headers
 
     def wait_request(self, start: dict[str, Any], remaining_s: float) -> tuple[bytes, float]:
         """The long-poll body and the HTTP timeout that covers it."""
@@ -238,6 +249,7 @@ class PushDeployAdapter(_PushCore, HttpFunctions):
                  http_timeout: float = 30.0, compress: bool | None = None):
         super().__init__(target, timeout=timeout, compress=compress)
         self.payloads = payloads
+        self._reports = 0
         self._attach_http(http_client, target, min(http_timeout, timeout))
 
     def deploy(self, bundle: Bundle) -> DeployResult:
@@ -258,11 +270,24 @@ class PushDeployAdapter(_PushCore, HttpFunctions):
                     idempotent=call.idempotent, timeout=call.timeout))
         except DeploymentError as exc:
             raise self.failed(exc, payload) from None
-        try:
-            self.http.admin_call(REPORT_PUSH_COMPLETED, self.report_request(), timeout=5.0)
-        except DeploymentError:
-            pass  # fire and forget, as the CLI does
+        self._reports += 1  # sent after the work, by ``settle_reports`` / ``close``
         return self.result(payload, started)
+
+    def settle_reports(self) -> None:
+        """Send the completion reports of the pushes so far (fire and forget, as the CLI
+        does): off the critical path, once the deployment's work is done."""
+
+        while self._reports:
+            self._reports -= 1
+            try:
+                self.http.admin_call(REPORT_PUSH_COMPLETED, self.report_request(),
+                                     timeout=5.0)
+            except (DeploymentError, RuntimeError):
+                pass
+
+    def close(self) -> None:
+        self.settle_reports()
+        super().close()
 
 
 class AsyncPushDeployAdapter(_PushCore, AsyncHttpFunctions):
@@ -273,6 +298,7 @@ class AsyncPushDeployAdapter(_PushCore, AsyncHttpFunctions):
                  http_timeout: float = 30.0, compress: bool | None = None):
         super().__init__(target, timeout=timeout, compress=compress)
         self.payloads = payloads
+        self._reports: set[asyncio.Task[None]] = set()
         self._attach_http(http_client, target, min(http_timeout, timeout))
 
     async def deploy(self, bundle: Bundle) -> DeployResult:
@@ -291,9 +317,26 @@ class AsyncPushDeployAdapter(_PushCore, AsyncHttpFunctions):
                     idempotent=call.idempotent, timeout=call.timeout))
         except DeploymentError as exc:
             raise self.failed(exc, payload) from None
+        # the completion report runs beside the next steps, never awaited between them
+        task = asyncio.create_task(self._report())
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+        return self.result(payload, started)
+
+    async def _report(self) -> None:
         try:
             await self.http.admin_call(REPORT_PUSH_COMPLETED, self.report_request(),
                                        timeout=5.0)
-        except DeploymentError:
-            pass
-        return self.result(payload, started)
+        except (DeploymentError, RuntimeError):
+            pass  # fire and forget, as the CLI does (RuntimeError: the client closed)
+
+    async def settle_reports(self) -> None:
+        """Wait for the completion reports still on their way (each bounded by its own
+        timeout); the runner calls it once the deployment's work is done."""
+
+        if self._reports:
+            await asyncio.gather(*list(self._reports), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.settle_reports()
+        await super().aclose()

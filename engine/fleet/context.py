@@ -140,6 +140,17 @@ class DeployOps:
     async def read_version(self) -> Any:
         return await self._call(self.functions, "read_version")
 
+    async def settle(self) -> None:
+        """Let an adapter finish what it keeps off the critical path (a push adapter's
+        completion reports) once the deployment's work is done; never raises."""
+
+        settle = getattr(self.adapter, "settle_reports", None)
+        if callable(settle):
+            try:
+                await self._call(self.adapter, "settle_reports")
+            except Exception:  # noqa: BLE001 - fire and forget
+                pass
+
 
 class DeploymentLease:
     """The deployment lease, renewed in the background; ``lost`` stops the work.

@@ -311,8 +311,10 @@ class _Rollout:
                 error_kind=getattr(exc, "kind", None) or (
                     "other" if isinstance(exc, ByodError) else "internal"))
         finally:
-            await aclose_quietly(functions)
+            # the adapter first: it waits for its push completion reports, which may still
+            # be using the shared client
             await aclose_quietly(adapter)
+            await aclose_quietly(functions)
 
 
 def _stale_at(user: UserConfig | None, target: str, fresh: str) -> bool:

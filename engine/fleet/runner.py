@@ -16,15 +16,31 @@ Order of business for one deployment:
    here — never guessed. If the deployment sits somewhere other than the plan's source,
    the plan is recomputed from where it really is.
 3. **Journal.** Write the plan's steps to the journal (idempotent), then for each step:
-   mark running → do it → mark completed. Data steps run page by page; the cursor is
-   journaled after each page's mutation returns, so a crash at any instant resumes from
-   the last journaled cursor. Pages are idempotent, so the one page that may run twice
-   after a crash changes nothing the second time, and no page is ever skipped. A failed
-   page is judged by Convex's own error codes and texts (``engine.convex.errors``): any
-   transaction limit or a timeout halves the batch, the write-rate limit is waited out,
-   and a cursor the deployment refuses restarts the step from the top, once per run.
+   mark running → do it → mark completed. A push is trusted when the push protocol
+   answers success; that it took is checked by the next call, which names the bundle it
+   expects (a data page's ``expect``, verify's identity), and only then is the deploy
+   step completed — a crash in between pushes again. Consecutive data steps run through
+   ``byodMigrations:runSteps``: one call is a page of the first unfinished step plus every
+   following step that fits whole in the page budget, and the deployment journals each
+   step it touched (``byodSteps``: cursor, documents, completed) in the same transaction
+   as the documents, so its journal never says more or less than what happened. The
+   registry's cursor is journaled after each call returns, so a crash at any instant
+   resumes from the last journaled cursor. Pages are idempotent, so the one call that may
+   run twice after a crash changes nothing the second time, and no page is ever skipped.
+   A failed page is judged by Convex's own error codes and texts
+   (``engine.convex.errors``): any transaction limit or a timeout halves the batch, the
+   write-rate limit is waited out, and a cursor the deployment refuses restarts the step
+   from the top, once per run. Verify is one ``byod:verify`` call (more only when the
+   tables outgrow its read budget): the bundle's identity and every table counted.
 4. **Outcome.** Success records the version on the deployment and in the registry; a
    failure leaves a redacted error in the journal and registry and a retryable state.
+
+For a v1 → head rollout with data that is about ten round trips: one reconcile read,
+three calls per push (its completion report runs beside the next steps), one call for
+the data steps while they fit a page, one verify, one record.
+
+What each step asks of the deployment lives in ``engine.fleet.run_steps``; this module
+orders the steps and keeps the registry.
 
 The core is async (many deployments run concurrently in one rollout): function calls go
 through an async client when one is given, sync adapters run in worker threads, and CLI
@@ -39,28 +55,18 @@ import time
 import uuid
 from typing import Any, Sequence
 
-from engine.bundle.compiler import Bundle
-from engine.convex.errors import ConvexErrorRule, classify_error
-from engine.convex.retry import RetryPolicy
 from engine.errors import (
     ByodError,
-    DeployFailed,
-    DeploymentError,
-    DeploymentTimeout,
     DriftDetected,
-    FunctionError,
     LeaseHeld,
     RolloutError,
     UnknownVersion,
 )
 from engine.events import (
-    BatchResized,
-    CursorReset,
     DeploymentDone,
     DeploymentFailed,
     DeploymentSkipped,
     DeploymentStarted,
-    PageDone,
     Sink,
     StepCompleted,
     StepFailed,
@@ -72,12 +78,10 @@ from engine.fleet.artifacts import (
     PlanKit,
     is_refresh,
     plan_id_of,
-    step_data,
     step_kind,
     step_version,
 )
 from engine.fleet.context import (
-    AdaptiveBatch,
     DeploymentLease,
     DeploymentOutcome,
     DeployOps,
@@ -86,9 +90,9 @@ from engine.fleet.context import (
     default_deploy_slots,
 )
 from engine.fleet.run_reconcile import reconcile_deployment, record_reconciled
-from engine.plan.planner import Plan, PlanStep
+from engine.fleet.run_steps import DeploymentRun
+from engine.plan.planner import Plan
 from engine.ports.registry import JournalEntry, RegistryStore
-from engine.redact import redact
 
 __all__ = [
     "DeploymentOutcome",
@@ -98,151 +102,6 @@ __all__ = [
     "run_plan",
     "run_plan_async",
 ]
-
-# transient server or network errors on a data page: the engine's one retry policy
-_PAGE_RETRY = RetryPolicy(backoff_base=0.4, backoff_max=2.0)
-
-
-_SHRINK_REASON = {"limit": "transaction limit", "timeout": "function timeout"}
-
-
-def _page_error(exc: DeploymentError) -> ConvexErrorRule | None:
-    """What a failed page ran into, by Convex's error table (``engine.convex.errors``)."""
-
-    return classify_error(exc)
-
-
-class _Run:
-    """The state of one deployment's run (counters feed the outcome)."""
-
-    def __init__(self, ctx: RunContext, user_id: str, ops: DeployOps, secrets: Sequence[str]):
-        self.ctx, self.user_id, self.ops = ctx, user_id, ops
-        self.secrets = tuple(secrets)
-        self.deploys = self.pages = self.processed = self.changed = 0
-        self.step_id: str | None = None
-        self.step_kind: str | None = None
-
-    def clean(self, text: str) -> str:
-        return redact(text, self.secrets)[:800]
-
-    # -- steps ----------------------------------------------------------------------------
-    async def deploy(self, bundle: Bundle) -> None:
-        await self.ops.deploy(bundle)
-        self.deploys += 1
-        info = await self.ops.read_version()
-        if info.version != bundle.version_id or info.fingerprint != bundle.fingerprint:
-            raise DeployFailed(
-                f"after deploying {bundle.version_id} ({bundle.kind}) the deployment answers "
-                f"{info.version} with fingerprint {str(info.fingerprint)[:12]}",
-                deployment=self.user_id)
-
-    async def data_step(self, plan: Plan, step: PlanStep, entry: JournalEntry, lease: DeploymentLease,
-                        plan_id: str) -> None:
-        ds = step_data(step)
-        store = self.ctx.store
-        batch = AdaptiveBatch(self.ctx.kit.batch_size(plan, ds))
-        cursor: str | None = entry.cursor or None  # "" = from the start (after a reset)
-        total = entry.processed
-        page = 0
-        cursor_resets = 0
-        await self.ops.mutation("byod:recordStep", {
-            "stepId": ds.id, "version": step_version(plan, step), "status": "running",
-            "cursor": cursor, "processed": total})
-        while True:
-            lease.check()
-            try:
-                result = await self._page(ds.function_path, cursor, batch)
-            except DeploymentError as exc:
-                rule = _page_error(exc)
-                if rule is not None and rule.category == "cursor" and cursor is not None \
-                        and cursor_resets == 0:
-                    # Pages are idempotent: restarting the step from the start is safe.
-                    # The documents counted so far are counted again as the pages re-run.
-                    cursor_resets += 1
-                    self.ctx.event(CursorReset(self.user_id, ds.id, self.clean(str(exc))))
-                    self.processed -= total - entry.processed
-                    cursor, total = None, 0
-                    store.journal_update(self.user_id, plan_id, str(step.id), cursor="",
-                                         processed=0)
-                    continue
-                raise
-            page += 1
-            self.pages += 1
-            processed = int(result.get("processed", 0))
-            changed = int(result.get("changed", 0))
-            total += processed
-            self.processed += processed
-            self.changed += changed
-            done = bool(result.get("isDone"))
-            next_cursor = result.get("continueCursor")
-            store.journal_update(self.user_id, plan_id, str(step.id),
-                                 cursor=next_cursor if isinstance(next_cursor, str) else None,
-                                 processed=total)
-            self.ctx.event(PageDone(self.user_id, ds.id, page, processed, changed,
-                                    batch.size, total, done))
-            old = batch.size
-            if batch.success():
-                self.ctx.event(BatchResized(self.user_id, ds.id, old, batch.size, "grow back"))
-            if done:
-                break
-            if not isinstance(next_cursor, str) or next_cursor == cursor:
-                raise FunctionError(
-                    f"page did not advance the cursor (after {total} documents)",
-                    deployment=self.user_id, function=ds.function_path)
-            cursor = next_cursor
-        await self.ops.mutation("byod:recordStep", {
-            "stepId": ds.id, "version": step_version(plan, step), "status": "completed",
-            "cursor": cursor, "processed": total})
-
-    async def _page(self, function: str, cursor: str | None, batch: AdaptiveBatch) -> dict[str, Any]:
-        """One page: the batch is halved on any Convex transaction limit (documents or
-        bytes, read or written) and on a function or request timeout; the deployment's
-        write-rate limit and transient server or network errors are retried after a
-        backoff, a bounded number of times. An invalid cursor goes to the caller."""
-
-        transient = 0
-        while True:
-            try:
-                result = await self.ops.mutation(function, {"cursor": cursor,
-                                                            "batchSize": batch.size})
-            except DeploymentError as exc:
-                rule = _page_error(exc)
-                timed_out = isinstance(exc, DeploymentTimeout)
-                if timed_out or (rule is not None and rule.category in ("limit", "timeout")):
-                    old = batch.size
-                    if batch.shrink():
-                        reason = ("request timeout" if rule is None else
-                                  f"{_SHRINK_REASON[rule.category]} ({rule.code})")
-                        self.ctx.event(BatchResized(self.user_id, function.split(":")[-1],
-                                                    old, batch.size, reason))
-                        continue
-                    raise
-                retry = (rule is not None and rule.category == "rate") or (
-                    rule is None and exc.kind in ("server", "network"))
-                if retry and transient < self.ctx.page_retries:
-                    transient += 1
-                    await asyncio.sleep(_PAGE_RETRY.backoff(transient))
-                    continue
-                raise
-            if not isinstance(result, dict):
-                raise FunctionError(f"unexpected page result {type(result).__name__}",
-                                    deployment=self.user_id, function=function)
-            return result
-
-    async def verify(self, target: Bundle) -> None:
-        info = await self.ops.read_version()
-        if (info.version, info.fingerprint, info.kind) != (
-                target.version_id, target.fingerprint, "version"):
-            raise DriftDetected(
-                self.user_id, f"{target.version_id} fingerprint {target.fingerprint[:12]}",
-                f"{info.version} ({info.kind}) fingerprint {str(info.fingerprint)[:12]}")
-        for table in target.tables:
-            page = await self.ops.query("byod:countPage",
-                                        {"table": table, "cursor": None, "numItems": 100})
-            if not isinstance(page, dict) or "count" not in page:
-                raise FunctionError(f"table {table!r} is not readable",
-                                    deployment=self.user_id, function="byod:countPage")
-
 
 async def run_plan_async(
     plan: Plan | None,
@@ -270,7 +129,7 @@ async def run_plan_async(
         ctx.event(DeploymentSkipped(user_id, reason))
         return DeploymentOutcome(user_id, "skipped", target, before=before, error=reason,
                                  error_type="LeaseHeld", error_kind="lease")
-    run = _Run(ctx, user_id, DeployOps(adapter, functions, ctx.deploy_slots), secrets)
+    run = DeploymentRun(ctx, user_id, DeployOps(adapter, functions, ctx.deploy_slots), secrets)
     plan_id: str | None = None
     source: str | None = None
     try:
@@ -282,12 +141,14 @@ async def run_plan_async(
                                  before=before, plan_id=plan_id, started=started)
         if already is not None:
             return already
+        run.running = (info.version, info.fingerprint)
         await _execute(run, plan, plan_id, lease)
     except Exception as exc:  # noqa: BLE001 - one deployment never breaks the rollout
         return _failed(run, exc, user_id=user_id, target=target, before=before,
                        source=source, plan_id=plan_id, started=started,
                        refresh=plan is not None and is_refresh(plan))
     finally:
+        await run.ops.settle()
         lease.release()
     duration = time.monotonic() - started
     ctx.event(DeploymentDone(user_id, source or "", target, run.deploys, duration))
@@ -327,8 +188,9 @@ def _already_there(ctx: RunContext, user_id: str, info: Any, *, source: str, tar
                              duration_s=time.monotonic() - started)
 
 
-async def _execute(run: _Run, plan: Plan, plan_id: str, lease: DeploymentLease) -> None:
+async def _execute(run: DeploymentRun, plan: Plan, plan_id: str, lease: DeploymentLease) -> None:
     ctx, user_id, store = run.ctx, run.user_id, run.ctx.store
+    run.plan_id = plan_id
     steps = list(plan.steps)
     if not steps:
         raise DriftDetected(
@@ -344,26 +206,37 @@ async def _execute(run: _Run, plan: Plan, plan_id: str, lease: DeploymentLease) 
     journal = {e.step_id: e for e in store.journal(user_id, plan_id)}
     ctx.event(DeploymentStarted(user_id, plan_id, plan.source, plan.target, len(steps)))
     store.set_deployment(user_id, status="deploying", progress=f"0/{len(steps)} started")
-    for index, step in enumerate(steps, start=1):
+    index = 0
+    while index < len(steps):
+        step = steps[index]
+        index += 1
         sid, kind = str(step.id), step_kind(step)
         entry = journal[sid]
         if entry.status in ("completed", "skipped"):
             ctx.event(StepSkipped(user_id, plan_id, sid, kind))
             continue
         lease.check()
+        if kind == "run_data_step":
+            group = [step]
+            while index < len(steps) and step_kind(steps[index]) == "run_data_step" \
+                    and journal[str(steps[index].id)].status not in ("completed", "skipped"):
+                group.append(steps[index])
+                index += 1
+            await run.data_steps(plan, group, journal, lease, plan_id,
+                                 (index - len(group) + 1, len(steps)))
+            continue
+        if kind == "record" and run.unchecked is not None:
+            await run.confirm()  # a plan always verifies first; never record unchecked
         run.step_id, run.step_kind = sid, kind
         entry = store.journal_update(user_id, plan_id, sid, status="running",
                                      bump_attempts=True)
         store.set_deployment(user_id, progress=f"{index}/{len(steps)} {kind} {sid}")
         ctx.event(StepStarted(user_id, plan_id, sid, kind, entry.attempts))
         t0 = time.monotonic()
-        if kind == "deploy_widened":
-            await run.deploy(ctx.kit.step_bundle(plan, step))
-        elif kind == "run_data_step":
-            await run.data_step(plan, step, entry, lease, plan_id)
-        elif kind == "deploy_target":
-            await run.deploy(ctx.kit.step_bundle(plan, step))
-        elif kind == "verify":
+        if kind in ("deploy_widened", "deploy_target"):
+            await run.deploy(ctx.kit.step_bundle(plan, step), (sid, kind, t0))
+            continue  # completed once a later call sees the bundle running
+        if kind == "verify":
             await run.verify(ctx.kit.version_bundle(step_version(plan, step)))
         elif kind == "record":
             reached = ctx.kit.version_bundle(step_version(plan, step))
@@ -376,8 +249,11 @@ async def _execute(run: _Run, plan: Plan, plan_id: str, lease: DeploymentLease) 
                                  progress=f"on {reached.version_id}")
         else:
             raise RolloutError(f"plan {plan_id}: unknown step kind {kind!r} ({sid})")
+        run.step_id, run.step_kind = sid, kind
         store.journal_update(user_id, plan_id, sid, status="completed")
         ctx.event(StepCompleted(user_id, plan_id, sid, kind, time.monotonic() - t0))
+    if run.unchecked is not None:
+        await run.confirm()  # a plan that ends on a deploy: check it took
     run.step_id = None
 
 
@@ -429,7 +305,7 @@ def _supersede_other_plans(store: RegistryStore, user_id: str, plan_id: str) -> 
                                  error=f"{_SUPERSEDED} {plan_id}")
 
 
-def _failed(run: _Run, exc: BaseException, *, user_id: str, target: str, before: str | None,
+def _failed(run: DeploymentRun, exc: BaseException, *, user_id: str, target: str, before: str | None,
             source: str | None, plan_id: str | None, started: float,
             refresh: bool = False) -> DeploymentOutcome:
     ctx, store = run.ctx, run.ctx.store

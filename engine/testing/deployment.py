@@ -4,11 +4,12 @@ once a byod bundle is on it, without a network, a subprocess or Node.js.
 ``InMemoryDeployment`` holds tables of documents with Convex-like ids, the version marker
 ``byod:version`` answers (``version`` / ``fingerprint`` / ``kind``, and ``recorded``: the
 latest ``byodVersions`` row), the deployment's own journal (``byodVersions`` and
-``byodSteps``, written by ``byod:recordVersion`` / ``byod:recordStep``), the paginated
-``byod:*`` export / import / count / delete functions, the main-only ``byodMain:*``
-functions of disconnect and connect's copy from main, and the ``byodMigrations:*`` data
-steps of a widened bundle (run with ``engine.plan.datasteps.apply_step``, the Python
-reference of the generated mutations).
+``byodSteps``, written by ``byod:recordVersion`` / ``byod:recordStep`` and by the data-step
+pages of ``byodMigrations:runSteps``), ``byod:verify``, the paginated ``byod:*`` export /
+import / count / delete functions, the main-only ``byodMain:*`` functions of disconnect
+and connect's copy from main, and the ``byodMigrations:*`` data steps of a widened bundle
+(run with ``engine.plan.datasteps.apply_step``, the Python reference of the generated
+mutations).
 
 It is the sync ports of ``engine.ports.deployment`` itself (``FunctionRunner``,
 ``DeployAdapter``: ``run`` / ``query`` / ``mutation`` / ``read_version`` / ``deploy`` /
@@ -324,6 +325,21 @@ class InMemoryDeployment(EngineFunctions):
         return DeployResult(self.name, str(bundle.version_id), str(bundle.fingerprint), 0.0)
 
     # -- internals ------------------------------------------------------------------------
+    def _data_steps(self) -> dict[str, Any] | None:
+        """The deployed bundle's data steps by id (None: it carries none, so it has no
+        ``byodMigrations`` module)."""
+
+        if self._deployed is None or self.catalog is None:
+            return None
+        return self.catalog.steps_of(self._deployed) or None
+
+    def _table_names(self) -> list[str]:
+        """The tables the deployed bundle declares, in its order (``TABLES`` in byod.ts)."""
+
+        manifest = getattr(self._deployed, "manifest", None) or {}
+        names = manifest.get("tables")
+        return [str(n) for n in names] if names else list(self.tables)
+
     def _gate(self, what: str) -> None:
         check_fault(self.fault, what, self.name)
 

@@ -103,11 +103,13 @@ def test_protocol_order_key_only_in_bodies_and_headers() -> None:
     script = Scripted({"/api/deploy2/start_push": START,
                        "/api/deploy2/wait_for_schema": [
                            {"type": "inProgress", "components": {}}, {"type": "complete"}]})
-    result = _adapter(script).deploy(_Bundle())
+    adapter = _adapter(script)
+    result = adapter.deploy(_Bundle())
     assert [c[0] for c in script.calls] == [
         "/api/deploy2/start_push", "/api/deploy2/wait_for_schema",
-        "/api/deploy2/wait_for_schema", "/api/deploy2/finish_push",
-        "/api/deploy2/report_push_completed"]
+        "/api/deploy2/wait_for_schema", "/api/deploy2/finish_push"]
+    adapter.close()  # the completion report: after the work, off the critical path
+    assert [c[0] for c in script.calls][-1] == "/api/deploy2/report_push_completed"
     start_body = script.calls[0][1]
     assert start_body["adminKey"] == ADMIN_KEY
     assert start_body["appDefinition"] == _payload().request["appDefinition"]
@@ -264,6 +266,56 @@ def test_async_adapter_same_protocol() -> None:
 
     asyncio.run(main())
     assert [c[0] for c in script.calls][-1] == "/api/deploy2/report_push_completed"
+
+
+def test_the_async_completion_report_is_never_awaited_by_deploy() -> None:
+    script = Scripted({"/api/deploy2/start_push": START,
+                       "/api/deploy2/wait_for_schema": {"type": "complete"}})
+
+    async def main() -> None:
+        http = AsyncConvexHttpClient(_target(), transport=httpx.MockTransport(script), retries=0)
+        adapter = AsyncPushDeployAdapter(_target(), payloads={"f" * 64: _payload()},
+                                         http_client=http)
+        await adapter.deploy(_Bundle())
+        assert [c[0] for c in script.calls][-1] == "/api/deploy2/finish_push"
+        await adapter.settle_reports()
+        assert [c[0] for c in script.calls][-1] == "/api/deploy2/report_push_completed"
+        await adapter.aclose()
+        await http.aclose()
+
+    asyncio.run(main())
+
+
+OTHER_KEY = "prod:happy-otter-456|01" + "9c2e7d5a3b" * 6
+
+
+def test_the_start_body_is_compressed_once_per_bundle(monkeypatch) -> None:
+    made = []
+    real = brotli.Compressor
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        made.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(brotli, "Compressor", counting)
+    payload = _payload()
+    url = "https://happy-otter-123.convex.cloud"
+    bodies = []
+    for key in (ADMIN_KEY, OTHER_KEY):
+        target = DeploymentTarget(label="u", url=url, admin_key=key)
+        script = Scripted({"/api/deploy2/start_push": START,
+                           "/api/deploy2/wait_for_schema": {"type": "complete"}})
+        http = ConvexHttpClient(target, transport=httpx.MockTransport(script), retries=0)
+        PushDeployAdapter(target, payloads={"f" * 64: payload}, http_client=http).deploy(
+            _Bundle())
+        bodies.append(script.calls[0][1])
+        assert script.calls[0][2]["content-encoding"] == "br"
+    # the captured request compressed once for both deployments (the other compressions
+    # are each deployment's own small finish_push body)
+    assert len(made) == 1 + len(bodies)
+    assert [b["adminKey"] for b in bodies] == [ADMIN_KEY, OTHER_KEY]
+    assert all({k: v for k, v in b.items() if k != "adminKey"} == payload.request
+               for b in bodies)
 
 
 # -- integration: local deployments, the real CLI -------------------------------------------

@@ -25,6 +25,7 @@ from engine.schema.models import (
 )
 from engine.testing.catalog import BundleCatalog
 from engine.testing.deployment import Crash, InMemoryDeployment
+from engine.testing.functions import _MISSING
 
 S = FieldDef(type=StringV())
 OPT_S = FieldDef(type=StringV(), optional=True)
@@ -78,10 +79,11 @@ class RecordingKit(PlanKit):
 class FakeDeployment(InMemoryDeployment):
     """One deployment's state, shared by every adapter pointed at it: ``docs`` is its
     ``notes`` table, ``records`` its ``byodVersions`` rows (version and fingerprint),
-    ``steps`` every ``byod:recordStep`` call, ``hook`` runs after a mutation applied."""
+    ``steps`` every committed ``byodSteps`` write, ``hook`` runs after a mutation applied."""
 
     def __init__(self, name: str, book: SchemaBook):
         super().__init__(name, catalog=book, tables=["notes"])
+        self.step_writes: list[dict[str, Any]] = []
 
     @property  # type: ignore[override]
     def docs(self) -> dict[str, dict[str, Any]]:
@@ -100,7 +102,28 @@ class FakeDeployment(InMemoryDeployment):
 
     @property
     def steps(self) -> list[dict[str, Any]]:
-        return [c.args for c in self.history if c.path == "byod:recordStep"]
+        """Every write to the deployment's ``byodSteps`` journal that committed, in order
+        (made by the data-step pages themselves, in their own transaction)."""
+
+        return list(self.step_writes)
+
+    def record_step(self, step_id: str, version: str, status: str = "completed",
+                    processed: int = 0, cursor: Any = _MISSING, at: float | None = None) -> str:
+        row = {"stepId": step_id, "version": version, "status": status,
+               "processed": processed}
+        if cursor is not _MISSING:
+            row["cursor"] = cursor
+        self.step_writes.append(row)
+        return super().record_step(step_id, version, status, processed, cursor, at)
+
+    def _fn_byodMigrations_runSteps(self, steps: list[Any], cursor: str | None,
+                                    batchSize: Any, expect: Any = None) -> dict[str, Any]:
+        mark = len(self.step_writes)
+        try:
+            return super()._fn_byodMigrations_runSteps(steps, cursor, batchSize, expect)
+        except BaseException:
+            del self.step_writes[mark:]  # rolled back with the transaction
+            raise
 
     @property
     def hook(self) -> Callable[[str, dict[str, Any]], None] | None:

@@ -115,7 +115,7 @@ def test_a_refused_journaled_cursor_restarts_the_step_once_and_completes(env):
     events: list[Event] = []
     again = rollout(None, resume=first.rollout_id, emit=events.append, **kw)
     (row,) = again.rows
-    assert row["status"] == "succeeded", row
+    assert row["status"] == "succeeded", (row.get("error"), row.get("error_type"), row.get("step_id"))
     resets = [e for e in events if isinstance(e, CursorReset)]
     assert len(resets) == 1, resets
     assert classify(resets[0].reason) is not None  # the deployment's own refusal
@@ -146,7 +146,7 @@ def test_a_page_over_the_write_limit_is_halved_until_it_fits(tmp_path: Path):
                          options=RolloutOptions(canary=0, waves=("100%",), max_batch=40,
                                                 lease_ttl_s=30.0))
         (row,) = report.rows
-        assert row["status"] == "succeeded", row
+        assert row["status"] == "succeeded", (row.get("error"), row.get("error_type"), row.get("step_id"))
         shrinks = [e for e in events if isinstance(e, BatchResized)
                    and e.reason.startswith("transaction limit")]
         assert shrinks and shrinks[0].old == 40 and shrinks[0].new == 20, shrinks

@@ -12,7 +12,7 @@ from engine.convex.errors import CONVEX_ERRORS
 from engine.convex.retry import RetryPolicy
 from engine.errors import DeploymentRequestRejected, DeploymentTimeout, FunctionError
 from engine.events import BatchResized, CursorReset, EventLog, PageDone
-from engine.fleet import runner as runner_mod
+from engine.fleet import run_steps as runner_mod
 from engine.fleet.runner import run_plan
 
 from .conftest import add_user

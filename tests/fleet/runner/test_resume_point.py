@@ -4,7 +4,9 @@ A crash at page k of n must leave the journal at exactly page k, so the resumed 
 exactly the remaining pages (the first from the cursor page k returned) and the step's
 ``processed`` ends equal to the table's document count — not restarted from the top, not
 one page early. A push that reports success but does not take must fail the deployment
-at that deploy step, before anything runs on the wrong code."""
+at that deploy step, before anything runs on the wrong code: the call after the push names
+the bundle it expects (no version read of its own), and the deploy step completes only
+once a call has seen its bundle running."""
 
 from __future__ import annotations
 
@@ -123,10 +125,13 @@ def test_a_push_that_does_not_take_fails_the_deployment_at_that_step(store, kit,
     assert out.status == "failed"
     assert out.error_type == "DeployFailed", out.error
     kind = "deploy_widened" if which == 1 else "deploy_target"
-    assert [e.kind for e in log.of(StepStarted)][-1] == kind  # nothing ran after it
+    # no read-back of its own: the next call names the bundle it expects and is refused
+    next_kind = "run_data_step" if which == 1 else "verify"
+    assert [e.kind for e in log.of(StepStarted)][-1] == next_kind
     failed = [e for e in store.journal(dep.name) if e.status == "failed"]
-    assert [e.kind for e in failed] == [kind]
-    if which == 1:
-        assert _page_calls(dep) == []  # no data step ran on code that never took
+    assert [e.kind for e in failed] == [kind]  # the deploy step is what failed
+    if which == 1:  # no data step ran on code that never took
+        assert dep.steps == [] and _page_calls(dep)
+        assert all("body" in d or int(i[-5:]) % 3 for i, d in dep.docs.items())
     assert store.get_user(dep.name).schema_version == "v1"
     assert store.get_user(dep.name).deployment_status == "failed"

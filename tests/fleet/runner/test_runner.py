@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.errors import FunctionError
 from engine.events import (
     BatchResized,
     DeploymentDone,
@@ -59,7 +60,11 @@ def test_happy_path_two_deploys_and_every_document_migrated(store, kit, book):
     assert kinds == ["deploy_widened", "run_data_step", "run_data_step", "deploy_target",
                      "verify", "record"]
     assert len(log.of(StepCompleted)) == 6 and len(log.of(DeploymentDone)) == 1
-    assert {s["status"] for s in dep.steps} == {"running", "completed"}
+    # both data steps fit one page: one call ran them and journaled them on the deployment
+    assert [(s["stepId"], s["status"], s["processed"]) for s in dep.steps] == [
+        (e.data_step.id, "completed", 25) for e in _data_plan_steps(kit)]
+    assert [c.path for c in dep.history if c.path.startswith("byodMigrations:")] == [
+        "byodMigrations:runSteps"]
 
 
 def test_already_at_target_does_nothing(store, kit, book):
@@ -246,3 +251,44 @@ def test_same_plan_again_on_a_replaced_deployment_runs_every_step(store, kit, bo
     plans = {e.plan_id for e in store.journal("erin")}
     assert len(plans) == 2 and again.plan_id in plans
     assert all(e.status == "completed" for e in store.journal("erin", again.plan_id))
+
+
+def _data_plan_steps(kit):
+    return [s for s in kit.plan("v1", "v3").steps if s.kind == "run_data_step"]
+
+
+def test_a_widened_bundle_without_run_steps_runs_each_step_as_an_earlier_engine_did(
+        store, kit, book):
+    """A rollout an earlier engine left on its widened bundle (no ``runSteps``) and resumed
+    now: each step through its own mutation, journaled on the deployment by recordStep."""
+
+    dep = add_user(store, kit, book, "old", docs=25)
+    kit.batch_size = lambda plan, ds: 10  # type: ignore[method-assign]
+
+    def missing(*_a, **_k):
+        raise FunctionError("Could not find public function for 'byodMigrations:runSteps'",
+                            deployment="old", function="byodMigrations:runSteps")
+
+    dep._fn_byodMigrations_runSteps = missing  # type: ignore[method-assign]
+    out = _run(store, kit, dep)
+    assert out.status == "succeeded", out.error
+    _assert_on_v3(dep, kit, 25)
+    pages = [c.path for c in dep.history if c.path.startswith("byodMigrations:")]
+    assert pages.count("byodMigrations:runSteps") == 1  # asked once, then as before
+    assert len(pages) == 1 + 3 + 3  # 25 documents in pages of 10, for each step
+    recorded = [c.args for c in dep.history if c.path == "byod:recordStep"]
+    assert [r["status"] for r in recorded] == ["running", "completed"] * 2
+    assert all(e.status == "completed" for e in store.journal("old"))
+
+
+def test_verify_continues_across_calls_when_a_table_outgrows_its_read_budget(
+        store, kit, book, monkeypatch):
+    from engine.testing import functions
+
+    monkeypatch.setattr(functions, "VERIFY_DOCS", 10)  # 25 notes: read in three calls
+    dep = add_user(store, kit, book, "big", docs=25)
+    out = _run(store, kit, dep)
+    assert out.status == "succeeded", out.error
+    verifies = [c.args for c in dep.history if c.path == "byod:verify"]
+    assert verifies[0] == {} and all(v["from"]["table"] == "notes" for v in verifies[1:])
+    assert len(verifies) == 4  # notes counted from the start, then 10, 10 and the rest

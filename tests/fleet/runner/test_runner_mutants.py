@@ -15,6 +15,7 @@ import pytest
 from engine.events import EventLog, PageDone
 from engine.fleet.artifacts import PlanKit
 from engine.fleet.runner import run_plan
+from engine.ports.deployment import VersionInfo
 
 from .conftest import add_user  # the store, book and kit fixtures come from there too
 from .fakes import Crash, FakeAdapter, RecordingKit
@@ -40,12 +41,12 @@ def test_a_failure_keeps_the_version_before_and_the_pages_done(store, kit, book)
     dep = add_user(store, kit, book, "bea", docs=30)
     count = {"n": 0}
 
-    def third_mutation(*_a: Any) -> None:
+    def second_mutation(*_a: Any) -> None:  # the data pages, then record
         count["n"] += 1
-        if count["n"] == 3:
-            raise RuntimeError("broke at the third mutation")
+        if count["n"] == 2:
+            raise RuntimeError("broke at the second mutation")
 
-    dep.hook = third_mutation
+    dep.hook = second_mutation
     log = EventLog()
     out = _run(store, kit, dep, log=log)
     assert (out.user_id, out.status, out.before) == ("bea", "failed", "v1")
@@ -62,6 +63,7 @@ def test_a_lease_held_elsewhere_is_skipped_as_lease_held(store, kit, book):
 
 def test_an_older_plan_is_closed_when_another_one_runs(store, kit, book):
     dep = add_user(store, kit, book, "dot", docs=30)
+    kit.batch_size = lambda plan, ds: 10  # type: ignore[method-assign] # pages of 10
     count = {"n": 0}
 
     def crash(*_a: Any) -> None:
@@ -117,9 +119,17 @@ class _Tampering(FakeAdapter):
         return info
 
     def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        if path == "byod:countPage" and self.count is not None and self._verifying():
-            return self.count
-        return super().query(path, args)
+        answer = super().query(path, args)
+        if path != "byod:verify" or not self._verifying():
+            return answer
+        if self.count is not None:
+            answer = {**answer, "counts": self.count}
+        if self.version is not None and self.dep.deploys_seen >= 1:
+            info = self.version(VersionInfo(answer["version"], answer["fingerprint"],
+                                            answer["kind"]))
+            answer = {**answer, "version": info.version, "fingerprint": info.fingerprint,
+                      "kind": info.kind}
+        return answer
 
     def deploy(self, bundle: Any) -> Any:
         out = super().deploy(bundle)
@@ -137,8 +147,8 @@ def test_a_deployment_that_drifts_before_verify_fails_with_both_sides(store, kit
 
     def drifted(info: Any) -> Any:
         reads["n"] += 1
-        # the deploy's own read-back sees the target; the verify step's read sees drift
-        return info if reads["n"] == 1 else dataclasses.replace(info, fingerprint="0" * 64)
+        # the target was pushed, then something else replaced it before verify read it
+        return dataclasses.replace(info, fingerprint="0" * 64)
 
     out = _run(store, kit, dep, adapter=_Tampering(dep, version=drifted))
     target = kit.version_bundle("v3").fingerprint[:12]
@@ -146,6 +156,7 @@ def test_a_deployment_that_drifts_before_verify_fails_with_both_sides(store, kit
         "failed", "DriftDetected", True)
     assert out.error == (f"deployment 'fay' has drifted: expected v3 fingerprint {target}, "
                          "found v3 (version) fingerprint 000000000000")
+    assert reads["n"] == 1  # verify's own answer: no read of the version after the push
 
 
 def test_a_table_the_verify_step_cannot_read_fails_it(store, kit, book):
