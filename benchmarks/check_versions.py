@@ -37,7 +37,9 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import _record  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from engine.check.rules import check_versions  # noqa: E402
@@ -274,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--pure-runs", type=int, default=3,
                     help="runs of the (slow) pure-Python loader")
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    _record.add_json_out(ap)
     args = ap.parse_args(argv)
+    start = _record.started()
 
     results = [measure("shipped", ROOT / "schema_versions", args.runs, args.pure_runs)]
     with tempfile.TemporaryDirectory(prefix="byod-check-bench-") as tmp:
@@ -283,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(measure(f"generated-{args.versions}", Path(tmp), args.runs,
                                args.pure_runs))
     report(results)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    _record.write("check_versions", args.json_out, start, results)
     ok = all(r["same_versions"] and r["errors"] == 0 and r["exit_code"] == 0
              for r in results)
     return 0 if ok else 1

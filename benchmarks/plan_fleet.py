@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _record  # noqa: E402
 import networkx as nx  # noqa: E402
 
 from engine.plan.graph import VersionGraph  # noqa: E402
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sources", type=int, default=50)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--naive-sample", type=int, default=100)
+    _record.add_json_out(ap)
     args = ap.parse_args(argv)
+    start = _record.started()
 
     graph = _Builder().build(args.versions)
     target = graph.heads()[0]
@@ -182,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio naive / grouped: {naive_total / grouped:,.0f}x")
     ok = grouped <= TARGET_SECONDS
     print(f"target <= {TARGET_SECONDS:.1f} s: {'met' if ok else 'NOT met'}")
+    _record.write("plan_fleet", args.json_out, start, {
+        "deployments": len(fleet), "versions": len(graph), "merges": len(graph.merges()),
+        "sources": len({v for _, v in fleet}), "runs": args.runs,
+        "grouped_median_s": round(grouped, 4), "grouped_runs_s": [round(t, 4) for t in times],
+        "plans": len(result.plans), "max_deploys": deploys,
+        "naive_sample": len(sample), "naive_ms_per_deployment": round(per_deployment * 1000, 4),
+        "naive_extrapolated_s": round(naive_total, 2),
+        "ratio": round(naive_total / grouped, 1), "target_s": TARGET_SECONDS, "met": ok})
     return 0 if ok else 1
 
 

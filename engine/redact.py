@@ -17,6 +17,7 @@ _KEY_PATTERN = re.compile(
 )
 _QUERY_SECRET = re.compile(r"(?i)((?:adminKey|admin_key|key|token)=)[^&\s\"']+")
 _AUTH_HEADER = re.compile(r"(?i)(authorization:?\s*\"?(?:convex|bearer)\s+)[^\s\"']+")
+_KEEP_NAME = r"\g<1>" + REDACTED  # the name (group 1) stays, the value goes
 
 
 def looks_like_deploy_key(text: str) -> bool:
@@ -37,7 +38,9 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
             tail = secret.split("|", 1)[1]
             if len(tail) >= _MIN_SECRET:
                 text = text.replace(tail, REDACTED)
-    text = _KEY_PATTERN.sub(REDACTED, text)
-    text = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
-    text = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, text)
-    return text
+    # each pattern needs a character most texts lack: look for it before scanning
+    if "|" in text:
+        text = _KEY_PATTERN.sub(REDACTED, text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(_KEEP_NAME, text)
+    return _AUTH_HEADER.sub(_KEEP_NAME, text)

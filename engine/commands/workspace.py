@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import EngineConfig, load_config
+from engine.ports.deployment import close_quietly
 
 if TYPE_CHECKING:
     from engine.convex.connector import AdapterKind
@@ -108,6 +109,8 @@ class Workspace:
         return self._connector
 
     def close(self) -> None:
+        if self._connector is not None and not self._connector_given:
+            close_quietly(self._connector)  # its connection pools, once per run
         if self._store is not None:
             self._store.close()
 

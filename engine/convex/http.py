@@ -14,14 +14,29 @@ function stopped the worker before this call committed). A ``Retry-After`` on a 
 answer sets the wait (capped at ``max_wait``).
 Timeouts are never retried: the deployment already had the whole timeout to answer.
 
+Connections: a client builds each request whole — its own absolute URL, its own
+``Authorization`` header, its timeout — and hands it to an httpx transport (the connection
+pool) directly, so any number of clients can share one pool (``shared=``;
+``engine.convex.connector`` hands one pool to every client of a run) without one
+deployment's key reaching another's request. Going past ``httpx.Client`` also means no
+redirects are followed, no proxy is read from the environment, no cookie is kept (two
+deployments on one loopback host differ only by port, which a cookie jar does not tell
+apart), and none of the client's per-request merging of URLs, headers and cookies is paid
+for (it cost more CPU than the rest of a call). Every pool is built by ``new_pool`` /
+``new_async_pool``: one process-wide SSL context (building one costs ~25 ms of CPU and
+tens of MiB) and bounded connections.
+
 Nothing here logs headers, the URL or the key; every text taken from a response passes
 through ``redact`` with the target's secrets.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import ssl
+import threading
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
@@ -52,8 +67,9 @@ from engine.ports.deployment import (
 )
 from engine.redact import REDACTED, redact
 
-__all__ = ["AsyncConvexHttpClient", "ConvexHttpClient", "PING_FUNCTION", "VERSION_FUNCTION",
-           "hide_request_urls"]
+__all__ = ["AsyncConvexHttpClient", "ConvexHttpClient", "PING_FUNCTION", "POOL_LIMITS",
+           "VERSION_FUNCTION", "hide_request_urls", "new_async_pool", "new_pool",
+           "shared_ssl_context"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +107,48 @@ FUNCTION_FAILED_STATUS = 560  # the JS client's STATUS_CODE_UDF_FAILED
 _KINDS: tuple[FunctionKind, ...] = ("query", "mutation", "action")
 _MAX_TEXT = 500
 _CLIENT_HEADER = "byod-engine"
+
+#: One pool serves every deployment of a run: enough connections for a wide rollout or
+#: health check, idle ones kept long enough to carry a deployment's next call.
+POOL_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128,
+                           keepalive_expiry=30.0)
+_ssl_lock = threading.Lock()
+_ssl_context: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """The process's one verifying SSL context (certifi's roots, as httpx's default), built
+    on first use: every pool shares it instead of loading the CA bundle again."""
+
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            import certifi
+
+            _ssl_context = ssl.create_default_context(cafile=certifi.where())
+        return _ssl_context
+
+
+_ACCEPT_ENCODING = "gzip, deflate, br"  # httpx decodes all three (brotli is a dependency)
+
+
+@functools.lru_cache(maxsize=64)
+def _timeouts(seconds: float) -> dict[str, float]:
+    return httpx.Timeout(seconds).as_dict()  # type: ignore[return-value]
+
+
+def new_pool() -> httpx.HTTPTransport:
+    """A connection pool for ``ConvexHttpClient``s (the shared SSL context, bounded)."""
+
+    return httpx.HTTPTransport(verify=shared_ssl_context(), limits=POOL_LIMITS,
+                               trust_env=False)
+
+
+def new_async_pool() -> httpx.AsyncHTTPTransport:
+    """The asyncio twin of ``new_pool`` (bound to the event loop that first uses it)."""
+
+    return httpx.AsyncHTTPTransport(verify=shared_ssl_context(), limits=POOL_LIMITS,
+                                    trust_env=False)
 
 
 @dataclass(frozen=True)
@@ -132,6 +190,14 @@ class _HttpCore:
         self.timeout = float(timeout)
         self.policy = RetryPolicy(retries=retries, backoff_base=backoff_base,
                                   backoff_max=backoff_max, max_wait=max_wait)
+        self._base = base_url(target)
+        self._urls: dict[str, httpx.URL] = {}
+        # this deployment's headers, sent with each of its requests (never set on a pool)
+        self._headers = {"Authorization": f"Convex {target.admin_key}",
+                         "Convex-Client": _CLIENT_HEADER,
+                         "Content-Type": "application/json",
+                         "Accept-Encoding": _ACCEPT_ENCODING}
+        self._closed = False
 
     @property
     def retries(self) -> int:
@@ -144,18 +210,25 @@ class _HttpCore:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(label={self.label!r})"
 
-    def _client_options(self) -> dict[str, Any]:
-        return {
-            "base_url": base_url(self.target),
-            "headers": {
-                "Authorization": f"Convex {self.target.admin_key}",
-                "Convex-Client": _CLIENT_HEADER,
-                "Content-Type": "application/json",
-            },
-            "timeout": httpx.Timeout(self.timeout),
-            "follow_redirects": False,
-            "trust_env": False,
-        }
+    def _url(self, endpoint: str) -> httpx.URL:
+        """The absolute URL of ``endpoint`` on this deployment (parsed once per endpoint)."""
+
+        url = self._urls.get(endpoint)
+        if url is None:
+            url = self._urls[endpoint] = httpx.URL(self._base + endpoint)
+        return url
+
+    def _build(self, endpoint: str, body: bytes, headers: dict[str, str] | None,
+               timeout: float | None) -> httpx.Request:
+        """One POST, complete: this deployment's URL, key and timeout on the request itself,
+        so a pool shared with other deployments adds nothing of theirs."""
+
+        if self._closed:
+            raise RuntimeError(f"the HTTP client of {self.label} is closed")
+        return httpx.Request(
+            "POST", self._url(endpoint), content=body,
+            headers={**self._headers, **headers} if headers else self._headers,
+            extensions={"timeout": _timeouts(self.timeout if timeout is None else timeout)})
 
     @staticmethod
     def _request(kind: str, path: str, args: dict[str, Any] | None) -> tuple[str, bytes]:
@@ -348,12 +421,20 @@ class ConvexHttpClient(_HttpCore):
     def __init__(self, target: DeploymentTarget, *, timeout: float = 30.0, retries: int = 2,
                  transport: httpx.BaseTransport | None = None, backoff_base: float = 0.2,
                  backoff_max: float = 5.0, max_wait: float = 30.0,
-                 sleep: Callable[[float], None] | None = None):
+                 sleep: Callable[[float], None] | None = None,
+                 shared: httpx.BaseTransport | None = None):
+        """``shared``: a pool (``new_pool``, or any sync httpx transport) this client sends
+        through and does not close; else ``transport`` or a new pool, closed with the
+        client."""
+
         super().__init__(target, timeout=timeout, retries=retries,
                          backoff_base=backoff_base, backoff_max=backoff_max,
                          max_wait=max_wait)
         self._sleep = sleep
-        self._client = httpx.Client(transport=transport, **self._client_options())
+        self._owns_pool = shared is None
+        self._pool: httpx.BaseTransport = (
+            shared if shared is not None else transport if transport is not None
+            else new_pool())
 
     def __enter__(self) -> "ConvexHttpClient":
         return self
@@ -362,7 +443,10 @@ class ConvexHttpClient(_HttpCore):
         self.close()
 
     def close(self) -> None:
-        self._client.close()
+        if not self._closed:
+            self._closed = True
+            if self._owns_pool:
+                self._pool.close()
 
     def _call(self, kind: FunctionKind, path: str, args: dict[str, Any] | None, *,
               idempotent: bool) -> Any:
@@ -372,12 +456,16 @@ class ConvexHttpClient(_HttpCore):
     def _send(self, kind: str, endpoint: str, body: bytes, path: str,
               interpret: Callable[[httpx.Response, str], _Outcome], *, idempotent: bool,
               headers: dict[str, str] | None = None, timeout: float | None = None) -> Any:
+        request = self._build(endpoint, body, headers, timeout)
+
         def attempt() -> _Outcome:
             started = time.monotonic()
             try:
-                response = self._client.post(
-                    endpoint, content=body, headers=headers,
-                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
+                response = self._pool.handle_request(request)
+                try:
+                    response.read()
+                finally:
+                    response.close()
             except httpx.HTTPError as exc:
                 return self._settled(kind, path, self._caught(exc, path, timeout), started)
             return self._settled(kind, path, interpret(response, path), started)
@@ -424,12 +512,23 @@ class AsyncConvexHttpClient(_HttpCore):
     def __init__(self, target: DeploymentTarget, *, timeout: float = 30.0, retries: int = 2,
                  transport: httpx.AsyncBaseTransport | None = None, backoff_base: float = 0.2,
                  backoff_max: float = 5.0, max_wait: float = 30.0,
-                 sleep: Callable[[float], Awaitable[None]] | None = None):
+                 sleep: Callable[[float], Awaitable[None]] | None = None,
+                 shared: httpx.AsyncBaseTransport | None = None,
+                 release: Callable[[], Awaitable[None]] | None = None):
+        """``shared``: a pool (``new_async_pool``, or any async httpx transport) this
+        client sends through and does not close; ``release`` is awaited once when this
+        client closes (the owner of the pool counts its users). Else ``transport`` or a new
+        pool, closed with the client."""
+
         super().__init__(target, timeout=timeout, retries=retries,
                          backoff_base=backoff_base, backoff_max=backoff_max,
                          max_wait=max_wait)
         self._sleep = sleep
-        self._client = httpx.AsyncClient(transport=transport, **self._client_options())
+        self._owns_pool = shared is None
+        self._release = release
+        self._pool: httpx.AsyncBaseTransport = (
+            shared if shared is not None else transport if transport is not None
+            else new_async_pool())
 
     async def __aenter__(self) -> "AsyncConvexHttpClient":
         return self
@@ -438,7 +537,13 @@ class AsyncConvexHttpClient(_HttpCore):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_pool:
+            await self._pool.aclose()
+        elif self._release is not None:
+            await self._release()
 
     async def _call(self, kind: FunctionKind, path: str, args: dict[str, Any] | None, *,
                     idempotent: bool) -> Any:
@@ -457,12 +562,16 @@ class AsyncConvexHttpClient(_HttpCore):
                     interpret: Callable[[httpx.Response, str], _Outcome], *, idempotent: bool,
                     headers: dict[str, str] | None = None,
                     timeout: float | None = None) -> Any:
+        request = self._build(endpoint, body, headers, timeout)
+
         async def attempt() -> _Outcome:
             started = time.monotonic()
             try:
-                response = await self._client.post(
-                    endpoint, content=body, headers=headers,
-                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
+                response = await self._pool.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
             except httpx.HTTPError as exc:
                 return self._settled(kind, path, self._caught(exc, path, timeout), started)
             return self._settled(kind, path, interpret(response, path), started)

@@ -1,4 +1,6 @@
-"""One headless Chromium for every browser test of the session."""
+"""One headless Chromium per browser test module. Module, not session, scope: while
+Playwright's sync API is open an event loop runs in this thread, and the engine's own
+``asyncio.run`` in later tests would refuse to start."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from .chromium import CHROMIUM, LAUNCH_ARGS, missing
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")

@@ -77,7 +77,10 @@ def test_generated_module_snapshot(versions_dir: Path, snapshot) -> None:
     steps = plan(g, 1, "head").data_steps
     text = render_data_steps_module(steps)
     assert text == render_data_steps_module(list(steps))  # deterministic
-    assert text.count("internalMutationGeneric({") == len(steps) == 7
+    # one mutation per step, plus runSteps (consecutive steps in one call, each journaled
+    # in its own transaction's byodSteps row)
+    assert text.count("internalMutationGeneric({") == len(steps) + 1 == 8
+    assert "export const runSteps = internalMutationGeneric({" in text
     assert "ctx.db\n    .query(table)\n    .paginate(" in text
     assert text == snapshot
 
