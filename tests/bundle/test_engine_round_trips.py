@@ -7,7 +7,6 @@ where to resume when the tables hold more."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,22 +17,11 @@ from engine.config import EngineConfig
 from engine.plan.datasteps import make_step
 from engine.schema.models import FieldDef, Schema, StringV, Table
 
+from .test_bundles import _ok, _run  # the node runner of the generated functions
+
 pytestmark = pytest.mark.toolchain
 
-RUN_FUNCTIONS = Path(__file__).resolve().parent / "js" / "run_functions.mjs"
 S, OPT = FieldDef(type=StringV()), FieldDef(type=StringV(), optional=True)
-
-
-def _run(toolchain, bundle_dir: Path, calls: list[dict]) -> list[dict]:
-    job = {"toolchain": str(toolchain.root), "bundleDir": str(bundle_dir), "calls": calls}
-    result = toolchain.run_node(RUN_FUNCTIONS, input=json.dumps(job), timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout)
-
-
-def _ok(result: dict):
-    assert result["ok"], result.get("error")
-    return result["value"]
 
 
 def _steps_call(steps, cursor=None, batch=8, expect=None) -> dict:
