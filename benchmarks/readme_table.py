@@ -101,7 +101,7 @@ def bookkeeping_row(record: Record) -> list[str]:
             + f" ({_when(record)})"]
 
 
-def rollout_rows(record: Record) -> list[list[str]]:
+def rollout_rows(record: Record, *, throughput: bool = True) -> list[list[str]]:
     r = record["results"]
     rows = []
     if "engine" in r:
@@ -118,7 +118,7 @@ def rollout_rows(record: Record) -> list[list[str]]:
             f"{eng['deploys'] / max(1, r['count']):.0f} deploys per deployment "
             f"({_when(record)})"])
     tp = r.get("throughput")
-    if tp:
+    if tp and throughput:
         rows.append([f"data steps against a hand-written batched loop ({tp['documents']:,} "
                      f"documents on one deployment, no added delay)", _cmd(record),
                      f"{tp['ratio']}× the hand-written loop's time (target ≤ 2×) "
@@ -161,9 +161,12 @@ def table(results: Path = RESULTS) -> str:
                              None if own_book else book)
     if own_book:
         rows.append(bookkeeping_row(own_book))
-    roll = newest(results, "rollout", lambda r: "engine" in r["results"])
-    if roll:
-        rows += rollout_rows(roll)
+    # the newest rollout on loopback as it is, and the newest with a round-trip time added
+    for with_rtt in (False, True):
+        roll = newest(results, "rollout", lambda r, w=with_rtt: "engine" in r["results"]
+                      and bool(r["results"].get("rtt_ms")) == w)
+        if roll:
+            rows += rollout_rows(roll, throughput=not with_rtt)
     check = newest(results, "check_versions", lambda r: True)
     if check:
         rows.append(check_row(check))

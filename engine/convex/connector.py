@@ -2,8 +2,9 @@
 so the runner, health checks, routing, disconnect and the CLI ask the ``Connector`` for "a
 client (or deployer) for this target" and nothing more.
 
-The clients of one ``HttpConnector`` share its connection pools (one SSL context, one
-bounded pool; each request carries its own deployment's URL and key): a single sync pool
+The clients of one ``HttpConnector`` share its connection pools (one SSL context, one small
+pool per deployment origin, ``engine.convex.pools``; each request carries its own
+deployment's URL and key): a single sync pool
 for the connector's life, and one async pool per event loop, opened by the first client on
 that loop and closed when its last client closes (an asyncio pool cannot outlive its
 loop, and a rollout, a health check and a reconcile each run their own loop).

@@ -45,6 +45,7 @@ from typing import Any, Callable
 import httpx
 from tenacity import RetryCallState
 
+from engine.convex.pools import AsyncOriginPools, OriginPools
 from engine.convex.retry import RetryPolicy, retry_after_of
 from engine.convex.targets import base_url, check_target
 from engine.convex.values import from_convex_json, to_convex_json
@@ -67,7 +68,7 @@ from engine.ports.deployment import (
 )
 from engine.redact import REDACTED, redact
 
-__all__ = ["AsyncConvexHttpClient", "ConvexHttpClient", "PING_FUNCTION", "POOL_LIMITS",
+__all__ = ["AsyncConvexHttpClient", "ConvexHttpClient", "PING_FUNCTION",
            "VERSION_FUNCTION", "hide_request_urls", "new_async_pool", "new_pool",
            "shared_ssl_context"]
 
@@ -108,10 +109,6 @@ _KINDS: tuple[FunctionKind, ...] = ("query", "mutation", "action")
 _MAX_TEXT = 500
 _CLIENT_HEADER = "byod-engine"
 
-#: One pool serves every deployment of a run: enough connections for a wide rollout or
-#: health check, idle ones kept long enough to carry a deployment's next call.
-POOL_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128,
-                           keepalive_expiry=30.0)
 _ssl_lock = threading.Lock()
 _ssl_context: ssl.SSLContext | None = None
 
@@ -137,18 +134,17 @@ def _timeouts(seconds: float) -> dict[str, float]:
     return httpx.Timeout(seconds).as_dict()  # type: ignore[return-value]
 
 
-def new_pool() -> httpx.HTTPTransport:
-    """A connection pool for ``ConvexHttpClient``s (the shared SSL context, bounded)."""
+def new_pool() -> httpx.BaseTransport:
+    """The connection pools of ``ConvexHttpClient``s: one small pool per deployment's origin,
+    all with the shared SSL context (``engine.convex.pools``)."""
 
-    return httpx.HTTPTransport(verify=shared_ssl_context(), limits=POOL_LIMITS,
-                               trust_env=False)
+    return OriginPools(shared_ssl_context())
 
 
-def new_async_pool() -> httpx.AsyncHTTPTransport:
+def new_async_pool() -> httpx.AsyncBaseTransport:
     """The asyncio twin of ``new_pool`` (bound to the event loop that first uses it)."""
 
-    return httpx.AsyncHTTPTransport(verify=shared_ssl_context(), limits=POOL_LIMITS,
-                                    trust_env=False)
+    return AsyncOriginPools(shared_ssl_context())
 
 
 @dataclass(frozen=True)
