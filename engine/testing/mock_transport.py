@@ -53,7 +53,7 @@ from engine.ports.bundle import Bundle
 from engine.testing.deployment import DEFAULT_CONVEX_VERSION, InMemoryDeployment
 from engine.testing.faults import check_fault
 
-__all__ = ["ConvexMockTransport", "InstantPayloads"]
+__all__ = ["FUNCTION_ENDPOINTS", "ConvexMockTransport", "InstantPayloads"]
 
 FUNCTION_ENDPOINTS = {"/api/query": "query", "/api/mutation": "mutation",
                       "/api/action": "action"}

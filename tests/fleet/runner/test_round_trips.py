@@ -23,8 +23,11 @@ from engine.fleet.artifacts import PlanKit
 from engine.fleet.context import RunContext
 from engine.fleet.runner import run_plan_async
 from engine.testing.fleet import InMemoryFleet
-
-from .http_world import HttpWorld, payload_of
+from engine.testing.mock_transport import (
+    FUNCTION_ENDPOINTS,
+    ConvexMockTransport,
+    InstantPayloads,
+)
 
 VERSIONS = Path(__file__).resolve().parents[3] / "schema_versions"
 BUDGET = 12
@@ -43,17 +46,12 @@ def _rollout(tmp_path: Path) -> tuple[Counter[str], dict[str, int], object]:
     kit = PlanKit(fleet.graph, config)
     head = fleet.graph.resolve("head").id
     plan = kit.plan(user.version.id, head)
-    world = HttpWorld()
-    world.add(dep)
-    for step in plan.steps:
-        if step.kind in ("deploy_widened", "deploy_target"):
-            bundle = kit.step_bundle(plan, step)
-            world.bundles[bundle.fingerprint] = bundle
-    payloads = {fp: payload_of(b) for fp, b in world.bundles.items()}
+    payloads = InstantPayloads()
+    transport = ConvexMockTransport({dep.url: dep}, bundles=payloads.bundle)
 
     async def main() -> object:
         target = fleet.target("u1")
-        http = AsyncConvexHttpClient(target, transport=world.transport())
+        http = AsyncConvexHttpClient(target, transport=transport)
         adapter = AsyncPushDeployAdapter(target, payloads=payloads, http_client=http)
         ctx = RunContext(store=fleet.store, kit=kit, holder=f"t-{uuid.uuid4().hex[:6]}",
                          deploy_slots=asyncio.Semaphore(1))
@@ -66,7 +64,11 @@ def _rollout(tmp_path: Path) -> tuple[Counter[str], dict[str, int], object]:
 
     outcome = asyncio.run(main())
     fleet.close()
-    return world.count(dep), seeded, outcome
+    # function calls by function, push calls by endpoint
+    counts = Counter(transport.by_function)
+    counts.update({endpoint: n for endpoint, n in transport.by_endpoint.items()
+                   if endpoint not in FUNCTION_ENDPOINTS})
+    return counts, seeded, outcome
 
 
 def test_a_v1_to_head_rollout_with_data_takes_at_most_12_round_trips(tmp_path, capsys):
