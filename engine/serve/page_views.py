@@ -1,9 +1,8 @@
 """What the end-user pages show, as plain dicts for the templates (and ``serve.js``): a
-job's stages with their state, the status card, the migration journal, the failed blocker
-retries; and ``sanitized_url``, the only form in which a URL the user typed is echoed.
+job's stages with their state, the status card, the migration journal; and
+``sanitized_url``, the only form in which a URL the user typed is echoed.
 
-Pure functions of the service's answers: no request, no I/O (but ``block_history``, one
-audit read), so each is tested on its own."""
+Pure functions of the service's answers: no request, no I/O, so each is tested on its own."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from urllib.parse import urlsplit
 from engine.ports.serve import Job
 from engine.serve.page_render import iso
 
-__all__ = ["block_history", "job_view", "journal_view", "plain", "sanitized_url",
+__all__ = ["job_view", "journal_view", "plain", "sanitized_url",
            "status_view"]
 
 # The stages each job kind goes through, in order, with the words a user reads.
@@ -161,23 +160,5 @@ def journal_view(status: dict[str, Any]) -> list[dict[str, Any]]:
              "state": states.get(str(e.get("status")), "pending"),
              "processed": e.get("processed") or 0, "error": e.get("error")}
             for e in status.get("journal") or []]
-
-
-
-def block_history(store: Any, user_id: str) -> tuple[int, float | None]:
-    """Failed blocker retries since the user was last blocked, and when that was, from the
-    audit log (newest first: retries count until the move into ``error``)."""
-
-    failed, since = 0, None
-    for entry in reversed(store.audit_log(user_id, limit=200)):  # the log is oldest first
-        if entry.event == "blocker_retry":
-            if entry.detail.get("ok"):
-                break
-            failed += 1
-        elif entry.event == "connection_status" and entry.detail.get("to") == "error" \
-                and entry.detail.get("from") != "error":
-            since = entry.at
-            break
-    return failed, since
 
 

@@ -40,7 +40,6 @@ from engine.serve.auth import (
 from engine.serve.errors import ApiError, from_engine_error
 from engine.serve.page_render import STATIC_URL, iso, page_headers, render
 from engine.serve.page_views import (
-    block_history,
     job_view,
     journal_view,
     plain,
@@ -52,7 +51,6 @@ __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 PREFIX = "/ui"
-RETRIES_BEFORE_HELP = 3
 
 # -- small helpers -----------------------------------------------------------------------------
 
@@ -385,12 +383,9 @@ def _blocked_view(request: Request, user_id: str) -> dict[str, Any]:
     service = _service(request)
     b = plain(service.blocker(user_id))
     v = _base_view(request, user_id)
-    failed, since = block_history(service.store, user_id) if b.get("blocked") else (0, None)
-    failed = max(failed, int(b.get("failed_retries") or 0))
-    v.update(blocked=bool(b.get("blocked")), reason=b.get("reason"),
-             since=iso(since or b.get("since")),
-             retry_allowed=bool(b.get("retry_allowed")), failed=failed,
-             needs_help=failed >= RETRIES_BEFORE_HELP,
+    v.update(blocked=bool(b.get("blocked")), reason=b.get("reason"), since=iso(b.get("since")),
+             retry_allowed=bool(b.get("retry_allowed")),
+             failed=int(b.get("failed_retries") or 0), needs_help=bool(b.get("needs_help")),
              retry_result=None, support_url=getattr(request.app.state, "support_url", None))
     return v
 

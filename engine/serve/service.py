@@ -40,7 +40,7 @@ from engine.serve.jobs import Emit, JobWorker, new_job_id
 from engine.serve.ratelimit import RateLimiter
 from engine.serve.settings import ServeSettings
 
-__all__ = ["DISCONNECT_MODES", "Service"]
+__all__ = ["DISCONNECT_MODES", "FAILED_RETRIES_HINT", "Service", "block_history"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,24 @@ class _MainMissing:
                        "BYOD_MAIN_ADMIN_KEY for the service")
 
     run = query = mutation = read_version = _refuse
+
+
+def block_history(store: Any, user_id: str) -> tuple[int, float | None]:
+    """Failed blocker retries since the user was last blocked, and when that was, from the
+    audit log (newest first: retries count until a successful one or the move into
+    ``error``, which every block writes through ``set_connection_status``)."""
+
+    failed, since = 0, None
+    for entry in reversed(store.audit_log(user_id, limit=200)):  # the log is oldest first
+        if entry.event == "blocker_retry":
+            if entry.detail.get("ok"):
+                break
+            failed += 1
+        elif entry.event == "connection_status" and entry.detail.get("to") == "error" \
+                and entry.detail.get("from") != "error":
+            since = entry.at
+            break
+    return failed, since
 
 
 class Service:
@@ -177,16 +195,8 @@ class Service:
         if user is None or user.connection_status != "error":
             return {"user_id": user_id, "blocked": False, "reason": None, "since": None,
                     "retry_allowed": False, "failed_retries": 0}
-        since, failed = user.updated_at, 0
-        for entry in reversed(self.store.audit_log(user_id, limit=50)):  # newest first
-            if entry.event == "blocker_retry" and not entry.detail.get("ok"):
-                failed += 1
-                continue
-            if entry.event in ("health_unhealthy", "routing_blocked", "credentials_saved",
-                               "connected", "health_recovered", "blocker_retry"):
-                since = entry.at if entry.event in ("health_unhealthy",
-                                                    "routing_blocked") else since
-                break
+        failed, since = block_history(self.store, user_id)
+        since = since or user.updated_at
         busy = self.store.open_job(user_id) is not None or \
             disconnect_in_progress(self.store, user_id)
         return {"user_id": user_id, "blocked": True, "reason": user.connection_error,

@@ -10,7 +10,8 @@ import pytest
 
 from engine.ports.registry import AuditEntry
 from engine.ports.serve import Job
-from engine.serve.page_views import block_history, job_view, sanitized_url, status_view
+from engine.serve.page_views import job_view, sanitized_url, status_view
+from engine.serve.service import block_history
 
 
 def _job(state: str, kind: str = "connect", stages: tuple[str, ...] = (),
