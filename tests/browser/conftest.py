@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,3 +28,13 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture()
+def artifacts(tmp_path: Path) -> Path:
+    """Where screenshots go: ``BYOD_ARTIFACTS_DIR`` (CI keeps them), else the test's tmp."""
+
+    where = os.environ.get("BYOD_ARTIFACTS_DIR")
+    out = Path(where) if where else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -92,14 +92,6 @@ def page_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return html.as_uri()
 
 
-@pytest.fixture()
-def artifacts(tmp_path: Path) -> Path:
-    where = os.environ.get("BYOD_ARTIFACTS_DIR")
-    out = Path(where) if where else tmp_path
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 _VISIBLE_ROWS = """() => Array.from(document.querySelectorAll('#rows tbody tr'))
     .filter(tr => tr.offsetParent !== null)
     .map(tr => tr.getAttribute('data-status'))"""

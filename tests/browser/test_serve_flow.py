@@ -18,7 +18,6 @@ except under CI (``CI`` set), where a missing browser fails (as the report page'
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -104,14 +103,6 @@ def served(byod_local_fleet: Any, tmp_path_factory: pytest.TempPathFactory) -> I
         byod_local_fleet.set_fault(user_dep.name, "none")
         server.should_exit = True
         thread.join(30)
-
-
-@pytest.fixture()
-def artifacts(tmp_path: Path) -> Path:
-    where = os.environ.get("BYOD_ARTIFACTS_DIR")
-    out = Path(where) if where else tmp_path
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 _OVERFLOW = """() => {
