@@ -63,11 +63,12 @@ class _Table(Generic[T]):
             self._pools.move_to_end(origin)
             self._busy[origin] = self._busy.get(origin, 0) + 1
             evicted: list[T] = []
-            for key in list(self._pools):
-                if len(self._pools) <= self._max:
-                    break
-                if not self._busy.get(key):
-                    evicted.append(self._pools.pop(key))
+            if len(self._pools) > self._max:  # rare: never walk the table on the hot path
+                for key in list(self._pools):
+                    if len(self._pools) <= self._max:
+                        break
+                    if not self._busy.get(key):
+                        evicted.append(self._pools.pop(key))
             return pool, evicted
 
     def leave(self, origin: Origin) -> None:
