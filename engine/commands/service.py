@@ -169,6 +169,7 @@ def serve(ws: Workspace, *, host: str | None = None, port: int | None = None,
     import uvicorn
 
     serve_secret()  # fail before binding the port when the secret is missing
+    ws.graph  # and when the schema versions do not load: every route needs them
     uvicorn.run("engine.serve.app:app_from_env", factory=True,
                 host=host or ws.config.serve.host,
                 port=ws.config.serve.port if port is None else port,

@@ -111,7 +111,7 @@ def authenticate(request: Request) -> Principal:
 
     token = _bearer(request)
     if token is None:
-        raise ApiError(401, "unauthenticated", "an Authorization: Bearer token is required")
+        raise ApiError(401, "unauthenticated", "an API token is required in the Authorization header (scheme Bearer)")
     service = request.app.state.service
     if token.startswith(verbs.TOKEN_PREFIX):
         record = service.store.token_by_hash(verbs.hash_token(token))
