@@ -8,7 +8,7 @@ change), ``rollouts`` (the fleet runner's JSON documents), ``progress`` (version
 document per resumable data copy, keyed by kind and user), ``alerts`` (webhook alerts
 until the receiver acknowledges them), ``rollout_deployments`` and ``rollout_counts`` (version 5: one
 row per deployment of a rollout, counts per status), ``api_tokens`` and ``jobs`` (version 6: the service's tokens and
-background jobs).
+background jobs); version 7 adds row claims to ``rollout_deployments`` for worker processes.
 
 Version 1 kept a user's copy progress in ``rollouts`` under prefixed ids
 (``disconnect:USER``, ``connect-copy:USER``); version 2 moves those rows into ``progress``
@@ -195,6 +195,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_user ON jobs (user_id, created_at);
     CREATE INDEX jobs_open ON jobs (state, claim_expires);
     ALTER TABLE alerts ADD COLUMN channel TEXT NOT NULL DEFAULT 'webhook'
+    """,
+    # many worker processes share one rollout (`byod worker`): a deployment's row is
+    # claimed by one worker at a time (claimed_by, claim_expires: renewed by heartbeat,
+    # taken over once it lapses), and its wave index is a column so a claim can honour the
+    # waves in the database (no row of wave k is claimed while an earlier wave is open).
+    """
+    ALTER TABLE rollout_deployments ADD COLUMN wave INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rollout_deployments ADD COLUMN claimed_by TEXT;
+    ALTER TABLE rollout_deployments ADD COLUMN claim_expires REAL;
+    CREATE INDEX rollout_deployments_claimable
+        ON rollout_deployments (rollout_id, wave, status, position)
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
