@@ -181,9 +181,11 @@ def test_the_check_finds_counts_that_disagree_with_rows(store: SqliteStore) -> N
     assert store.verify() == []
     with store._write() as conn:
         conn.execute("UPDATE rollout_counts SET n = n + 2 WHERE status = 'pending'")
-        conn.execute("INSERT INTO rollout_deployments VALUES ('r-gone', 'u1', 0, 'failed', "
+        conn.execute("INSERT INTO rollout_deployments (rollout_id, user_id, position, status, data, "
+                     "updated_at) VALUES ('r-gone', 'u1', 0, 'failed', "
                      "'{}', 1.0)")
-        conn.execute("INSERT INTO rollout_deployments VALUES ('r-1', 'ux', 99, 'odd', "
+        conn.execute("INSERT INTO rollout_deployments (rollout_id, user_id, position, status, data, "
+                     "updated_at) VALUES ('r-1', 'ux', 99, 'odd', "
                      "'[1]', 1.0)")
     problems = store.verify()
     assert "rollout_deployments r-1 ux: data is not a JSON object" in problems
