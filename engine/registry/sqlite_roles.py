@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable
+from typing import Any
 
 from engine.errors import InvalidTransition, LeaseHeld, RegistryError
 from engine.ports.registry import (
@@ -26,10 +26,10 @@ from engine.ports.registry import (
     JournalStatus,
     Lease,
     ProgressKind,
-    UserConfig,
 )
 from engine.redact import redact
 from engine.registry.process import ProcessId, current_process, provably_dead
+from engine.registry.sql_core import SqlCore
 
 __all__ = [
     "SqliteAudit",
@@ -55,22 +55,7 @@ def _clean(text: str | None) -> str | None:
     return None if text is None else redact(str(text))[:2000]
 
 
-class SqliteCore:
-    """What the role mixins use of the store (declarations only; ``SqliteStore`` defines
-    them)."""
-
-    if TYPE_CHECKING:
-        _clock: Callable[[], float]
-
-        def _write(self) -> ContextManager[sqlite3.Connection]: ...
-
-        def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]: ...
-
-        @staticmethod
-        def _get(conn: sqlite3.Connection, user_id: str) -> UserConfig: ...
-
-        def _audit(self, conn: sqlite3.Connection, user_id: str, event: str,
-                   detail: dict[str, Any] | None) -> None: ...
+SqliteCore = SqlCore  # the name the mixins were written against
 
 
 class SqliteAudit(SqliteCore):
