@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "load_config": "engine.config",
     "load_versions": "engine.schema.loader",
     "monitor": "engine.lifecycle.health",
-    "open_store": "engine.registry.sqlite",
+    "open_store": "engine.registry.open",
     "plan_fleet": "engine.plan.planner",
     "retry_connect": "engine.lifecycle.connect",
     "test_connection": "engine.lifecycle.connect",

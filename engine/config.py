@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -34,7 +34,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from engine.errors import ConfigError
 
 __all__ = ["AlertsConfig", "AuthConfig", "CONFIG_ENV", "ENV_VARS", "EmailConfig", "EngineConfig",
-           "ResolvedConfig", "ServeConfig", "find_key_line", "load_config", "resolve_config"]
+           "REGISTRY_SCHEMES", "ResolvedConfig", "ServeConfig", "find_key_line",
+           "is_registry_url", "load_config", "registry_display", "registry_location",
+           "resolve_config",
+           "state_dir"]
 
 CONFIG_ENV = "BYOD_CONFIG"
 DEFAULT_FILE = "byod.toml"
@@ -47,6 +50,54 @@ ENV_VARS: dict[str, str] = {
     "BYOD_AVAILABILITY": "availability",
     "BYOD_WEBHOOK_URL": "webhook_url",
 }
+
+
+# Registry locations that are not files: a PostgreSQL server (``postgresql://`` or
+# ``postgres://`` URL) or the main Convex deployment (``convex:main``).
+REGISTRY_SCHEMES = ("postgresql://", "postgres://", "convex:")
+# Where side files go (reports, push payloads) when the registry is not a file.
+DEFAULT_STATE_DIR = Path(".byod")
+
+
+def is_registry_url(location: object) -> bool:
+    """A server registry (``postgresql://…``, ``convex:main``), not a SQLite file path."""
+
+    return isinstance(location, str) and location.lower().startswith(REGISTRY_SCHEMES)
+
+
+def registry_location(config_or_location: Any) -> str:
+    """The registry location as written: a file path, a ``postgresql://`` URL (which may
+    carry a password: print ``registry_display`` instead) or ``convex:main``."""
+
+    value = getattr(config_or_location, "registry_path", config_or_location)
+    return value if isinstance(value, str) else str(Path(value))
+
+
+def registry_display(config_or_location: Any) -> str:
+    """The registry location fit to print: a file path as it is; a server URL without its
+    password (nor its query, where libpq also accepts one): ``postgresql://byod@db:5432/app``."""
+
+    location = registry_location(config_or_location)
+    if not is_registry_url(location) or "://" not in location:
+        return location
+    parts = urlsplit(location)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    user = f"{unquote(parts.username)}@" if parts.username else ""
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+def state_dir(config: Any) -> Path:
+    """The directory for the engine's side files (reports, push payloads): the registry
+    file's directory, or ``.byod`` when the registry is a server."""
+
+    location = getattr(config, "registry_path", config)
+    if is_registry_url(location):
+        return DEFAULT_STATE_DIR
+    return Path(location).parent
 
 
 # A timeout: a number (a quoted one is refused) greater than zero.
@@ -156,7 +207,9 @@ class EngineConfig(BaseSettings):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     storage_on: Literal["main", "user"] = "main"
     availability: Literal["everyone", "premium"] = "everyone"
-    registry_path: Path = Path(".byod/registry.sqlite3")
+    # a SQLite file (a Path), or a server registry kept as written (a str: a Path would
+    # fold the URL's "//"); repr=False: a PostgreSQL URL may carry a password
+    registry_path: Path | str = Field(default=Path(".byod/registry.sqlite3"), repr=False)
     webhook_url: str | None = None
     deploy_timeout_s: Seconds = 300.0
     http_timeout_s: Seconds = 30.0
@@ -180,6 +233,19 @@ class EngineConfig(BaseSettings):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return None if value is None else http_url(value)
+
+    @field_validator("registry_path", mode="before")
+    @classmethod
+    def _registry(cls, value: Any) -> Any:
+        """A URL stays a str; anything else is a file path. Never echoes the value."""
+
+        if is_registry_url(value):
+            return str(value)
+        if isinstance(value, str) and "://" in value:
+            scheme = value.split("://", 1)[0]
+            raise ValueError(f"registry location {scheme}://… is not supported: give a file "
+                             "path (SQLite), a postgresql:// URL or convex:main")
+        return Path(value) if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(

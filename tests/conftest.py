@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pg_fixture import pg_database, pg_server, pg_url  # noqa: F401  (shared fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 

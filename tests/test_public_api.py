@@ -30,12 +30,13 @@ def test_no_export_shadows_a_submodule() -> None:
 
 # The door: every verb the CLI wraps, by name. A verb added or removed changes this list.
 VERBS = ["CheckResult", "Workspace", "break_lease", "build", "check", "check_registry",
-         "config_show", "connect", "create_token", "deploy", "diff", "disconnect", "entitle",
+         "config_show", "connect", "copy_registry", "create_token", "deploy", "diff",
+         "disconnect", "entitle",
          "fleet_status", "graph", "health", "history", "init", "list_leases", "list_rollouts",
          "list_tokens", "monitor", "new_version", "plan", "plan_code", "plan_fleet",
          "reconcile", "release", "retry_connect", "revoke_token", "rollout", "rotate_keys",
-         "router", "serve", "show_version", "test_connection", "user_link", "user_status",
-         "version_counts", "write_reports"]
+         "router", "serve", "show_version", "test_connection", "upgrade_registry",
+         "user_link", "user_status", "version_counts", "worker", "write_reports"]
 
 
 def test_the_commands_door_lists_every_verb() -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from engine.errors import LocalFleetError
 from engine.local import LocalFleet
+from engine.registry.ddl import SCHEMA_VERSION
 
 pytestmark = [pytest.mark.slow, pytest.mark.toolchain, pytest.mark.timeout(1500)]
 
@@ -109,15 +110,25 @@ def test_wheel_carries_the_package_data_and_the_assets(installed: Installed,
     assert toolchain == {"engine/_assets/toolchain/package.json",
                          "engine/_assets/toolchain/package-lock.json"}
     assert not any("node_modules" in n or "__pycache__" in n for n in names)
+    # the registry's Alembic environment: read from the installed package at run time
+    migrations = repo_root / "engine" / "registry" / "migrations"
+    shipped_scripts = {f"engine/{p.relative_to(repo_root / 'engine').as_posix()}"
+                       for p in migrations.rglob("*.py")}
+    assert len(shipped_scripts) >= 9 and shipped_scripts <= names
 
 
 PROBE = """
-import json, sysconfig
+import json, os, sysconfig, tempfile
 import engine
+from engine.registry import migrations
+from engine.registry.sqlite import SqliteStore
 from engine import assets
 from engine.config import EngineConfig
 from engine.convex.toolchain import Toolchain
 from engine.demo.run import default_versions_dir
+with tempfile.TemporaryDirectory() as scratch:  # a new registry: the packaged revisions
+    with SqliteStore(os.path.join(scratch, "registry.sqlite3")) as store:
+        registry_schema = store.schema_version()
 print(json.dumps({
     "engine": engine.__file__,
     "site_packages": sysconfig.get_paths()["purelib"],
@@ -126,6 +137,8 @@ print(json.dumps({
     "examples": str(assets.example_versions_dir()),
     "demo_versions": str(default_versions_dir(EngineConfig())),
     "toolchain_root": str(Toolchain.find().root),
+    "migrations": str(migrations.DIRECTORY),
+    "registry_schema": registry_schema,
 }))
 """
 
@@ -149,6 +162,8 @@ def test_installed_engine_finds_its_packaged_assets(installed: Installed,
     assert lock == (repo_root / "toolchain" / "package-lock.json").read_bytes()
     assert Path(found["examples"]) == packaged / "schema_versions"
     assert Path(found["demo_versions"]) == packaged / "schema_versions"
+    assert Path(found["migrations"]) == engine_dir / "registry" / "migrations"
+    assert found["registry_schema"] == SCHEMA_VERSION
 
     # Without BYOD_TOOLCHAIN_DIR the installed engine installs into a per-user cache
     # directory named by the lock, seeded with the packaged manifest (site-packages may be

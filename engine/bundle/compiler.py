@@ -44,6 +44,7 @@ __all__ = [
     "ENGINE_FUNCTIONS",
     "STEP_FUNCTIONS",
     "MAIN_FUNCTIONS",
+    "REGISTRY_FUNCTIONS",
     "MANIFEST_FILE",
     "UNHASHED_FILES",
     "VERSION_FILE",
@@ -93,7 +94,53 @@ MAIN_FUNCTIONS: dict[str, str] = {
 """Extra engine functions of a ``target="main"`` bundle (migrate-back on disconnect, and
 the per-user export of connect's copy from main)."""
 
-MAIN_TEMPLATES: dict[str, str] = {"byodMain.ts.j2": "convex/byodMain.ts"}
+REGISTRY_FUNCTIONS: dict[str, str] = {
+    "byodRegistry:getUser": "internalQuery",
+    "byodRegistry:listUsers": "internalQuery",
+    "byodRegistry:upsertCredentials": "internalMutation",
+    "byodRegistry:setConnectionStatus": "internalMutation",
+    "byodRegistry:setDeployment": "internalMutation",
+    "byodRegistry:setEntitled": "internalMutation",
+    "byodRegistry:replaceCiphertexts": "internalMutation",
+    "byodRegistry:getConfig": "query",
+    "byodRegistry:journalPlan": "internalMutation",
+    "byodRegistry:journal": "internalQuery",
+    "byodRegistry:journalUpdate": "internalMutation",
+    "byodRegistry:acquireLease": "internalMutation",
+    "byodRegistry:renewLease": "internalMutation",
+    "byodRegistry:releaseLease": "internalMutation",
+    "byodRegistry:getLease": "internalQuery",
+    "byodRegistry:listLeases": "internalQuery",
+    "byodRegistry:breakLease": "internalMutation",
+    "byodRegistry:audit": "internalMutation",
+    "byodRegistry:auditLog": "internalQuery",
+    "byodRegistry:rolloutHeader": "internalQuery",
+    "byodRegistry:putRolloutRows": "internalMutation",
+    "byodRegistry:switchRollout": "internalMutation",
+    "byodRegistry:dropRolloutRows": "internalMutation",
+    "byodRegistry:saveRolloutHeader": "internalMutation",
+    "byodRegistry:saveDeploymentRow": "internalMutation",
+    "byodRegistry:rolloutRows": "internalQuery",
+    "byodRegistry:rolloutRow": "internalQuery",
+    "byodRegistry:rolloutCounts": "internalQuery",
+    "byodRegistry:listRollouts": "internalQuery",
+    "byodRegistry:saveProgress": "internalMutation",
+    "byodRegistry:loadProgress": "internalQuery",
+    "byodRegistry:dumpPage": "internalQuery",
+    "byodRegistry:loadRows": "internalMutation",
+    "byodRegistry:countRows": "internalQuery",
+    "byodRegistry:clearRows": "internalMutation",
+    "byodRegistry:enqueueAlert": "internalMutation",
+    "byodRegistry:pendingAlerts": "internalQuery",
+    "byodRegistry:claimAlert": "internalMutation",
+    "byodRegistry:alertAttempted": "internalMutation",
+}
+"""The registry's functions on main (``BYOD_REGISTRY=convex:main``): one per store
+operation, each one transaction; ``getConfig`` is the app's public status read. Every
+main bundle carries them (and their tables): the registry may move to main at any time."""
+
+MAIN_TEMPLATES: dict[str, str] = {"byodMain.ts.j2": "convex/byodMain.ts",
+                                  "byodRegistry.ts.j2": "convex/byodRegistry.ts"}
 
 # what a bundle with app functions adds: the types `convex codegen` would write
 GENERATED_TEMPLATES: dict[str, str] = {
@@ -297,7 +344,8 @@ def compile_bundle(
     }
     templates = {**_TEMPLATES, **MAIN_TEMPLATES} if target == "main" else _TEMPLATES
     engine_functions = (
-        {**ENGINE_FUNCTIONS, **MAIN_FUNCTIONS} if target == "main" else ENGINE_FUNCTIONS
+        {**ENGINE_FUNCTIONS, **MAIN_FUNCTIONS, **REGISTRY_FUNCTIONS} if target == "main"
+        else ENGINE_FUNCTIONS
     )
     files = {path: _render(tpl, context) for tpl, path in templates.items()}
     app_paths: list[str] = []

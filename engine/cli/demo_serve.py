@@ -25,6 +25,7 @@ from urllib.parse import quote
 import uvicorn
 
 from engine.commands.service import SECRET_ENV, create_token
+from engine.config import state_dir
 from engine.demo.run import DemoServe
 from engine.errors import ByodError
 
@@ -63,7 +64,7 @@ def serve_demo(demo: DemoServe, *, host: str = "127.0.0.1", port: int = 8000) ->
     main_client = ws.connector.client(demo.main_target)
     app = create_app(ws, settings, main_client=main_client)
 
-    directory = Path(ws.config.registry_path).parent
+    directory = state_dir(ws.config)
     _, token = create_token(ws, "demo-operator", "admin")
     token_file = directory / "admin.token"
     _write_private(token_file, token + "\n")

@@ -85,6 +85,9 @@ COMMANDS: dict[str, CommandEntry] = {
     "rollout": CommandEntry(
         "rollout", "rollout_cmd",
         "Roll every connected deployment out to a version: canary, waves, failure budget."),
+    "worker": CommandEntry(
+        "worker_cmd", "worker_cmd",
+        "Claim and work deployments of rollouts open for workers, beside other workers."),
     "health": CommandEntry(
         "ops", "health_cmd",
         "Check deployments; move them connected <-> error; alert on transitions."),
@@ -106,7 +109,7 @@ COMMANDS: dict[str, CommandEntry] = {
         "Who holds which lease (a user's deployment, or rollout:ID) and until when."),
     "registry": CommandEntry(
         "registry_cmd", "registry",
-        "The registry file itself: `registry check` verifies it (pages, references, records)."),
+        "The registry itself: `registry check` verifies it, `registry upgrade` moves its schema."),
     "serve": CommandEntry(
         "serve_cmd", "serve",
         "Run the service: settings API, blocker, data plane, pages, dashboard, metrics."),

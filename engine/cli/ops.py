@@ -162,9 +162,13 @@ def disconnect_cmd(user_id: str, mode: str, yes: bool, abandon_migrate: bool, pa
                    "and dashboard over the demo until Ctrl-C.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port for --serve (default: serve.port; 0 takes any free port).")
+@click.option("--registry", type=click.Choice(["sqlite", "convex:main"]), default="sqlite",
+              show_default=True,
+              help="Where the demo keeps its registry: a SQLite file in the demo directory, "
+                   "or the demo's main deployment (convex:main).")
 @_json_option
 def demo_cmd(directory: Path | None, users: int, serve: bool, port: int | None,
-             as_json: bool) -> None:
+             registry: str, as_json: bool) -> None:
     """Run the whole product on local deployments: connect, seed, roll out, check health,
     disconnect with migrate, write the report (--serve: then serve it until Ctrl-C)."""
 
@@ -184,7 +188,11 @@ def demo_cmd(directory: Path | None, users: int, serve: bool, port: int | None,
         def serving(demo: DemoServe) -> None:
             serve_demo(demo, host="127.0.0.1",
                        port=config.serve.port if port is None else port)
-    result = run_demo(directory, users, echo=echo, config=config, serve=serving)
+    if serve and registry != "sqlite":
+        raise click.UsageError("--serve goes with the SQLite registry (the service keeps its "
+                               "tokens and jobs there)")
+    result = run_demo(directory, users, echo=echo, config=config, serve=serving,
+                      registry=registry)
     if as_json:
         dump(result.to_dict())
     if not result.ok:

@@ -1,12 +1,16 @@
-"""``byod registry check``: a thin wrapper over ``engine.commands.registry_file``.
+"""``byod registry check`` and ``byod registry upgrade``: thin wrappers over
+``engine.commands.registry_file``.
 
-Exit codes: 0 the registry is sound; 1 it is damaged or missing (each problem printed)."""
+Exit codes: ``check`` 0 the registry is sound, 1 it is damaged or missing (each problem
+printed); ``upgrade`` 0 the schema is (now) this engine's, 1 with ``--check`` when it is
+behind, or when it is newer than this engine or missing (the error printed)."""
 
 from __future__ import annotations
 
 import click
 
 from engine.cli.output import dump
+from engine.cli.registry_copy_cmd import copy_cmd
 from engine.commands import registry_file as verbs
 from engine.commands.workspace import Workspace
 
@@ -15,7 +19,10 @@ __all__ = ["commands"]
 
 @click.group("registry")
 def registry() -> None:
-    """The registry file itself: `registry check` verifies it (pages, references, records)."""
+    """The registry itself: `registry check` verifies it, `registry upgrade` moves its schema.
+
+    `check`: pages, references, every stored record. `upgrade`: Alembic revisions to this
+    engine's schema (`--check` only reports)."""
 
 
 @registry.command("check")
@@ -29,7 +36,8 @@ def check_cmd(as_json: bool) -> None:
         dump(result)
     elif result["ok"]:
         click.echo(f"registry {result['registry']}: sound "
-                   f"(schema version {result['schema_version']})")
+                   f"(schema version {result['schema_version']}, "
+                   f"revision {result['revision']})")
     else:
         for problem in result["problems"]:
             click.echo(f"registry {result['registry']}: {problem}", err=True)
@@ -39,5 +47,37 @@ def check_cmd(as_json: bool) -> None:
     if not result["ok"]:
         raise SystemExit(1)
 
+
+@registry.command("upgrade")
+@click.option("--check", "check", is_flag=True,
+              help="Only say whether the schema is behind (exit 1 when it is); change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def upgrade_cmd(check: bool, as_json: bool) -> None:
+    """Bring the registry's schema to this engine's (a shared PostgreSQL registry needs it)."""
+
+    with Workspace.open() as ws:
+        result = verbs.upgrade_registry(ws, check=check)
+    if as_json:
+        dump(result)
+    else:
+        click.echo(_upgrade_line(result))
+    if check and not result["up_to_date"]:
+        raise SystemExit(1)
+
+
+def _upgrade_line(result: dict[str, object]) -> str:
+    where, before, head = result["registry"], result["from"], result["to"]
+    if result["up_to_date"]:
+        return f"registry {where}: schema {head} is this engine's, nothing to do"
+    if result["check"]:
+        found = "empty" if before is None else f"schema {before}"
+        return (f"registry {where}: {found}, this engine needs schema {head}: "
+                "run `byod registry upgrade`")
+    if before is None:
+        return f"registry {where}: created schema {head}"
+    return f"registry {where}: upgraded schema {before} -> {head}"
+
+
+registry.add_command(copy_cmd)  # `byod registry copy`, in its own module
 
 commands: list[click.Command] = [registry]

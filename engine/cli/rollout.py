@@ -125,6 +125,12 @@ def _print_rollouts(rows: list[dict[str, Any]], as_json: bool) -> None:
                                                           exists=True),
               default=None, help="Roll out to the users listed in FILE (one id a line, "
               "'#' starts a comment); like --only.")
+@click.option("--for-workers", "for_workers", is_flag=True,
+              help="Plan and save the rollout open for `byod worker` processes, print its "
+              "id and exit without working it (with --resume: open a halted one again).")
+@click.option("--lease-ttl", "lease_ttl", type=click.FloatRange(min=0.1), default=120.0,
+              show_default=True, help="Seconds a deployment's lease (and a worker's claim) "
+              "lasts without renewal; a dead worker's deployments are taken over after it.")
 @click.option("--list", "list_only", is_flag=True,
               help="List recent rollouts (id, target, state, counts) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -132,7 +138,8 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
                 max_failures: str, resume: str | None, report_dir: Path | None,
                 versions_dir: Path | None, batch_size: int | None, deployer: str,
                 allow_destructive: bool, only: tuple[str, ...], exclude: tuple[str, ...],
-                from_file: Path | None, list_only: bool, as_json: bool) -> None:
+                from_file: Path | None, for_workers: bool, lease_ttl: float, list_only: bool,
+                as_json: bool) -> None:
     """Roll every connected deployment out to a version: canary, waves, failure budget."""
 
     from engine.commands import fleet as verbs
@@ -155,7 +162,8 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
     options = RolloutOptions(canary=canary, waves=waves, concurrency=concurrency,
                              max_failures=max_failures, dry_run=dry_run, max_batch=batch_size,
                              deployer=cast("Deployer", deployer),
-                             allow_destructive=allow_destructive, only=only, exclude=exclude)
+                             allow_destructive=allow_destructive, only=only, exclude=exclude,
+                             lease_ttl_s=lease_ttl)
     with Workspace.open(deployer=options.deployer).with_versions_dir(versions_dir) as ws:
         _ = ws.graph  # the versions load (and fail) before anything else
         if dry_run and _no_registry_file(ws.config):
@@ -163,6 +171,10 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
             return
         if not dry_run:
             _ = ws.vault  # no key: fail before any progress is drawn
+        if for_workers and not dry_run:
+            report = verbs.rollout(ws, target, options, resume=resume, for_workers=True)
+            _opened_for_workers(report, as_json)
+            return
         report = _run(ws, target, options, resume, as_json)
         paths = None if dry_run else verbs.write_reports(ws, report, report_dir)
     if as_json:
@@ -176,6 +188,22 @@ def rollout_cmd(target: str | None, dry_run: bool, canary: int, waves: str, conc
             click.echo(line)
     if report.status == "halted" or report.failed:
         raise SystemExit(1)
+
+
+def _opened_for_workers(report: "RolloutReport", as_json: bool) -> None:
+    """A rollout saved open for workers: its id (alone on stdout, for scripts), and how
+    to work it."""
+
+    if as_json:
+        dump(report.to_dict())
+        return
+    from engine.cli import output
+
+    click.echo(report.rollout_id)
+    output.info(f"rollout {report.rollout_id} to {report.target}: open for workers "
+                f"({len(report.rows)} deployment(s) in {len(report.waves)} wave(s)); run "
+                f"`byod worker --rollout {report.rollout_id}` on each machine, "
+                "`byod rollout --list` shows its progress")
 
 
 def _read_user_file(path: Path) -> tuple[str, ...]:
@@ -213,8 +241,10 @@ def _no_registry_file(config: Any) -> bool:
     """The configured SQLite registry does not exist yet (a URL-like path is left to
     ``open_store``, which explains what it supports)."""
 
+    from engine.config import is_registry_url
+
     text = str(config.registry_path)
-    return "://" not in text and not Path(text).exists()
+    return not is_registry_url(text) and "://" not in text and not Path(text).exists()
 
 
 def _no_registry(ws: "Workspace", target: str | None, as_json: bool) -> None:

@@ -51,9 +51,12 @@ _VERBS: dict[str, str] = {
     "health": "engine.commands.fleet",
     "monitor": "engine.commands.fleet",
     "reconcile": "engine.commands.fleet",
+    "worker": "engine.commands.workers",
     # the registry's leases
     "list_leases": "engine.commands.leases",
     "check_registry": "engine.commands.registry_file",
+    "copy_registry": "engine.commands.registry_file",
+    "upgrade_registry": "engine.commands.registry_file",
     "break_lease": "engine.commands.leases",
     # the configuration
     "config_show": "engine.commands.settings",

@@ -199,19 +199,26 @@ def version_counts(ws: Workspace, registry: Path | None = None) -> dict[str, int
     """Deployments per schema version, from ``registry`` (an error when missing) or the
     configured registry when that file exists (None when it does not)."""
 
+    from engine.config import is_registry_url
+    from engine.registry.open import open_store
+
+    if registry is None and is_registry_url(ws.config.registry_path):
+        return _counts(ws.store.list_users())  # a server registry: the server answers
     path = Path(registry) if registry is not None else Path(ws.config.registry_path)
     if not path.is_file():
         if registry is not None:
             raise PlanError(f"registry {path} does not exist")
         return None
-    from engine.registry.sqlite import open_store
-
     with open_store(path) as store:
-        counts: dict[str, int] = {}
-        for user in store.list_users():
-            if user.schema_version:
-                counts[user.schema_version] = counts.get(user.schema_version, 0) + 1
-        return counts
+        return _counts(store.list_users())
+
+
+def _counts(users: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for user in users:
+        if user.schema_version:
+            counts[user.schema_version] = counts.get(user.schema_version, 0) + 1
+    return counts
 
 
 def graph(ws: Workspace, fmt: str = "mermaid", counts: dict[str, int] | None = None) -> str:

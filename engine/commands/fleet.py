@@ -55,7 +55,7 @@ def reconcile(ws: Workspace, users: Users = "all", *, apply: bool = False,
 
 def rollout(ws: Workspace, target: str | None, options: "RolloutOptions | None" = None, *,
             resume: str | None = None, emit: "Sink | None" = None,
-            **option_kwargs: Any) -> "RolloutReport":
+            for_workers: bool = False, **option_kwargs: Any) -> "RolloutReport":
     """Roll every connected deployment out to ``target`` (or resume one with
     ``resume=ID``): canary, waves, failure budget; see ``engine.fleet.rollout``.
 
@@ -63,7 +63,9 @@ def rollout(ws: Workspace, target: str | None, options: "RolloutOptions | None" 
     ``waves=``, ``only=``/``exclude=`` user ids, ...; the deployer defaults to the
     workspace's). A resumed rollout runs with
     the options it was saved with (only ``dry_run`` is taken from these), and its deploys go
-    through a connector for the deployer it was started with."""
+    through a connector for the deployer it was started with. ``for_workers`` saves the
+    rollout open for ``worker`` processes (or, with ``resume``, opens a halted one again)
+    and returns without working it."""
 
     from engine.fleet.rollout import RolloutOptions, load_state
     from engine.fleet.rollout import rollout as flow
@@ -78,7 +80,8 @@ def rollout(ws: Workspace, target: str | None, options: "RolloutOptions | None" 
     ws = ws.with_deployer(deployer)
     return flow(target, store=ws.store, vault=None if options.dry_run else ws.vault,
                 config=ws.config, versions=list(ws.graph.versions.values()), options=options,
-                resume=resume, connector=ws.connector, emit=emit or (lambda _e: None))
+                resume=resume, connector=ws.connector, emit=emit or (lambda _e: None),
+                for_workers=for_workers)
 
 
 def list_rollouts(ws: Workspace, *, limit: int = 50) -> list[dict[str, Any]]:
@@ -100,6 +103,7 @@ def write_reports(ws: Workspace, report: "RolloutReport",
     (``report.resumed``) ``<rollout id>.r<N>.json`` / ``.html``, linked to the report of the
     run before it, so a resume never replaces an earlier report."""
 
+    from engine.config import state_dir
     from engine.fleet.report import write_reports as write
 
-    return write(report, directory or Path(ws.config.registry_path).parent / "reports")
+    return write(report, directory or state_dir(ws.config) / "reports")

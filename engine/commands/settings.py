@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine.commands.workspace import Workspace
-from engine.config import resolve_config
+from engine.config import is_registry_url, registry_display, resolve_config
 
 __all__ = ["ConfigEntry", "ConfigView", "config_show", "redact_webhook"]
 
@@ -84,6 +84,8 @@ def config_show(ws: Workspace, *, path: Path | None = None,
             source = "workspace"
         redacted = key in _REDACTED and value is not None
         shown = redact_webhook(value) if redacted else _plain(value)
+        if key == "registry_path" and is_registry_url(value):  # may carry a password
+            redacted, shown = True, registry_display(value)
         entries.append(ConfigEntry(key, shown, source, redacted))
     variables = os.environ if env is None else env
     for key, variable in SECRET_VARIABLES.items():

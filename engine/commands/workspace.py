@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.config import EngineConfig, load_config
+from engine.config import EngineConfig, is_registry_url, load_config
 from engine.ports.deployment import close_quietly
 
 if TYPE_CHECKING:
     from engine.convex.connector import AdapterKind
     from engine.plan.graph import VersionGraph
     from engine.ports.deployment import Connector
-    from engine.registry.sqlite import SqliteStore
+    from engine.registry.open import Store
     from engine.vault import Vault
 
 __all__ = ["Workspace"]
@@ -35,7 +35,7 @@ class Workspace:
 
     config: EngineConfig
     deployer: "AdapterKind" = "cli"
-    _store: "SqliteStore | None" = field(default=None, repr=False)
+    _store: "Store | None" = field(default=None, repr=False)
     _vault: "Vault | None" = field(default=None, repr=False)
     _graph: "VersionGraph | None" = field(default=None, repr=False)
     _connector: "Connector | None" = field(default=None, repr=False)
@@ -43,7 +43,7 @@ class Workspace:
 
     @classmethod
     def open(cls, config: EngineConfig | Path | None = None, *, deployer: "AdapterKind" = "cli",
-             store: "SqliteStore | None" = None, vault: "Vault | None" = None,
+             store: "Store | None" = None, vault: "Vault | None" = None,
              graph: "VersionGraph | None" = None,
              connector: "Connector | None" = None) -> "Workspace":
         """A workspace from a config (or the path of a ``byod.toml``; default: the usual
@@ -71,17 +71,24 @@ class Workspace:
         return Workspace(self.config, deployer, self._store, self._vault, self._graph)
 
     @property
-    def store(self) -> "SqliteStore":
-        if self._store is None:
-            from engine.registry.sqlite import open_store
+    def store(self) -> "Store":
+        """The registry ``config.registry_path`` names (a SQLite file, a PostgreSQL URL,
+        ``convex:main``), opened on first use."""
 
-            self._store = open_store(self.config)
+        if self._store is None:
+            from engine.registry.open import open_store, registry_kind
+
+            on_main = registry_kind(str(self.config.registry_path)) == "convex"
+            self._store = open_store(self.config,
+                                     connector=self.connector if on_main else None)
         return self._store
 
     def registry_exists(self) -> bool:
-        """Whether a registry is already there: read-only verbs never create one."""
+        """Whether a registry is already there: read-only verbs never create one. A server
+        registry (a URL) is taken to exist: opening it asks the server."""
 
-        return self._store is not None or Path(self.config.registry_path).exists()
+        return self._store is not None or is_registry_url(self.config.registry_path) \
+            or Path(self.config.registry_path).exists()
 
     @property
     def vault(self) -> "Vault":

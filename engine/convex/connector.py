@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from engine.config import EngineConfig
+from engine.config import EngineConfig, state_dir
 from engine.convex.archive import ArchiveAdapter, ArchiveFormat
 from engine.convex.deploy_cli import CliDeployAdapter
 from engine.convex.http import (
@@ -42,9 +42,10 @@ AdapterKind = Literal["cli", "http", "archive", "push"]
 
 
 def payload_dir(config: EngineConfig) -> Path:
-    """Where captured push requests are cached: beside the registry."""
+    """Where captured push requests are cached: beside the registry file (or in the state
+    directory when the registry is a server)."""
 
-    return Path(config.registry_path).parent / "push-payloads"
+    return state_dir(config) / "push-payloads"
 
 
 def adapter_for(target: DeploymentTarget, config: EngineConfig, *, kind: AdapterKind = "cli",

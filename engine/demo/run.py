@@ -1,7 +1,9 @@
 """``byod demo``: the whole product on the embedded default, on loopback only.
 
 1. a fresh demo directory with a SQLite registry and an encryption key (a 0600 file there,
-   never printed);
+   never printed) — or, with ``registry="convex:main"`` (``byod demo --registry
+   convex:main``), the registry kept on the demo's main deployment, whose main bundle is
+   then deployed first;
 2. local Convex-compatible deployments: one per user plus the app's main deployment;
 3. main gets the head version's *main* bundle (every table + the migrate-back functions);
 4. each user connects at version 1 and gets realistic content (``engine.demo.seed``);
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from engine.lifecycle.health import HealthReport
     from engine.local.launcher import LocalDeployment
 
-__all__ = ["DemoResult", "DemoServe", "deploy_main", "run_demo"]
+__all__ = ["DemoResult", "DemoServe", "REGISTRIES", "deploy_main", "run_demo"]
 
 Echo = Callable[[str], None]
 
@@ -151,27 +153,40 @@ def _table(rows: list[list[str]], echo: Echo) -> None:
     render_table(rows[0], rows[1:], echo=echo, color=_color(), indent=2)
 
 
+REGISTRIES = ("sqlite", "convex:main")
+"""Where the demo keeps its registry: a SQLite file in the demo directory (the default), or
+the demo's main deployment (``BYOD_REGISTRY=convex:main``)."""
+
+
 def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = print,
              config: EngineConfig | None = None,
-             serve: Callable[[DemoServe], None] | None = None) -> DemoResult:
+             serve: Callable[[DemoServe], None] | None = None,
+             registry: str = "sqlite") -> DemoResult:
     """Run the demo (see the module docstring); the deployments are always stopped. With
     ``serve``, it is called once the demo is done and its reports are written, while the
-    deployments still run; they stop when it returns (or raises)."""
+    deployments still run; they stop when it returns (or raises). ``registry``: one of
+    ``REGISTRIES``."""
 
     from engine.local.launcher import LocalFleet
     from engine.plan.graph import VersionGraph
-    from engine.registry.sqlite import SqliteStore
     from engine.schema.loader import load_versions
     from engine.vault import Vault
 
     if not 1 <= users <= 50:
         raise ByodError("--users must be between 1 and 50")
+    if registry not in REGISTRIES:
+        raise ByodError(f"--registry must be one of {', '.join(REGISTRIES)}, not {registry!r}")
+    on_main = registry == "convex:main"
+    if on_main and serve is not None:
+        raise ByodError("--serve needs the service's tables (tokens, jobs), which the registry "
+                        "on main does not keep: run the demo with the SQLite registry")
     started = time.monotonic()
     base = config or EngineConfig()
     versions_dir = default_versions_dir(base)
     work = fresh_dir(directory)
-    config = base.model_copy(update={"registry_path": work / "registry.sqlite3",
-                                     "versions_dir": versions_dir})
+    config = base.model_copy(update={
+        "registry_path": Path("convex:main") if on_main else work / "registry.sqlite3",
+        "versions_dir": versions_dir})
     result = DemoResult(directory=work, users=[f"user_{i + 1}" for i in range(users)])
     echo(f"byod demo in {work}")
 
@@ -179,24 +194,54 @@ def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = prin
     v1, head = graph.resolve(1), graph.resolve("head")
     echo(f"  {len(graph.versions)} schema versions in {versions_dir.name}/: "
          f"{v1.id} … {head.id} (head)")
-    ws = Workspace.open(config, store=SqliteStore(config.registry_path),
-                        vault=Vault.from_hex(write_key(work)), graph=graph)
-    echo("  registry: registry.sqlite3, encryption key: encryption.key (0600, not shown)")
+    vault = Vault.from_hex(write_key(work))
 
     echo(f"\n1. starting {users + 1} local deployments (main + {users} users)")
     fleet = LocalFleet.start(users + 1, work / "fleet", timeout=120)
+    connector = HttpConnector(config)
+    ws: Workspace | None = None
     try:
-        main_target = _run(result, ws, fleet.deployments, v1, head, echo)
+        ws = _workspace(config, vault, graph, connector, fleet.deployments[0], head,
+                        on_main, echo)
+        main_target = _run(result, ws, fleet.deployments, v1, head, echo,
+                           main_deployed=on_main)
         if serve is not None:
             _finish(result, work, config, started, echo, serving=True)
             serve(DemoServe(ws=ws, main_target=main_target, result=result, echo=echo))
     finally:
         fleet.stop()
-        ws.close()
+        if ws is not None:
+            ws.close()
+        close_quietly(connector)
         echo("\ndeployments stopped.")
     if serve is None:
         _finish(result, work, config, started, echo, serving=False)
     return result
+
+
+def _workspace(config: EngineConfig, vault: Any, graph: Any, connector: Connector,
+               main_dep: "LocalDeployment", head: SchemaVersion, on_main: bool,
+               echo: Echo) -> Workspace:
+    """The demo's workspace over its registry: the SQLite file in the demo directory, or
+    the registry's tables on main (the main bundle, which declares them, deployed first)."""
+
+    if not on_main:
+        from engine.registry.sqlite import SqliteStore
+
+        store: Any = SqliteStore(config.registry_path)
+        echo("  registry: registry.sqlite3, encryption key: encryption.key (0600, not shown)")
+    else:
+        from engine.registry.convex_main import ConvexMainStore
+
+        target = DeploymentTarget(label="main", url=main_dep.url, admin_key=main_dep.admin_key,
+                                  allow_insecure_local=True)
+        echo(f"  deploying {head.id} to main first: the registry lives there (convex:main)")
+        deploy_main(target, head, config, connector=connector)
+        store = ConvexMainStore(connector.client(target))
+        store.ping()
+        echo("  registry: the byodReg* tables of the main deployment; encryption key: "
+             "encryption.key (0600, not shown; main only ever holds ciphertexts)")
+    return Workspace.open(config, store=store, vault=vault, graph=graph)
 
 
 def _finish(result: DemoResult, work: Path, config: EngineConfig, started: float,
@@ -210,9 +255,13 @@ def _finish(result: DemoResult, work: Path, config: EngineConfig, started: float
     echo(f"         {result.reports.get('rollout_html')}")
     echo(f"done in {result.duration_s:.0f} s: "
          + ("everything verified." if result.ok else "SOMETHING FAILED, see above."))
-    echo(f"look around with: export BYOD_REGISTRY={config.registry_path} "
-         f"BYOD_ENCRYPTION_KEY=$(cat {work / 'encryption.key'}); byod status")
-    if not serving:
+    if str(config.registry_path) == "convex:main":
+        echo("the registry was kept on the demo's main deployment (convex:main), stopped "
+             "with it; the reports above hold what it recorded")
+    else:
+        echo(f"look around with: export BYOD_REGISTRY={config.registry_path} "
+             f"BYOD_ENCRYPTION_KEY=$(cat {work / 'encryption.key'}); byod status")
+    if not serving and str(config.registry_path) != "convex:main":
         base = f"http://{config.serve.host}:{config.serve.port}"
         echo(f"settings page and dashboard: `byod demo --serve` runs the demo and keeps "
              f"serving it at {base}/ui/settings (users) and {base}/admin (operators) "
@@ -220,15 +269,19 @@ def _finish(result: DemoResult, work: Path, config: EngineConfig, started: float
 
 
 def _run(result: DemoResult, ws: Workspace, deployments: list[LocalDeployment],
-         v1: SchemaVersion, head: SchemaVersion, echo: Echo) -> DeploymentTarget:
+         v1: SchemaVersion, head: SchemaVersion, echo: Echo, *,
+         main_deployed: bool = False) -> DeploymentTarget:
     """Steps 2-7 through the commands door, as an app or an operator would run them;
     returns the main deployment."""
 
     main_dep, *user_deps = deployments
     main_target = DeploymentTarget(label="main", url=main_dep.url,
                                    admin_key=main_dep.admin_key, allow_insecure_local=True)
-    echo(f"\n2. deploying {head.id} to main (all tables + migrate-back functions)")
-    deploy_main(main_target, head, ws.config, connector=ws.connector)
+    if main_deployed:
+        echo(f"\n2. {head.id} is on main already (all tables + migrate-back functions)")
+    else:
+        echo(f"\n2. deploying {head.id} to main (all tables + migrate-back functions)")
+        deploy_main(main_target, head, ws.config, connector=ws.connector)
     _connect_and_seed(result, ws, user_deps, v1, echo)
     report = _roll_out(result, ws, head, len(user_deps), echo)
     health = _check_health(result, ws, echo)

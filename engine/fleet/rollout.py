@@ -51,7 +51,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.config import EngineConfig
-from engine.errors import ByodError, LeaseHeld, RolloutError, close_matches
+from engine.errors import (
+    ByodError,
+    LeaseHeld,
+    RegistryError,
+    RolloutError,
+    close_matches,
+)
 from engine.events import (
     BudgetExhausted,
     RolloutFinished,
@@ -64,6 +70,7 @@ from engine.events import (
 )
 from engine.fleet.artifacts import PlanKit, step_kind
 from engine.fleet.rollout_state import (
+    WORKERS_MODE,
     DeploymentRow,
     RolloutOptions,
     RolloutReport,
@@ -290,31 +297,40 @@ class _Rollout:
 
     async def _deployment(self, ctx: RunContext, user_id: str,
                           plans: dict[str, Any]) -> DeploymentOutcome:
-        target = self.state.target
-        secrets: tuple[str, ...] = ()
-        started = time.monotonic()
-        adapter = functions = None
-        try:
-            user = self.store.get_user(user_id)
-            dep_target = self.vault.target_for(user)
-            secrets = tuple(dep_target.secrets)
-            adapter, functions = self.connector.async_deployer(dep_target)
-            plan = plans.get(user.schema_version or "")
-            return await run_plan_async(plan, user_id=user_id, target=target,
-                                        adapter=adapter, ctx=ctx, functions=functions,
-                                        secrets=secrets)
-        except Exception as exc:  # noqa: BLE001 - isolation: credentials, adapters, ...
-            message = redact(str(exc) or type(exc).__name__, secrets)[:800]
-            return DeploymentOutcome(
-                user_id, "failed", target, duration_s=time.monotonic() - started,
-                error=message, error_type=type(exc).__name__,
-                error_kind=getattr(exc, "kind", None) or (
-                    "other" if isinstance(exc, ByodError) else "internal"))
-        finally:
-            # the adapter first: it waits for its push completion reports, which may still
-            # be using the shared client
-            await aclose_quietly(adapter)
-            await aclose_quietly(functions)
+        return await run_deployment(ctx, user_id, target=self.state.target, plans=plans,
+                                    vault=self.vault, connector=self.connector)
+
+
+async def run_deployment(ctx: RunContext, user_id: str, *, target: str, plans: dict[str, Any],
+                         vault: Vault, connector: Connector) -> DeploymentOutcome:
+    """One deployment of a rollout, isolated: its credentials from the vault, its deployer
+    from the connector, its plan by the version it is on; any failure is its outcome.
+    Shared by the one-process rollout and by ``byod worker`` (``engine.fleet.workers``)."""
+
+    secrets: tuple[str, ...] = ()
+    started = time.monotonic()
+    adapter = functions = None
+    try:
+        user = ctx.store.get_user(user_id)
+        dep_target = vault.target_for(user)
+        secrets = tuple(dep_target.secrets)
+        adapter, functions = connector.async_deployer(dep_target)
+        plan = plans.get(user.schema_version or "")
+        return await run_plan_async(plan, user_id=user_id, target=target,
+                                    adapter=adapter, ctx=ctx, functions=functions,
+                                    secrets=secrets)
+    except Exception as exc:  # noqa: BLE001 - isolation: credentials, adapters, ...
+        message = redact(str(exc) or type(exc).__name__, secrets)[:800]
+        return DeploymentOutcome(
+            user_id, "failed", target, duration_s=time.monotonic() - started,
+            error=message, error_type=type(exc).__name__,
+            error_kind=getattr(exc, "kind", None) or (
+                "other" if isinstance(exc, ByodError) else "internal"))
+    finally:
+        # the adapter first: it waits for its push completion reports, which may still
+        # be using the shared client
+        await aclose_quietly(adapter)
+        await aclose_quietly(functions)
 
 
 def _stale_at(user: UserConfig | None, target: str, fresh: str) -> bool:
@@ -405,6 +421,14 @@ def _resume(store: RegistryStore, kit: PlanKit, state: RolloutState
 
     state.resumed += 1
     state.status = "running"
+    return where_now(store, kit, state)
+
+
+def where_now(store: RegistryStore, kit: PlanKit, state: RolloutState
+              ) -> tuple[dict[str, str | None], set[str]]:
+    """Where a saved rollout's deployments are now (the registry's version of each) and
+    which of them are stale at the target."""
+
     users = {u: store.find_user(u) for u in state.deployments}
     before = {u: (cfg.schema_version if cfg else None) for u, cfg in users.items()}
     fresh = kit.compiled_fingerprint(state.target)
@@ -519,17 +543,28 @@ async def rollout_async(
     resume: str | None = None,
     connector: Connector | None = None,
     emit: Sink = null_sink,
+    for_workers: bool = False,
 ) -> RolloutReport:
     """Run (or resume, or dry-run) a rollout; see the module docstring.
 
     ``options`` default to ``RolloutOptions()``. ``resume=ID`` runs the saved rollout with
     exactly the options it was started with (of ``options`` only ``dry_run`` counts).
     ``connector`` builds every deployer; it must deploy the way the options' ``deployer``
-    says (default: the real ``HttpConnector`` for that deployer)."""
+    says (default: the real ``HttpConnector`` for that deployer). ``for_workers`` plans
+    and saves the rollout open for ``byod worker`` processes (or, with ``resume``, opens a
+    halted worker rollout again) and returns without working it
+    (``engine.fleet.workers``)."""
 
     started = time.time()
     options = options or RolloutOptions()
+    if for_workers and resume and not options.dry_run:
+        return _reopen_for_workers(store, resume, emit, started)
     saved = load_state(store, resume, dry_run=options.dry_run) if resume else None
+    if saved is not None and saved.mode == WORKERS_MODE and saved.status == "open" \
+            and not options.dry_run:
+        raise RolloutError(f"rollout {saved.rollout_id} is open for workers: `byod worker "
+                           f"--rollout {saved.rollout_id}` works it (`byod rollout --list` "
+                           "shows its progress)")
     kit = _kit_for(versions, config, saved.options if saved else options)
     options = (saved.options if saved else options).replace(
         max_batch=kit.max_batch, allow_destructive=kit.allow_destructive)
@@ -549,6 +584,11 @@ async def rollout_async(
     if options.dry_run:
         emit_safely(emit, started_event)
         _dry_rows(planned, report)
+    elif for_workers:
+        await _open_for_workers(planned, report, store=store, emit=emit,
+                                started_event=started_event,
+                                connector=connector if connector is not None
+                                else _default_connector(config, options))
     else:
         await _run(planned, report, store=store, vault=vault, emit=emit,
                    started_event=started_event,
@@ -558,6 +598,51 @@ async def rollout_async(
     emit_safely(emit, RolloutFinished(state.rollout_id, report.status,
                                       tuple(report.counts.items()), report.duration_s))
     return report
+
+
+async def _open_for_workers(p: _Planned, report: RolloutReport, *, store: RegistryStore,
+                            connector: Connector, emit: Sink,
+                            started_event: RolloutStarted) -> None:
+    """Save a new rollout open for workers (mode ``workers``, status ``open``, every row
+    pending in its wave) without working it. With ``push`` its bundles are captured here
+    first, into the cache beside the registry that workers on this host share."""
+
+    state = p.state
+    if state.options.deployer == "push":
+        await _capture_all(p.kit, p.to_capture, connector)
+    state.mode, state.status = WORKERS_MODE, "open"
+    state.updated_at = time.time()
+    store.save_rollout(state.rollout_id, state.to_json())
+    _audit_selection(store, state)
+    emit_safely(emit, started_event)
+    report.status = state.status
+    report.rows = [r.to_json() for r in state.deployments.values()]
+
+
+def _reopen_for_workers(store: RegistryStore, rollout_id: str, emit: Sink,
+                        started: float) -> RolloutReport:
+    """A halted worker rollout open again: its failed and skipped rows pending, for the
+    workers to take (``RolloutClaims.reopen_for_workers``)."""
+
+    reopen = getattr(store, "reopen_for_workers", None)
+    if not callable(reopen):
+        raise RolloutError("this registry cannot host worker rollouts")
+    state = load_state(store, rollout_id)
+    try:
+        reopen(rollout_id)
+    except RegistryError as exc:
+        raise RolloutError(str(exc)) from None
+    state = load_state(store, rollout_id)
+    emit_safely(emit, RolloutStarted(state.rollout_id, state.target, len(state.deployments),
+                                     tuple(len(w.deployments) for w in state.waves),
+                                     state.options.concurrency, state.max_failures,
+                                     resumed=True))
+    return RolloutReport(
+        rollout_id=state.rollout_id, target=state.target, status=state.status,
+        options=state.options.to_json(),
+        waves=[{"name": w.name, "size": len(w.deployments)} for w in state.waves],
+        rows=[r.to_json() for r in state.deployments.values()], started_at=started,
+        finished_at=time.time(), max_failures=state.max_failures, resumed=state.resumed)
 
 
 def _default_connector(config: EngineConfig, options: RolloutOptions) -> Connector:

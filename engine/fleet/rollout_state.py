@@ -30,6 +30,7 @@ __all__ = [
     "RolloutOptions",
     "RolloutReport",
     "RolloutState",
+    "WORKERS_MODE",
     "Wave",
     "load_state",
 ]
@@ -38,6 +39,9 @@ Deployer = Literal["push", "cli"]
 DEPLOYERS: tuple[Deployer, ...] = get_args(Deployer)
 DONE = ("succeeded", "already")
 """Row statuses a resumed rollout does not redo."""
+WORKERS_MODE = "workers"
+"""A rollout's ``mode`` when ``byod worker`` processes work it (its status ``open`` while
+they may claim rows, then ``completed`` or ``halted``); a rollout one process runs has none."""
 
 
 @dataclass(frozen=True)
@@ -195,11 +199,12 @@ class RolloutState:
     waves: list[Wave]
     deployments: dict[str, DeploymentRow]
     created_at: float
-    status: str = "running"  # running | completed | halted
+    status: str = "running"  # running | completed | halted; for workers also open
     resumed: int = 0
     halted_reason: str | None = None
     updated_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
+    mode: str | None = None  # WORKERS_MODE: worked by `byod worker` processes
 
     def to_json(self) -> dict[str, Any]:
         """The whole record: the header with each wave's members, and every row."""
@@ -212,7 +217,8 @@ class RolloutState:
         what is saved when the status, options or resume count change; its size does not
         grow with the fleet."""
 
-        return {**self.extra, "rollout_id": self.rollout_id, "target": self.target,
+        mode = {"mode": self.mode} if self.mode else {}
+        return {**self.extra, **mode, "rollout_id": self.rollout_id, "target": self.target,
                 "status": self.status, "created_at": self.created_at,
                 "max_failures": self.max_failures, "options": self.options.to_json(),
                 "waves": [{"name": w.name, "size": len(w.deployments)} for w in self.waves],
@@ -223,7 +229,7 @@ class RolloutState:
     def from_json(cls, data: dict[str, Any], *, rollout_id: str | None = None,
                   dry_run: bool = False) -> "RolloutState":
         known = ("rollout_id", "target", "status", "created_at", "max_failures", "options",
-                 "waves", "deployments", "resumed", "halted_reason", "updated_at")
+                 "waves", "deployments", "resumed", "halted_reason", "updated_at", "mode")
         rows = data.get("deployments") or {}
         return cls(
             rollout_id=str(data.get("rollout_id") or rollout_id),
@@ -239,7 +245,8 @@ class RolloutState:
             resumed=int(data.get("resumed") or 0),
             halted_reason=data.get("halted_reason"),
             updated_at=data.get("updated_at"),
-            extra={k: v for k, v in data.items() if k not in known and k not in _HEADER_ONLY})
+            extra={k: v for k, v in data.items() if k not in known and k not in _HEADER_ONLY},
+            mode=str(data["mode"]) if data.get("mode") else None)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

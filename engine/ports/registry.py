@@ -38,6 +38,7 @@ __all__ = [
     "ProgressKind",
     "ProgressStore",
     "RegistryStore",
+    "RolloutClaims",
     "RolloutRow",
     "RolloutStore",
     "UserConfig",
@@ -315,6 +316,38 @@ class RolloutStore(Protocol):
     def rollout_counts(self, rollout_id: str) -> dict[str, int]: ...  # status → rows
 
     def list_rollouts(self, limit: int = 20) -> list[dict[str, Any]]: ...  # newest first
+
+
+@runtime_checkable
+class RolloutClaims(Protocol):
+    """Rows of a rollout claimed by worker processes (``byod worker``), each held by one
+    worker at a time under a deadline its heartbeat renews. The rollout's rules are decided
+    by the store, in one transaction, for every worker at once: claims honour the waves
+    (only the lowest wave with unfinished rows) and the global concurrency (rows with a live
+    claim), and finishing a row decides the failure budget, the canary rule and completion.
+    An expired claim is taken over by the next claimer; a holder that lost a row can neither
+    renew nor finish it. A role of its own, outside ``RegistryStore``: a store without it
+    cannot host workers (rollouts then run in one process)."""
+
+    def claim_rows(self, rollout_id: str, holder: str, *, limit: int,
+                   ttl_s: float) -> list[Any]: ...
+    # ``Claim`` records (user_id, wave, position, data, taken_from); [] when none
+
+    def renew_claims(self, rollout_id: str, holder: str, user_ids: Iterable[str], *,
+                     ttl_s: float) -> set[str]: ...  # the rows still held
+
+    def finish_claim(self, rollout_id: str, holder: str, user_id: str, status: str,
+                     data: dict[str, Any]) -> Any: ...
+    # a ``FinishResult``: written (False: the row was no longer held), the rollout's status
+
+    def release_claims(self, rollout_id: str, holder: str,
+                       user_ids: Iterable[str] | None = None) -> int: ...
+
+    def rollout_status(self, rollout_id: str) -> str | None: ...
+
+    def open_worker_rollouts(self, limit: int = 50) -> list[str]: ...
+
+    def reopen_for_workers(self, rollout_id: str) -> int: ...
 
 
 @runtime_checkable

@@ -1,5 +1,10 @@
-"""The registry file's versioned DDL. Each entry of ``MIGRATIONS`` moves a file from schema
-version i to i+1 (``PRAGMA user_version``); append new entries, never edit a shipped one.
+"""The registry's SQLite DDL of schema versions 1 to 7, as shipped before the registry was
+migrated with Alembic. Each entry of ``MIGRATIONS`` moves a file from schema version i to
+i+1; the Alembic revisions ``0001``..``0007`` of ``engine.registry.migrations`` run exactly
+these statements on SQLite, so a file built either way has the same schema. The tuple is
+frozen: a later change of the schema is a new Alembic revision (for SQLite and PostgreSQL),
+never a new entry here, and ``SCHEMA_VERSION`` is the number of the head revision
+(``tests/registry/test_schema_upgrade.py`` checks it against the script directory).
 
 Tables: ``users`` (the reference design's userDatabaseConfig: ciphertexts only),
 ``journal`` (byodMigrations: one row per user, plan and step), ``leases`` (one runner per
@@ -208,4 +213,6 @@ MIGRATIONS: tuple[str, ...] = (
         ON rollout_deployments (rollout_id, wave, status, position)
     """,
 )
-SCHEMA_VERSION = len(MIGRATIONS)
+# The head Alembic revision's number (revision ids are "0001", "0002", ...): the schema this
+# engine reads and writes. Raise it with every new revision.
+SCHEMA_VERSION = 7

@@ -13,6 +13,11 @@ write lock from ``BEGIN IMMEDIATE``; ``FOR UPDATE`` on PostgreSQL, so concurrent
 the same row wait instead of deciding on a stale read. ``_skip_locked`` follows a claim's
 ``SELECT`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so workers claiming rows at once each
 take different rows instead of queueing behind each other.
+
+Where the row that would be locked may not exist yet, a role either inserts it first
+(``INSERT … ON CONFLICT DO NOTHING``, then the locking ``SELECT``) or, when there is no row
+to lock at all (a user's one open job), calls ``_serialize(conn, key)``: a no-op on SQLite,
+a transaction-scoped advisory lock on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ __all__ = ["SqlCore"]
 
 
 class SqlCore:
-    """Declarations only: ``SqliteStore`` and ``PostgresStore`` define them."""
+    """Declarations (``SqliteStore`` and ``PostgresStore`` define them) and SQLite's
+    dialect words, which ``PostgresStore`` overrides."""
 
     dialect: str = "sqlite"
     _for_update: str = ""
@@ -39,8 +45,11 @@ class SqlCore:
 
         def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]: ...
 
-        @staticmethod
-        def _get(conn: Any, user_id: str) -> UserConfig: ...
+        def _get(self, conn: Any, user_id: str) -> UserConfig: ...
 
         def _audit(self, conn: Any, user_id: str, event: str,
                    detail: dict[str, Any] | None) -> None: ...
+
+    def _serialize(self, conn: Any, key: str) -> None:
+        """Make writers of ``key`` wait for each other until this write ends (SQLite: they
+        already do, one writer at a time)."""

@@ -8,6 +8,7 @@ inserting duplicates.
 
 from __future__ import annotations
 
+from engine.schema.main_registry_tables import REGISTRY_TABLES
 from engine.schema.models import (
     ArrayV,
     DbIndex,
@@ -37,5 +38,8 @@ MAIN_ENGINE_TABLES: dict[str, Table] = {
         ),
     ),
 }
+
+# the registry's tables, for a registry kept on main (``BYOD_REGISTRY=convex:main``)
+MAIN_ENGINE_TABLES.update(REGISTRY_TABLES)
 
 MAIN_ENGINE_TABLE_NAMES = frozenset(MAIN_ENGINE_TABLES)

@@ -41,7 +41,7 @@ from engine.lifecycle.routing import Router
 from engine.ports.deployment import FunctionRunner
 from engine.ports.registry import UserConfig
 from engine.redact import redact
-from engine.registry.sqlite import SqliteStore
+from engine.registry.open import Store
 from engine.schema.models import Location
 from engine.serve.errors import ApiError, from_engine_error
 from engine.serve.functions import FunctionCatalog
@@ -55,7 +55,7 @@ class Service(Protocol):
     """What routing needs of ``engine.serve.service.Service``."""
 
     ws: Workspace
-    store: SqliteStore
+    store: Store
     catalog: FunctionCatalog
 
     @property

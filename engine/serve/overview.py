@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from engine import commands
 from engine.commands.workspace import Workspace
-from engine.registry.sqlite import SqliteStore
+from engine.registry.open import Store
 
 __all__ = ["STATUS_ORDER", "fleet_overview"]
 
@@ -20,7 +20,7 @@ class Service(Protocol):
     """What the overview reads of ``engine.serve.service.Service``."""
 
     ws: Workspace
-    store: SqliteStore
+    store: Store
     enabled: bool
 
     def head_version(self) -> str: ...

@@ -34,7 +34,7 @@ from engine.errors import ByodError, ConfigError
 from engine.plan.graph import VersionGraph
 from engine.ports.deployment import DeploymentTarget
 from engine.ports.registry import ConnectionStatus, UserConfig
-from engine.registry.sqlite import SqliteStore, open_store
+from engine.registry.sqlite import SqliteStore
 from engine.schema.models import SchemaVersion
 from engine.testing.catalog import BundleCatalog, KnownBundle
 from engine.testing.deployment import (
@@ -72,7 +72,7 @@ class TempRegistry:
             else Path(directory)
         where.mkdir(parents=True, exist_ok=True)
         key = key_hex or generate_key()
-        return cls(directory=where, key_hex=key, store=open_store(where / REGISTRY_FILE),
+        return cls(directory=where, key_hex=key, store=SqliteStore(where / REGISTRY_FILE),
                    vault=Vault.from_hex(key), owns_directory=owns)
 
     @property

@@ -53,7 +53,7 @@ def test_mistyped_versions_and_users_get_a_suggestion(env: dict[str, str],
     result = run(env, "plan", "--from", "0001_intial")
     assert result.exit_code == 1
     assert "did you mean '0001_initial'?" in result.output
-    from engine.registry.sqlite import open_store
+    from engine.registry.open import open_store
 
     with open_store(tmp_path / "registry.sqlite3") as store:
         store.upsert_credentials("alice", url_ct="x", key_ct="y")
@@ -72,7 +72,7 @@ def test_times_are_iso_8601_utc_in_json() -> None:
 
 
 def test_status_json_carries_iso_times(env: dict[str, str], tmp_path: Path) -> None:
-    from engine.registry.sqlite import open_store
+    from engine.registry.open import open_store
 
     with open_store(tmp_path / "registry.sqlite3") as store:
         store.upsert_credentials("alice", url_ct="x", key_ct="y")

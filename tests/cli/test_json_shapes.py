@@ -59,6 +59,8 @@ JSON_COMMANDS: dict[str, tuple[str, ...]] = {
     "leases list": ("leases",),  # `byod leases --json` (the group itself) prints the same
     "leases break": ("leases-break",),
     "registry check": ("registry-check",),
+    "registry upgrade": ("registry-upgrade",),
+    "registry copy": ("registry-copy",),
     "serve user-link": ("user-link",),
     "tokens create": ("token-create",),
     "tokens list": ("tokens",),
@@ -209,6 +211,17 @@ def test_rollout_list_and_empty_status(env: dict[str, str]) -> None:
     validate("status", parse(byod(env, "status", "--json")))
 
 
+def test_registry_check_and_upgrade(env: dict[str, str]) -> None:
+    from engine.registry.open import open_store
+
+    open_store(env["BYOD_REGISTRY"]).close()  # a registry at this engine's schema
+    validate("registry-check", parse(byod(env, "registry", "check", "--json")))
+    for args in (("--check",), ()):
+        data = parse(byod(env, "registry", "upgrade", *args, "--json"))
+        validate("registry-upgrade", data)
+        assert data["up_to_date"] and not data["upgraded"]
+
+
 # -- over in-memory deployments ----------------------------------------------------------------
 
 @pytest.fixture
@@ -222,6 +235,14 @@ def fleet(tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
         f.connect_user("alice", 1)
         f.connect_user("bob", 1)
         yield f
+
+
+def test_registry_copy(env: dict[str, str], fleet: InMemoryFleet, tmp_path: Path) -> None:
+    data = parse(byod(env, "registry", "copy", "--to", str(tmp_path / "copy.sqlite3"),
+                      "--json"))
+    validate("registry-copy", data)
+    assert data["ok"] and {t["table"] for t in data["tables"] if t["source_rows"]} >= {
+        "users", "audit"}
 
 
 def test_user_verbs(env: dict[str, str], fleet: InMemoryFleet) -> None:

@@ -30,7 +30,7 @@ from engine.cli.main import cli
 from engine.config import EngineConfig
 from engine.plan.graph import VersionGraph
 from engine.plan.planner import plan
-from engine.registry.sqlite import open_store
+from engine.registry.open import open_store
 from engine.schema.loader import load_versions
 from engine.vault import Vault
 

@@ -109,7 +109,7 @@ def test_diff_exits_1_when_a_change_blocks(versions_dir: Path, tmp_path: Path) -
 
 
 def _registry(path: Path, versions: dict[str, str]) -> None:
-    from engine.registry.sqlite import open_store
+    from engine.registry.open import open_store
 
     store = open_store(path)
     try:

@@ -1,20 +1,19 @@
 """A command's lease: a short TTL kept alive by a background heartbeat while it runs;
-``check()`` reports a lease that was lost so the holder stops before its next write."""
+``check()`` reports a lease that was lost so the holder stops before its next write. On
+every backend (``tests/registry/conftest.py``)."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.errors import LeaseHeld
 from engine.registry.heartbeat import HEARTBEAT_TTL_S, LeaseHeartbeat
-from engine.registry.sqlite import SqliteStore
 
 
-def test_the_heartbeat_keeps_a_short_lease_alive(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "r.sqlite3")
+def test_the_heartbeat_keeps_a_short_lease_alive(store: Any) -> None:
     with LeaseHeartbeat(store, "u1", "me", ttl_s=0.3) as beat:
         time.sleep(1.0)  # three ttls: only the heartbeat keeps it
         lease = store.current_lease("u1")
@@ -27,8 +26,7 @@ def test_the_heartbeat_keeps_a_short_lease_alive(tmp_path: Path) -> None:
     assert HEARTBEAT_TTL_S <= 30
 
 
-def test_a_lost_lease_is_reported_and_not_released(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "r.sqlite3")
+def test_a_lost_lease_is_reported_and_not_released(store: Any) -> None:
     beat = LeaseHeartbeat(store, "u1", "me", ttl_s=0.3)
     beat.acquire()
     store.break_lease("u1")

@@ -1,7 +1,8 @@
 """Leases record their holder process (host, pid namespace, pid, start time): a lease of a
 process that is provably dead on this host is taken over at once (audited); a live
 holder's, another host's or an old row's (no holder recorded) is not. Operators list and
-break leases."""
+break leases. Every test runs on every backend (``tests/registry/conftest.py``); those
+that start holder processes or edit lease rows, on the SQL ones."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -22,8 +24,8 @@ from engine.registry.sqlite import SqliteStore
 
 TAKE = """
 import sys, time
-from engine.registry.sqlite import SqliteStore
-store = SqliteStore(sys.argv[1])
+from engine.registry.open import open_store
+store = open_store(sys.argv[1])
 store.acquire_lease(sys.argv[2], sys.argv[3], 600)
 print("held", flush=True)
 if sys.argv[4] == "stay":
@@ -31,15 +33,14 @@ if sys.argv[4] == "stay":
 """
 
 
-def _holder(path: Path, key: str, holder: str, stay: bool) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", TAKE, str(path), key, holder,
+def _holder(location: str, key: str, holder: str, stay: bool) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", TAKE, location, key, holder,
                              "stay" if stay else "exit"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc
 
 
-def test_a_lease_records_its_holder_process(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "r.sqlite3")
+def test_a_lease_records_its_holder_process(store: Any) -> None:
     lease = store.acquire_lease("u1", "me", 30)
     me = current_process()
     assert (lease.host, lease.pid, lease.pid_started) == (me.host, os.getpid(), me.started)
@@ -50,12 +51,13 @@ def test_a_lease_records_its_holder_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_dead_holders_lease_is_taken_over_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "r.sqlite3"
-    SqliteStore(path).close()
-    proc = _holder(path, "u1", "crashed-runner", stay=False)
+@pytest.mark.usefixtures("sql_only")
+def test_a_dead_holders_lease_is_taken_over_at_once(registry_location: str,
+                                                    make_store: Callable[..., Any]) -> None:
+    make_store()  # the registry exists before the holder starts
+    proc = _holder(registry_location, "u1", "crashed-runner", stay=False)
     proc.wait(timeout=30)
-    store = SqliteStore(path)
+    store = make_store()
     [held] = store.list_leases()
     assert held.pid == proc.pid and held.expires_at > time.time() + 500  # far from expiry
     lease = store.acquire_lease("u1", "rescuer", 30)
@@ -66,55 +68,56 @@ def test_a_dead_holders_lease_is_taken_over_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_killed_holder_not_yet_reaped_counts_as_dead(tmp_path: Path) -> None:
-    path = tmp_path / "r.sqlite3"
-    SqliteStore(path).close()
-    proc = _holder(path, "u1", "killed", stay=True)
+@pytest.mark.usefixtures("sql_only")
+def test_a_killed_holder_not_yet_reaped_counts_as_dead(registry_location: str,
+                                                       make_store: Callable[..., Any]) -> None:
+    store = make_store()
+    proc = _holder(registry_location, "u1", "killed", stay=True)
     try:
         proc.kill()
         time.sleep(0.3)  # a zombie until we wait for it
-        assert SqliteStore(path).acquire_lease("u1", "rescuer", 30).holder == "rescuer"
+        assert store.acquire_lease("u1", "rescuer", 30).holder == "rescuer"
     finally:
         proc.wait(timeout=30)
 
 
 @pytest.mark.timeout(60)
-def test_a_live_holder_keeps_its_lease_and_a_reused_pid_does_not(tmp_path: Path) -> None:
-    path = tmp_path / "r.sqlite3"
-    store = SqliteStore(path)
-    proc = _holder(path, "u1", "alive", stay=True)
+@pytest.mark.usefixtures("sql_only")
+def test_a_live_holder_keeps_its_lease_and_a_reused_pid_does_not(
+        registry_location: str, make_store: Callable[..., Any]) -> None:
+    store = make_store()
+    proc = _holder(registry_location, "u1", "alive", stay=True)
     try:
         with pytest.raises(LeaseHeld) as caught:
             store.acquire_lease("u1", "other", 30)
         assert caught.value.holder == "alive"
         # the same pid with another start time: the holder died and the pid was reused
-        with sqlite3.connect(path) as raw:
-            raw.execute("UPDATE leases SET pid_started = pid_started - 100")
+        with store._write() as conn:
+            conn.execute("UPDATE leases SET pid_started = pid_started - 100")
         assert store.acquire_lease("u1", "other", 30).holder == "other"
     finally:
         proc.kill()
         proc.wait(timeout=30)
 
 
-def test_another_hosts_or_an_unrecorded_holder_waits_for_expiry(tmp_path: Path) -> None:
-    path = tmp_path / "r.sqlite3"
-    store = SqliteStore(path)
+@pytest.mark.usefixtures("sql_only")
+def test_another_hosts_or_an_unrecorded_holder_waits_for_expiry(store: Any) -> None:
     store.acquire_lease("a", "remote", 30)
     store.acquire_lease("b", "old", 30)
-    with sqlite3.connect(path) as raw:  # a pid that cannot exist here, on another host
-        raw.execute("UPDATE leases SET host = 'elsewhere', pid = 4194304 WHERE deployment = 'a'")
-        raw.execute("UPDATE leases SET host = NULL, pid = NULL WHERE deployment = 'b'")
+    with store._write() as conn:  # a pid that cannot exist here, on another host
+        conn.execute("UPDATE leases SET host = 'elsewhere', pid = 4194304 "
+                     "WHERE deployment = 'a'")
+        conn.execute("UPDATE leases SET host = NULL, pid = NULL WHERE deployment = 'b'")
     for key in ("a", "b"):
         with pytest.raises(LeaseHeld):
             store.acquire_lease(key, "me", 30)
-    with sqlite3.connect(path) as raw:  # the same pid on this host: provably gone
-        raw.execute("UPDATE leases SET host = ? WHERE deployment = 'a'",
-                    (current_process().host,))
+    with store._write() as conn:  # the same pid on this host: provably gone
+        conn.execute("UPDATE leases SET host = ? WHERE deployment = 'a'",
+                     (current_process().host,))
     assert store.acquire_lease("a", "me", 30).holder == "me"
 
 
-def test_list_and_break(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "r.sqlite3")
+def test_list_and_break(store: Any) -> None:
     assert isinstance(store, LeaseAdmin)
     store.acquire_lease("u2", "x", 30)
     store.acquire_lease("u1", "y", 0.01)

@@ -34,7 +34,8 @@ def test_a_sound_registry_passes(tmp_path: Path) -> None:
     assert "sound" in result.output and f"schema version {SCHEMA_VERSION}" in result.output
     data = json.loads(_check(tmp_path, registry, "--json").output)
     assert data == {"registry": str(registry), "exists": True, "ok": True,
-                    "schema_version": SCHEMA_VERSION, "problems": []}
+                    "schema_version": SCHEMA_VERSION, "revision": f"{SCHEMA_VERSION:04d}",
+                    "problems": []}
 
 
 def test_an_unreadable_rollout_record_is_named(tmp_path: Path) -> None:

@@ -2,14 +2,15 @@
 summary count (never the rollout's document), the whole record still loads in the shape it
 always had, rows page through an index, listings carry counts instead of rows, the check
 finds counts that disagree, and records written before (a version-4 registry, rows inside
-the document) still load, list and move their rows out on the first save."""
+the document) still load, list and move their rows out on the first save. The rows' tests
+run on every backend; the older files' are SQLite's."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -29,10 +30,11 @@ class Clock:
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "registry.sqlite3", clock=Clock())
-    yield s
-    s.close()
+def store(make_store: Callable[..., Any]) -> Any:
+    """A fresh registry of each backend (``tests/registry/conftest.py``), its clock one
+    second further at every call."""
+
+    return make_store(Clock())
 
 
 def doc_of(rollout_id: str, waves: dict[str, list[str]], *,
@@ -61,6 +63,7 @@ def raw(store: SqliteStore, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
     return store._read(sql, params)
 
 
+@pytest.mark.usefixtures("sql_only")
 def test_a_record_is_a_header_plus_rows_and_loads_whole(store: SqliteStore) -> None:
     doc = doc_of("r-1", WAVES, status={"u7": "succeeded"})
     store.save_rollout("r-1", doc)
@@ -83,6 +86,7 @@ def test_a_record_is_a_header_plus_rows_and_loads_whole(store: SqliteStore) -> N
     assert store.rollout_counts("r-1") == {"pending": 2}
 
 
+@pytest.mark.usefixtures("sql_only")
 def test_saving_an_outcome_writes_its_row_and_count_only(store: SqliteStore) -> None:
     store.save_rollout("r-1", doc_of("r-1", WAVES))
     before = raw(store, "SELECT data, updated_at FROM rollouts")[0]
@@ -107,6 +111,7 @@ def test_saving_an_outcome_writes_its_row_and_count_only(store: SqliteStore) -> 
     assert [w["deployments"] for w in loaded["waves"]] == list(WAVES.values())
 
 
+@pytest.mark.usefixtures("sql_only")
 def test_counts_follow_every_transition(store: SqliteStore) -> None:
     store.save_rollout("r-1", doc_of("r-1", WAVES))
     steps = [("u7", "succeeded"), ("u2", "failed"), ("u2", "failed"), ("u2", "succeeded"),
@@ -176,6 +181,7 @@ def test_listing_carries_counts_not_rows(store: SqliteStore) -> None:
     assert [d["rollout_id"] for d in store.list_rollouts(limit=1)] == ["r-a"]
 
 
+@pytest.mark.usefixtures("sql_only")
 def test_the_check_finds_counts_that_disagree_with_rows(store: SqliteStore) -> None:
     store.save_rollout("r-1", doc_of("r-1", WAVES))
     assert store.verify() == []

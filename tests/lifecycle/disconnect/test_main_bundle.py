@@ -15,6 +15,7 @@ from engine.check import deep as deepcheck
 from engine.config import EngineConfig
 from engine.plan.graph import VersionGraph
 from engine.schema.loader import load_versions
+from engine.schema.main_tables import MAIN_ENGINE_TABLE_NAMES  # byodImports, byodReg*
 
 CONFIG = EngineConfig()
 
@@ -26,8 +27,8 @@ def _head():  # type: ignore[no-untyped-def]
 def test_main_bundle_holds_every_table_and_the_main_functions() -> None:
     head = _head()
     bundle = compile_bundle(head.schema, version_id=head.id, config=CONFIG, target="main")
-    assert set(head.schema.tables) | {"byodVersions", "byodSteps", "byodImports"} == \
-        set(bundle.tables)
+    assert set(head.schema.tables) | {"byodVersions", "byodSteps"} | MAIN_ENGINE_TABLE_NAMES \
+        == set(bundle.tables)
     assert "convex/byodMain.ts" in bundle.files
     for name in MAIN_FUNCTIONS:
         assert f"export const {name.split(':')[1]} =" in bundle.files["convex/byodMain.ts"]

@@ -1,5 +1,5 @@
-"""``SqliteAlerts``: the ``AlertStore`` role of ``SqliteStore`` (a mixin, like those of
-``engine.registry.sqlite_roles``).
+"""``SqlAlerts``: the ``AlertStore`` role of both SQL stores (a mixin, like those of
+``engine.registry.sql_roles``).
 
 An alert is written when it is detected, before any delivery is tried — one row per
 delivery channel (``webhook``, ``email``) — so a receiver that is down, or a monitor process
@@ -12,13 +12,13 @@ and pruned after ``KEEP_DELIVERED_S``.
 from __future__ import annotations
 
 import json
-import sqlite3
+from typing import Any
 
 from engine.ports.registry import PendingAlert
 from engine.redact import redact
-from engine.registry.sqlite_roles import SqliteCore
+from engine.registry.sql_core import SqlCore
 
-__all__ = ["CHANNELS", "KEEP_DELIVERED_S", "SqliteAlerts"]
+__all__ = ["CHANNELS", "KEEP_DELIVERED_S", "SqlAlerts"]
 
 KEEP_DELIVERED_S = 30 * 86_400.0
 CHANNELS = ("webhook", "email")
@@ -27,14 +27,14 @@ _COLS = ("id, event, payload, created_at, attempts, next_at, last_error, deliver
          "channel")
 
 
-def _alert(row: sqlite3.Row) -> PendingAlert:
+def _alert(row: Any) -> PendingAlert:
     return PendingAlert(id=row["id"], event=row["event"], payload=json.loads(row["payload"]),
                         created_at=row["created_at"], attempts=row["attempts"],
                         next_at=row["next_at"], last_error=row["last_error"],
                         delivered_at=row["delivered_at"], channel=row["channel"])
 
 
-class SqliteAlerts(SqliteCore):
+class SqlAlerts(SqlCore):
     """``AlertStore``: alerts kept until their channel acknowledges them."""
 
     def enqueue_alert(self, event: str, payload: dict[str, object],
@@ -47,11 +47,10 @@ class SqliteAlerts(SqliteCore):
         text = redact(json.dumps(payload, default=str, sort_keys=True))
         now = self._clock()
         with self._write() as conn:
-            cur = conn.execute(
+            row = conn.execute(
                 "INSERT INTO alerts (event, payload, created_at, attempts, next_at, channel) "
-                "VALUES (?, ?, ?, 0, ?, ?)", (event, text, now, now, channel))
-            row = conn.execute(f"SELECT {_COLS} FROM alerts WHERE id = ?",
-                               (cur.lastrowid,)).fetchone()
+                f"VALUES (?, ?, ?, 0, ?, ?) RETURNING {_COLS}",
+                (event, text, now, now, channel)).fetchone()
             return _alert(row)
 
     def pending_alerts(self, limit: int = 100,

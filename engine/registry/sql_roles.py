@@ -1,19 +1,18 @@
-"""The SQLite implementations of the registry's smaller roles, as mixins of ``SqliteStore``.
+"""The registry's smaller roles, written once for SQLite and PostgreSQL, as mixins over
+``engine.registry.sql_core.SqlCore``.
 
-``engine.registry.sqlite`` keeps the connection (WAL, busy timeout, ``BEGIN IMMEDIATE``
-writes, DDL upgrades) and the ``UserStore`` role; this module holds the rest of
-``RegistryStore``, one mixin per role protocol of ``engine.ports.registry``:
-``SqliteJournal`` (``JournalStore``), ``SqliteLeases`` (``LeaseStore``), ``SqliteAudit``
-(``AuditLog``) and ``SqliteProgress`` (``ProgressStore``); ``RolloutStore`` lives in
-``engine.registry.sqlite_rollouts``. Each uses only what ``SqliteCore`` declares, which
-``SqliteStore`` provides: its clock, ``_write`` (one write transaction), ``_read`` and
-``_get``.
+One mixin per role protocol of ``engine.ports.registry``: ``SqlJournal``
+(``JournalStore``), ``SqlLeases`` (``LeaseStore``), ``SqlAudit`` (``AuditLog``) and
+``SqlProgress`` (``ProgressStore``); ``RolloutStore`` lives in
+``engine.registry.sql_rollouts``, the users role in ``engine.registry.sql_users``. Each uses
+only what ``SqlCore`` declares, which ``SqliteStore`` and ``PostgresStore`` provide: the
+clock, ``_write`` (one write transaction), ``_read`` and ``_get``. Every ``SELECT`` inside a
+write whose answer decides what is written carries ``self._for_update``.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import replace
 from typing import Any
 
@@ -32,11 +31,10 @@ from engine.registry.process import ProcessId, current_process, provably_dead
 from engine.registry.sql_core import SqlCore
 
 __all__ = [
-    "SqliteAudit",
-    "SqliteCore",
-    "SqliteJournal",
-    "SqliteLeases",
-    "SqliteProgress",
+    "SqlAudit",
+    "SqlJournal",
+    "SqlLeases",
+    "SqlProgress",
 ]
 
 _JOURNAL_COLS = (
@@ -45,7 +43,7 @@ _JOURNAL_COLS = (
 )
 
 
-def _entry(row: sqlite3.Row) -> JournalEntry:
+def _entry(row: Any) -> JournalEntry:
     return JournalEntry(**{k: row[k] for k in row.keys()})
 
 
@@ -55,13 +53,12 @@ def _clean(text: str | None) -> str | None:
     return None if text is None else redact(str(text))[:2000]
 
 
-SqliteCore = SqlCore  # the name the mixins were written against
 
 
-class SqliteAudit(SqliteCore):
+class SqlAudit(SqlCore):
     """``AuditLog``: an append-only, redacted record of state changes."""
 
-    def _audit(self, conn: sqlite3.Connection, user_id: str, event: str,
+    def _audit(self, conn: Any, user_id: str, event: str,
                detail: dict[str, Any] | None) -> None:
         """Append one entry inside the caller's write transaction."""
 
@@ -84,7 +81,7 @@ class SqliteAudit(SqliteCore):
                            detail=json.loads(r["detail"])) for r in reversed(rows)]
 
 
-class SqliteJournal(SqliteCore):
+class SqlJournal(SqlCore):
     """``JournalStore``: the per-step migration journal."""
 
     def journal_plan(self, entries: list[JournalEntry]) -> None:
@@ -116,7 +113,7 @@ class SqliteJournal(SqliteCore):
     ) -> JournalEntry:
         with self._write() as conn:
             row = conn.execute(f"SELECT {_JOURNAL_COLS} FROM journal WHERE user_id = ? AND "
-                               "plan_id = ? AND step_id = ?",
+                               f"plan_id = ? AND step_id = ? {self._for_update}",
                                (user_id, plan_id, step_id)).fetchone()
             if row is None:
                 raise RegistryError(
@@ -163,7 +160,7 @@ _LEASE_COLS = ("deployment, holder, acquired_at, expires_at, renewed_at, host, p
                "pid_started, pid_namespace")
 
 
-def _lease(row: sqlite3.Row) -> Lease:
+def _lease(row: Any) -> Lease:
     return Lease(deployment=row["deployment"], holder=row["holder"],
                  expires_at=row["expires_at"], acquired_at=row["acquired_at"],
                  renewed_at=row["renewed_at"], host=row["host"], pid=row["pid"],
@@ -179,7 +176,7 @@ def holder_process(lease: Lease) -> ProcessId | None:
                      pid_namespace=lease.pid_namespace)
 
 
-class SqliteLeases(SqliteCore):
+class SqlLeases(SqlCore):
     """``LeaseStore`` and ``LeaseAdmin``: one runner per deployment, through expiring
     leases that record their holder process."""
 
@@ -194,8 +191,20 @@ class SqliteLeases(SqliteCore):
         me = current_process()
         with self._write() as conn:
             now = self._clock()
-            row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ?",
-                               (deployment,)).fetchone()
+            expires = now + ttl_s
+            mine = Lease(deployment=deployment, holder=holder, expires_at=expires,
+                         acquired_at=now, renewed_at=now, host=me.host, pid=me.pid,
+                         pid_started=me.started, pid_namespace=me.pid_namespace)
+            values = (deployment, holder, now, expires, now, me.host, me.pid, me.started,
+                      me.pid_namespace)
+            # a new key: the insert alone decides (concurrent inserters of the key wait on
+            # its unique index, then find it taken); a key with a row: lock it, then decide
+            if conn.execute(f"INSERT INTO leases ({_LEASE_COLS}) VALUES "
+                            "(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (deployment) DO NOTHING "
+                            "RETURNING deployment", values).fetchone() is not None:
+                return mine
+            row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ? "
+                               f"{self._for_update}", (deployment,)).fetchone()
             old = _lease(row) if row is not None else None
             why = ""
             if old is not None and old.holder != holder:
@@ -206,28 +215,24 @@ class SqliteLeases(SqliteCore):
                     if proc is None or not provably_dead(proc):
                         raise LeaseHeld(deployment, old.holder, old.expires_at)
                     why = "holder process is dead"
-            expires = now + ttl_s
             conn.execute(
                 f"INSERT INTO leases ({_LEASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (deployment) DO UPDATE SET holder = excluded.holder, "
                 "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at, "
                 "renewed_at = excluded.renewed_at, host = excluded.host, pid = excluded.pid, "
                 "pid_started = excluded.pid_started, pid_namespace = excluded.pid_namespace",
-                (deployment, holder, now, expires, now, me.host, me.pid, me.started,
-                 me.pid_namespace))
+                values)
             if old is not None and old.holder != holder:
                 self._audit(conn, deployment, "lease_taken_over",
                             {"from": old.holder, "to": holder, "reason": why,
                              "expired_at": old.expires_at, "host": old.host, "pid": old.pid})
-            return Lease(deployment=deployment, holder=holder, expires_at=expires,
-                         acquired_at=now, renewed_at=now, host=me.host, pid=me.pid,
-                         pid_started=me.started, pid_namespace=me.pid_namespace)
+            return mine
 
     def renew_lease(self, deployment: str, holder: str, ttl_s: float) -> Lease:
         with self._write() as conn:
             now = self._clock()
-            row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ?",
-                               (deployment,)).fetchone()
+            row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ? "
+                               f"{self._for_update}", (deployment,)).fetchone()
             if row is None or row["holder"] != holder:
                 raise LeaseHeld(deployment, row["holder"] if row else "nobody",
                                 row["expires_at"] if row else 0.0)
@@ -260,8 +265,8 @@ class SqliteLeases(SqliteCore):
         holder it ended. None when there was no lease."""
 
         with self._write() as conn:
-            row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ?",
-                               (deployment,)).fetchone()
+            row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE deployment = ? "
+                               f"{self._for_update}", (deployment,)).fetchone()
             if row is None:
                 return None
             old = _lease(row)
@@ -272,7 +277,7 @@ class SqliteLeases(SqliteCore):
             return old
 
 
-class SqliteProgress(SqliteCore):
+class SqlProgress(SqlCore):
     """``ProgressStore``: one user's resumable copy progress, per kind."""
 
     @staticmethod

@@ -1,7 +1,7 @@
-"""``SqliteServe``: the service's ``JobStore`` and ``TokenStore`` roles of ``SqliteStore``
-(a mixin, like those of ``engine.registry.sqlite_roles``).
+"""``SqlServe``: the service's ``JobStore`` and ``TokenStore`` roles of both SQL stores
+(a mixin, like those of ``engine.registry.sql_roles``).
 
-Jobs are claimed inside one ``BEGIN IMMEDIATE`` transaction (read the oldest claimable row,
+Jobs are claimed inside one write transaction (read the oldest claimable row,
 then take it), so two service processes never run the same job at once; a claim expires
 unless renewed, and a claim whose process is provably dead (same host, the pid gone) is
 taken over at once. Tokens are stored as SHA-256 hashes only.
@@ -10,14 +10,13 @@ taken over at once. Tokens are stored as SHA-256 hashes only.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any, Callable
 
 from engine.ports.serve import ApiToken, Job, JobConflict, JobState
 from engine.redact import redact
-from engine.registry.sqlite_roles import SqliteCore
+from engine.registry.sql_core import SqlCore
 
-__all__ = ["MAX_JOB_EVENTS", "SqliteServe"]
+__all__ = ["MAX_JOB_EVENTS", "SqlServe"]
 
 MAX_JOB_EVENTS = 500  # a job keeps its newest events; older ones are dropped
 _JOB_COLS = ("job_id, kind, user_id, state, params, stage, progress, result, error, "
@@ -26,7 +25,7 @@ _TOKEN_COLS = "token_id, name, scopes, created_at, last_used_at, revoked_at"
 _TOUCH_EVERY_S = 60.0
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Any) -> Job:
     return Job(job_id=row["job_id"], kind=row["kind"], user_id=row["user_id"],
                state=row["state"], params=json.loads(row["params"] or "{}"),
                stage=row["stage"], progress=tuple(json.loads(row["progress"] or "[]")),
@@ -36,14 +35,14 @@ def _job(row: sqlite3.Row) -> Job:
                claim_expires=row["claim_expires"])
 
 
-def _token(row: sqlite3.Row) -> ApiToken:
+def _token(row: Any) -> ApiToken:
     return ApiToken(token_id=row["token_id"], name=row["name"],
                     scopes=tuple(s for s in row["scopes"].split(",") if s),
                     created_at=row["created_at"], last_used_at=row["last_used_at"],
                     revoked_at=row["revoked_at"])
 
 
-class SqliteServe(SqliteCore):
+class SqlServe(SqlCore):
     """``JobStore`` + ``TokenStore`` over the ``jobs`` and ``api_tokens`` tables."""
 
     # -- jobs -------------------------------------------------------------------------------
@@ -55,6 +54,7 @@ class SqliteServe(SqliteCore):
         now = self._clock()
         with self._write() as conn:
             if exclusive:
+                self._serialize(conn, f"jobs:{user_id}")  # no row to lock: none is open
                 row = conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE user_id = ? AND state "
                                    "IN ('queued', 'running') ORDER BY created_at LIMIT 1",
                                    (user_id,)).fetchone()
@@ -97,7 +97,7 @@ class SqliteServe(SqliteCore):
         with self._write() as conn:
             rows = conn.execute(
                 f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ('queued', 'running') "
-                "ORDER BY created_at, job_id").fetchall()
+                f"ORDER BY created_at, job_id {self._for_update}").fetchall()
             for row in rows:
                 job = _job(row)
                 takeable = job.state == "queued" or job.claim_expires is None \
@@ -135,8 +135,8 @@ class SqliteServe(SqliteCore):
 
         now = self._clock()
         with self._write() as conn:
-            row = conn.execute("SELECT progress FROM jobs WHERE job_id = ? AND claimed_by = ?",
-                               (job_id, holder)).fetchone()
+            row = conn.execute("SELECT progress FROM jobs WHERE job_id = ? AND claimed_by = ? "
+                               f"{self._for_update}", (job_id, holder)).fetchone()
             if row is None:
                 return
             events = json.loads(row["progress"] or "[]")

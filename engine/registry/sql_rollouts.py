@@ -1,5 +1,5 @@
-"""``RolloutStore`` in SQLite: a rollout's header in ``rollouts``, one row per deployment in
-``rollout_deployments``, the summary per status in ``rollout_counts``.
+"""``RolloutStore`` for SQLite and PostgreSQL: a rollout's header in ``rollouts``, one row
+per deployment in ``rollout_deployments``, the summary per status in ``rollout_counts``.
 
 Why rows: a rollout saves progress after every deployment. Rewriting one document that
 holds every deployment made that save grow with the fleet (quadratic over a rollout);
@@ -20,14 +20,13 @@ rows out, in the same transaction.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any, Iterable
 
 from engine.errors import RegistryError
 from engine.ports.registry import RolloutRow
-from engine.registry.sqlite_roles import SqliteCore
+from engine.registry.sql_core import SqlCore
 
-__all__ = ["SqliteRollouts", "split_rollout"]
+__all__ = ["SqlRollouts", "split_rollout"]
 
 _ROW_COLUMNS = ("user_id", "status")  # held in columns, not in a row's data
 _ROWS, _DOCUMENT = "rows", "document"
@@ -109,7 +108,7 @@ def _assemble(header: dict[str, Any], rows: list[RolloutRow],
     return doc
 
 
-def _row(rollout_id: str, r: sqlite3.Row) -> RolloutRow:
+def _row(rollout_id: str, r: Any) -> RolloutRow:
     return RolloutRow(rollout_id=rollout_id, user_id=r["user_id"], position=r["position"],
                       status=r["status"], data=json.loads(r["data"]),
                       updated_at=r["updated_at"])
@@ -122,6 +121,18 @@ def _rows_of_document(rollout_id: str, doc: dict[str, Any],
             for i, (uid, status, data) in enumerate(rows)]
 
 
+def _wave_of_position(header: dict[str, Any], n: int) -> list[int]:
+    """Each row's wave index (the ``wave`` column worker claims are ordered by), from the
+    header's wave sizes in row order; rows no wave holds take the last index after them."""
+
+    out: list[int] = []
+    waves = header.get("waves") if isinstance(header.get("waves"), list) else []
+    for index, wave in enumerate(waves or []):
+        size = int(wave.get("size") or 0) if isinstance(wave, dict) else 0
+        out += [index] * size
+    return (out + [len(waves or [])] * n)[:n]
+
+
 def _counts(rows: Iterable[tuple[str, str, dict]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for _, status, _ in rows:
@@ -129,7 +140,7 @@ def _counts(rows: Iterable[tuple[str, str, dict]]) -> dict[str, int]:
     return out
 
 
-class SqliteRollouts(SqliteCore):
+class SqlRollouts(SqlCore):
     """``RolloutStore``: a header per rollout, a row per deployment, counts per status."""
 
     # -- writes ----------------------------------------------------------------------------
@@ -142,7 +153,7 @@ class SqliteRollouts(SqliteCore):
             if isinstance(data.get("deployments"), dict):
                 header, rows = split_rollout(data)
                 self._put_header(conn, rollout_id, header, _ROWS)
-                self._put_rows(conn, rollout_id, rows)
+                self._put_rows(conn, rollout_id, rows, header)
             else:
                 self._put_header(conn, rollout_id, data, _DOCUMENT)
                 self._drop_rows(conn, rollout_id)
@@ -181,9 +192,14 @@ class SqliteRollouts(SqliteCore):
                 conn.execute("UPDATE rollout_deployments SET status = ?, data = ?, "
                              "updated_at = ? WHERE rollout_id = ? AND user_id = ?",
                              (status, body, now, rollout_id, user_id))
+            moves = {status: 0 if old == status else 1}
             if old is not None and old != status:
-                self._count(conn, rollout_id, old, -1, now)
-            self._count(conn, rollout_id, status, 0 if old == status else 1, now)
+                moves[old] = -1
+            # count rows are locked in one order (by status) by every writer: two writers
+            # moving rows between the same two statuses in opposite directions would
+            # otherwise each hold the count the other waits for (PostgreSQL: a deadlock)
+            for moved in sorted(moves):
+                self._count(conn, rollout_id, moved, moves[moved], now)
 
     # -- reads -----------------------------------------------------------------------------
     def load_rollout(self, rollout_id: str) -> dict[str, Any] | None:
@@ -262,10 +278,14 @@ class SqliteRollouts(SqliteCore):
         """Headers, most recently active first, without their rows: a record that has
         deployments carries ``counts`` (per status) instead, and its waves their sizes."""
 
+        # the later of the header's time and its last outcome's (CASE: SQLite has no
+        # GREATEST, and its two-argument max() is not PostgreSQL's)
         rows = self._read(
-            "SELECT rollout_id, data, layout, max(updated_at, coalesce((SELECT "
-            "max(c.updated_at) FROM rollout_counts c WHERE c.rollout_id = r.rollout_id), 0)) "
-            "AS touched FROM rollouts r ORDER BY touched DESC, rowid DESC LIMIT ?", (limit,))
+            "SELECT rollout_id, data, layout, CASE WHEN last > updated_at THEN last ELSE "
+            "updated_at END AS touched FROM (SELECT r.rollout_id, r.data, r.layout, "
+            "r.updated_at, r.created_at, (SELECT coalesce(max(c.updated_at), 0) FROM "
+            "rollout_counts c WHERE c.rollout_id = r.rollout_id) AS last FROM rollouts r) h "
+            "ORDER BY touched DESC, created_at DESC, rollout_id DESC LIMIT ?", (limit,))
         out = []
         for r in rows:
             doc = json.loads(r["data"])
@@ -318,21 +338,22 @@ class SqliteRollouts(SqliteCore):
                           (rollout_id,))
         return rows[0]["t"] if rows else None
 
-    @staticmethod
-    def _status_of(conn: sqlite3.Connection, rollout_id: str, user_id: str) -> str | None:
+    def _status_of(self, conn: Any, rollout_id: str, user_id: str) -> str | None:
+        """A row's status, locked until the write ends: the counts move from it."""
+
         row = conn.execute("SELECT status FROM rollout_deployments WHERE rollout_id = ? AND "
-                           "user_id = ?", (rollout_id, user_id)).fetchone()
+                           f"user_id = ? {self._for_update}", (rollout_id, user_id)).fetchone()
         return None if row is None else str(row["status"])
 
     @staticmethod
-    def _count(conn: sqlite3.Connection, rollout_id: str, status: str, delta: int,
+    def _count(conn: Any, rollout_id: str, status: str, delta: int,
                now: float) -> None:
         conn.execute("INSERT INTO rollout_counts (rollout_id, status, n, updated_at) "
                      "VALUES (?, ?, ?, ?) ON CONFLICT (rollout_id, status) DO UPDATE SET "
-                     "n = n + excluded.n, updated_at = excluded.updated_at",
+                     "n = rollout_counts.n + excluded.n, updated_at = excluded.updated_at",
                      (rollout_id, status, delta, now))
 
-    def _put_header(self, conn: sqlite3.Connection, rollout_id: str, header: dict[str, Any],
+    def _put_header(self, conn: Any, rollout_id: str, header: dict[str, Any],
                     layout: str) -> None:
         now = self._clock()
         conn.execute(
@@ -342,18 +363,19 @@ class SqliteRollouts(SqliteCore):
             (rollout_id, _dumps(header), now, now, layout))
 
     @staticmethod
-    def _drop_rows(conn: sqlite3.Connection, rollout_id: str) -> None:
+    def _drop_rows(conn: Any, rollout_id: str) -> None:
         conn.execute("DELETE FROM rollout_deployments WHERE rollout_id = ?", (rollout_id,))
         conn.execute("DELETE FROM rollout_counts WHERE rollout_id = ?", (rollout_id,))
 
-    def _put_rows(self, conn: sqlite3.Connection, rollout_id: str,
-                  rows: list[tuple[str, str, dict]]) -> None:
+    def _put_rows(self, conn: Any, rollout_id: str, rows: list[tuple[str, str, dict]],
+                  header: dict[str, Any] | None = None) -> None:
         now = self._clock()
         self._drop_rows(conn, rollout_id)
+        waves = _wave_of_position(header or {}, len(rows))
         conn.executemany(
             "INSERT INTO rollout_deployments (rollout_id, user_id, position, status, data, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            ((rollout_id, uid, i, status, _dumps(data), now)
+            "updated_at, wave) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((rollout_id, uid, i, status, _dumps(data), now, waves[i])
              for i, (uid, status, data) in enumerate(rows)))
         # a count's updated_at is the last outcome saved (0: none yet); the whole record's
         # time is its header's
@@ -361,13 +383,14 @@ class SqliteRollouts(SqliteCore):
             "INSERT INTO rollout_counts (rollout_id, status, n, updated_at) VALUES (?,?,?,0)",
             ((rollout_id, status, n) for status, n in _counts(rows).items()))
 
-    def _rows_apart(self, conn: sqlite3.Connection, rollout_id: str, *,
+    def _rows_apart(self, conn: Any, rollout_id: str, *,
                     missing_is_error: bool = False) -> None:
         """Move an older record's rows out of its document (once); nothing for a record
         that already keeps them apart. ``missing_is_error``: no record is an error."""
 
-        row = conn.execute("SELECT data, layout FROM rollouts WHERE rollout_id = ?",
-                           (rollout_id,)).fetchone()
+        # locked: a new row's position, and a move of the rows, follow from the header
+        row = conn.execute(f"SELECT data, layout FROM rollouts WHERE rollout_id = ? "
+                           f"{self._for_update}", (rollout_id,)).fetchone()
         if row is None:
             if missing_is_error:
                 raise RegistryError(f"no rollout {rollout_id!r} in the registry to record a "
@@ -381,4 +404,4 @@ class SqliteRollouts(SqliteCore):
         else:
             header, rows = (doc if isinstance(doc, dict) else {}), []
         self._put_header(conn, rollout_id, header, _ROWS)
-        self._put_rows(conn, rollout_id, rows)
+        self._put_rows(conn, rollout_id, rows, header)
