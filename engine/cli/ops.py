@@ -8,6 +8,7 @@ Nothing here prints a URL or a key: every text comes from reports that are sanit
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +104,19 @@ def monitor_cmd(interval: float, max_runs: int | None, once: bool, concurrency: 
         click.echo(f"[{stamp}] {counts}" + (f"; {moved}" if moved else "")
                    + (f"; {pending}" if pending else ""))
 
+    def standby(holder: str | None) -> None:
+        note = (f"standing by: the monitor runs in {holder}" if holder
+                else "standing by: another process runs the monitor")
+        if as_json:
+            dump({"standby": True, "holder": holder}, indent=None)
+        else:
+            click.echo(f"[{iso(time.time())}] {note}")
+
     try:
         with Workspace.open() as ws:
             fleet.monitor(ws, interval, max_runs=1 if once else max_runs,
-                          concurrency=concurrency, timeout=timeout, on_report=show)
+                          concurrency=concurrency, timeout=timeout, on_report=show,
+                          on_standby=standby)
     except KeyboardInterrupt:
         info("monitor stopped.")
 

@@ -32,14 +32,16 @@ def health(ws: Workspace, users: Users = "all", *, concurrency: int = 16,
 
 def monitor(ws: Workspace, interval: float, *, max_runs: int | None = None,
             concurrency: int = 16, timeout: float = 10.0,
-            on_report: Callable[["HealthReport"], None] | None = None) -> list["HealthReport"]:
-    """``health`` every ``interval`` seconds, each run bounded by the interval."""
+            on_report: Callable[["HealthReport"], None] | None = None,
+            on_standby: Callable[[str | None], None] | None = None) -> list["HealthReport"]:
+    """``health`` every ``interval`` seconds, each run bounded by the interval, in one
+    process per registry (another stands by: ``on_standby(holder)``)."""
 
     from engine.lifecycle.health import monitor as loop
 
     return loop(interval, max_runs=max_runs, store=ws.store, vault=ws.vault, config=ws.config,
                 graph=ws.graph, concurrency=concurrency, timeout=timeout, on_report=on_report,
-                connector=ws.connector)
+                on_standby=on_standby, connector=ws.connector)
 
 
 def reconcile(ws: Workspace, users: Users = "all", *, apply: bool = False,

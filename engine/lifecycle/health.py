@@ -68,6 +68,7 @@ from engine.lifecycle.email_alerts import (
     email_settings,
     send_email,
 )
+from engine.lifecycle.monitor_lease import MonitorLeadership
 from engine.lifecycle.progress import disconnect_in_progress
 from engine.plan.versions import Versions
 from engine.ports.deployment import (
@@ -76,7 +77,13 @@ from engine.ports.deployment import (
     VersionInfo,
     aclose_quietly,
 )
-from engine.ports.registry import AlertStore, PendingAlert, RegistryStore, UserConfig
+from engine.ports.registry import (
+    AlertStore,
+    LeaseStore,
+    PendingAlert,
+    RegistryStore,
+    UserConfig,
+)
 from engine.redact import redact
 from engine.vault import ENV_KEY, ENV_OLD_KEYS, Vault, envelope_key_id
 
@@ -528,14 +535,22 @@ def check(users: Iterable[str] | str | None = "all", **kwargs: Any) -> HealthRep
 
 def monitor(interval: float, *, max_runs: int | None = None,
             on_report: Callable[[HealthReport], None] | None = None,
+            on_standby: Callable[[str | None], None] | None = None,
             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
             **kwargs: Any) -> list[HealthReport]:
     """Run ``check`` every ``interval`` seconds (each run bounded by the interval) until
-    ``max_runs`` runs are done (forever when None). Returns the last 100 reports. A run
-    where no credentials decrypt raises ``VaultKeyMismatch`` and ends the monitor."""
+    ``max_runs`` rounds are done (forever when None). Returns the last 100 reports. A run
+    where no credentials decrypt raises ``VaultKeyMismatch`` and ends the monitor.
+
+    Only the process holding the registry's ``monitor`` lease checks
+    (``engine.lifecycle.monitor_lease``): another monitor on the same registry stands by
+    (``on_standby(holder)`` once per round; a round stood by counts towards ``max_runs``
+    and returns no report) and takes over when the holder lets go or dies."""
 
     if interval <= 0:
         raise ValueError("the monitor interval must be positive")
+    store = kwargs.get("store")
+    leadership = MonitorLeadership(store) if isinstance(store, LeaseStore) else None
 
     async def loop() -> list[HealthReport]:
         reports: list[HealthReport] = []
@@ -543,10 +558,17 @@ def monitor(interval: float, *, max_runs: int | None = None,
         run = 0
         while max_runs is None or run < max_runs:
             started = time.monotonic()
+            run += 1
+            if leadership is not None and not await asyncio.to_thread(leadership.lead):
+                if on_standby is not None:
+                    on_standby(leadership.held_by)
+                if max_runs is not None and run >= max_runs:
+                    break
+                await sleep(min(interval, leadership.ttl_s / 2))
+                continue
             report = await check_async(budget_s=interval, alerted_vault_errors=alerted,
                                        **kwargs)
             alerted = frozenset(r.user_id for r in report.vault_errors)
-            run += 1
             reports = (reports + [report])[-100:]
             if on_report is not None:
                 on_report(report)
@@ -555,7 +577,11 @@ def monitor(interval: float, *, max_runs: int | None = None,
             await sleep(max(0.0, interval - (time.monotonic() - started)))
         return reports
 
-    return asyncio.run(loop())
+    try:
+        return asyncio.run(loop())
+    finally:
+        if leadership is not None:
+            leadership.let_go()
 
 
 def summarize(reports: Sequence[HealthReport]) -> dict[str, Any]:

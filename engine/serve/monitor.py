@@ -5,7 +5,7 @@ check (``engine.lifecycle.health.check_async``: status moves, the audit, alerts 
 delivered by webhook and email until acknowledged).
 
 Exactly one process runs it, however many service replicas share the registry: the
-monitor holds the registry lease ``monitor`` (renewed by a ``LeaseHeartbeat``) and the
+monitor holds the registry lease ``monitor`` (``engine.lifecycle.monitor_lease``) and the
 others stand by, trying to take it every half lease TTL; a holder that dies stops
 renewing, so a standby takes over within the TTL (at once on the same host, where a dead
 holder is provable). A tick runs in a worker thread with its own event loop, so the
@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import ssl
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ByodError, LeaseHeld, VaultKeyMismatch
+from engine.errors import ByodError, VaultKeyMismatch
 from engine.lifecycle.email_alerts import EmailSettings
 from engine.lifecycle.health import HealthReport, check_async
+from engine.lifecycle.monitor_lease import MONITOR_LEASE, MonitorLeadership
 from engine.ports.registry import UserConfig
-from engine.registry.heartbeat import HEARTBEAT_TTL_S, LeaseHeartbeat
+from engine.registry.heartbeat import HEARTBEAT_TTL_S
 
 if TYPE_CHECKING:
     from engine.serve.service import Service
@@ -41,7 +39,6 @@ __all__ = ["DEFAULT_BATCH", "MONITOR_LEASE", "ServiceMonitor", "email_of"]
 
 log = logging.getLogger(__name__)
 
-MONITOR_LEASE = "monitor"
 DEFAULT_BATCH = 1000  # deployments per tick; the rest come first on the next tick
 _BLOCKED_EVENTS = ("health_unhealthy", "routing_blocked")
 
@@ -93,15 +90,14 @@ class ServiceMonitor:
         self.lease_ttl_s = lease_ttl_s
         self.timeout_s = timeout_s
         self.concurrency = concurrency
-        self.holder = holder or (f"monitor:{socket.gethostname()}:{os.getpid()}:"
-                                 f"{uuid.uuid4().hex[:8]}")
+        self._leadership = MonitorLeadership(service.store, holder, ttl_s=lease_ttl_s)
+        self.holder = self._leadership.holder
         self.email = email_of(service)
         self.email_tls = email_tls
         self.runs = 0
         self.last_report: HealthReport | None = None
         self.last_run_at: float | None = None
         self.last_error: str | None = None
-        self._heartbeat: LeaseHeartbeat | None = None
         self._alerted: frozenset[str] = frozenset()
         self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
@@ -142,7 +138,7 @@ class ServiceMonitor:
     def leader(self) -> bool:
         """Whether this process holds the monitor lease (runs the checks)."""
 
-        return self._heartbeat is not None and self._heartbeat.lost is None
+        return self._leadership.leader
 
     def state(self) -> dict[str, Any]:
         """For the dashboard and ``/metrics``: who runs the monitor and how it went."""
@@ -157,32 +153,19 @@ class ServiceMonitor:
                     "counts": report.counts, "transitions": len(report.transitions),
                     "pending_alerts": report.pending_summary()["count"]}}
 
-    # -- leadership ---------------------------------------------------------------------
+    # -- leadership (engine.lifecycle.monitor_lease) ----------------------------------------
     def _lead(self) -> bool:
         """Hold the lease, or take it when free (its holder let go, expired or died)."""
 
-        if self._heartbeat is not None:
-            if self._heartbeat.lost is None:
-                return True
-            log.warning("monitor: the lease was taken over (%s); standing by",
-                        self._heartbeat.lost)
-            self._heartbeat.release()
-            self._heartbeat = None
-        heartbeat = LeaseHeartbeat(self.service.store, MONITOR_LEASE, self.holder,
-                                   ttl_s=self.lease_ttl_s)
-        try:
-            heartbeat.acquire()
-        except LeaseHeld:
-            return False
-        self._heartbeat = heartbeat
-        log.info("monitor: this process runs the health monitor (every %.0f s)",
-                 self.interval_s)
-        return True
+        was_leader = self._leadership.leader
+        leading = self._leadership.lead()
+        if leading and not was_leader:
+            log.info("monitor: this process runs the health monitor (every %.0f s)",
+                     self.interval_s)
+        return leading
 
     def _let_go(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.release()
-            self._heartbeat = None
+        self._leadership.let_go()
 
     async def _loop(self) -> None:
         assert self._stopping is not None
