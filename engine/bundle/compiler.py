@@ -114,33 +114,37 @@ REGISTRY_FUNCTIONS: dict[str, str] = {
     "byodRegistry:breakLease": "internalMutation",
     "byodRegistry:audit": "internalMutation",
     "byodRegistry:auditLog": "internalQuery",
-    "byodRegistry:rolloutHeader": "internalQuery",
-    "byodRegistry:putRolloutRows": "internalMutation",
-    "byodRegistry:switchRollout": "internalMutation",
-    "byodRegistry:dropRolloutRows": "internalMutation",
-    "byodRegistry:saveRolloutHeader": "internalMutation",
-    "byodRegistry:saveDeploymentRow": "internalMutation",
-    "byodRegistry:rolloutRows": "internalQuery",
-    "byodRegistry:rolloutRow": "internalQuery",
-    "byodRegistry:rolloutCounts": "internalQuery",
-    "byodRegistry:listRollouts": "internalQuery",
     "byodRegistry:saveProgress": "internalMutation",
     "byodRegistry:loadProgress": "internalQuery",
-    "byodRegistry:dumpPage": "internalQuery",
-    "byodRegistry:loadRows": "internalMutation",
-    "byodRegistry:countRows": "internalQuery",
-    "byodRegistry:clearRows": "internalMutation",
     "byodRegistry:enqueueAlert": "internalMutation",
     "byodRegistry:pendingAlerts": "internalQuery",
     "byodRegistry:claimAlert": "internalMutation",
     "byodRegistry:alertAttempted": "internalMutation",
+    "byodRegistryRollouts:rolloutHeader": "internalQuery",
+    "byodRegistryRollouts:putRolloutRows": "internalMutation",
+    "byodRegistryRollouts:switchRollout": "internalMutation",
+    "byodRegistryRollouts:dropRolloutRows": "internalMutation",
+    "byodRegistryRollouts:saveRolloutHeader": "internalMutation",
+    "byodRegistryRollouts:saveDeploymentRow": "internalMutation",
+    "byodRegistryRollouts:rolloutRows": "internalQuery",
+    "byodRegistryRollouts:rolloutRow": "internalQuery",
+    "byodRegistryRollouts:rolloutCounts": "internalQuery",
+    "byodRegistryRollouts:listRollouts": "internalQuery",
+    "byodRegistryTables:dumpPage": "internalQuery",
+    "byodRegistryTables:loadRows": "internalMutation",
+    "byodRegistryTables:countRows": "internalQuery",
+    "byodRegistryTables:clearRows": "internalMutation",
 }
 """The registry's functions on main (``BYOD_REGISTRY=convex:main``): one per store
 operation, each one transaction; ``getConfig`` is the app's public status read. Every
 main bundle carries them (and their tables): the registry may move to main at any time."""
 
-MAIN_TEMPLATES: dict[str, str] = {"byodMain.ts.j2": "convex/byodMain.ts",
-                                  "byodRegistry.ts.j2": "convex/byodRegistry.ts"}
+MAIN_TEMPLATES: dict[str, str] = {
+    "byodMain.ts.j2": "convex/byodMain.ts",
+    "byodRegistry.ts.j2": "convex/byodRegistry.ts",
+    "byodRegistryRollouts.ts.j2": "convex/byodRegistryRollouts.ts",
+    "byodRegistryTables.ts.j2": "convex/byodRegistryTables.ts",
+}
 
 # what a bundle with app functions adds: the types `convex codegen` would write
 GENERATED_TEMPLATES: dict[str, str] = {

@@ -185,7 +185,7 @@ def run_demo(directory: Path | None = None, users: int = 4, *, echo: Echo = prin
     versions_dir = default_versions_dir(base)
     work = fresh_dir(directory)
     config = base.model_copy(update={
-        "registry_path": Path("convex:main") if on_main else work / "registry.sqlite3",
+        "registry_path": "convex:main" if on_main else work / "registry.sqlite3",
         "versions_dir": versions_dir})
     result = DemoResult(directory=work, users=[f"user_{i + 1}" for i in range(users)])
     echo(f"byod demo in {work}")

@@ -61,8 +61,8 @@ from engine.registry.convex_main_rollouts import ConvexRollouts
 from engine.registry.convex_main_tables import ConvexTables
 from engine.registry.process import ProcessId, current_process, provably_dead
 
-__all__ = ["LOCATION", "ConvexMainStore", "DEPLOY_HINT", "allowed_from", "main_target",
-           "open_convex_main"]
+__all__ = ["LOCATION", "ConvexMainStore", "DEPLOY_HINT", "NotOnMain", "allowed_from",
+           "main_target", "open_convex_main"]
 
 LOCATION = "convex:main"
 DEPLOY_HINT = ("deploy the main bundle: `byod deploy head --target main` (main is addressed "
@@ -71,6 +71,30 @@ PAGE = 500  # documents per list call: far inside Convex's per-transaction read 
 _PROGRESS_PART = 512 * 1024  # characters of JSON per progress document (ASCII: < 1 MiB)
 _MISSING = re.compile(r"(?i)could not find|no such function|FunctionNotFound")
 _DEPLOYMENT_STATUSES = frozenset(get_args(DeploymentStatus))
+# the functions not in convex/byodRegistry.ts, by the module that holds them
+_MODULE_OF: dict[str, str] = {
+    **dict.fromkeys(("rolloutHeader", "putRolloutRows", "switchRollout", "dropRolloutRows",
+                     "saveRolloutHeader", "saveDeploymentRow", "rolloutRows", "rolloutRow",
+                     "rolloutCounts", "listRollouts"), "byodRegistryRollouts"),
+    **dict.fromkeys(("dumpPage", "loadRows", "countRows", "clearRows"), "byodRegistryTables"),
+}
+
+
+# what SQL stores keep and main does not: the service's jobs and tokens, workers' row claims
+_SQL_ONLY: dict[str, str] = {
+    **dict.fromkeys(("create_job", "get_job", "list_jobs", "open_job", "claim_job", "renew_job",
+                     "job_event", "finish_job", "add_token", "token_by_hash", "get_token",
+                     "list_tokens", "revoke_token", "touch_token"),
+                    "the service's API tokens and jobs (`byod serve`, `byod tokens`)"),
+    **dict.fromkeys(("claim_rows", "renew_claims", "finish_claim", "release_claims",
+                     "rollout_status", "open_worker_rollouts", "reopen_for_workers"),
+                    "the rollout row claims of worker processes (`byod worker`)"),
+}
+
+
+class NotOnMain(RegistryError, AttributeError):
+    """A role the registry on main does not keep. An ``AttributeError`` too, so a role
+    check (``isinstance`` with a protocol, ``hasattr``) answers no instead of failing."""
 
 
 def allowed_from(transitions: dict[str, frozenset[str]], status: str) -> list[str]:
@@ -147,6 +171,15 @@ class ConvexMainStore(ConvexRollouts, ConvexAlerts, ConvexTables):
     def __repr__(self) -> str:
         return "ConvexMainStore('convex:main')"
 
+    def __getattr__(self, name: str) -> Any:
+        """A clear error (exit 1) for what a SQL store keeps and main does not."""
+
+        what = _SQL_ONLY.get(name)
+        if what is None:
+            raise AttributeError(name)
+        raise NotOnMain(f"the registry on the main deployment ({LOCATION}) does not keep "
+                        f"{what}: use a SQLite or PostgreSQL registry (BYOD_REGISTRY) for it")
+
     def __enter__(self) -> "ConvexMainStore":
         return self
 
@@ -160,7 +193,10 @@ class ConvexMainStore(ConvexRollouts, ConvexAlerts, ConvexTables):
 
     # -- calls ------------------------------------------------------------------------------
     def _call(self, kind: str, name: str, args: dict[str, Any]) -> Any:
-        path = f"byodRegistry:{name}"
+        """One function of main's registry modules, by its name (``_MODULE_OF`` says
+        which module holds it) or as ``module:function``."""
+
+        path = name if ":" in name else f"{_MODULE_OF.get(name, 'byodRegistry')}:{name}"
         try:
             if kind == "query":
                 return self._runner.query(path, args)

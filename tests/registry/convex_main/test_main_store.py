@@ -271,10 +271,14 @@ def test_the_main_bundle_declares_the_registry_and_refuses_app_tables_named_like
     bundle = compile_main(version, config)
     assert REGISTRY_TABLE_NAMES <= set(bundle.manifest["tables"])
     assert set(REGISTRY_FUNCTIONS) <= set(bundle.manifest["functions"])
-    source = bundle.files["convex/byodRegistry.ts"]
+    modules = ("byodRegistry", "byodRegistryRollouts", "byodRegistryTables")
     public = [n for n, kind in REGISTRY_FUNCTIONS.items() if not kind.startswith("internal")]
     assert public == ["byodRegistry:getConfig"]
-    assert "queryGeneric(" in source and source.count("export const") == len(REGISTRY_FUNCTIONS)
+    assert sum(bundle.files[f"convex/{m}.ts"].count("export const") for m in modules) \
+        == len(REGISTRY_FUNCTIONS)
+    for path in REGISTRY_FUNCTIONS:
+        module, name = path.split(":")
+        assert f"export const {name} = " in bundle.files[f"convex/{module}.ts"], path
     clash = version.schema.model_copy(update={"tables": {
         **version.schema.tables, "byodRegUsers": next(iter(version.schema.tables.values()))}})
     from engine.bundle.compiler import compile_bundle
@@ -339,3 +343,40 @@ def test_alerts_stay_pending_until_their_channel_acknowledges_them(
     assert store.claim_alert(2, attempts=0, until=now[0] + 60)
     store.alert_attempted(2, delivered=True)
     assert store.pending_alerts() == [] and store.count("alerts") == 1
+
+
+def test_racing_processes_get_one_lease_and_one_count_per_row(
+        main: DeploymentTarget, convex_main_fleet: Any) -> None:
+    """Eight clients at once: exactly one takes the lease (the others see who holds it),
+    and concurrent outcome saves of different rows leave counts equal to the rows."""
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.errors import LeaseHeld
+
+    stores = [store_on(convex_main_fleet, main) for _ in range(8)]
+
+    def take(i: int) -> str:
+        try:
+            return stores[i].acquire_lease("shared", f"runner-{i}", 30).holder
+        except LeaseHeld as exc:
+            return f"held by {exc.holder}"
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(take, range(8)))
+    winners = [a for a in answers if not a.startswith("held by")]
+    assert len(winners) == 1 and answers.count(f"held by {winners[0]}") == 7
+
+    stores[0].save_rollout("race", _rollout(40))
+
+    def save(i: int) -> None:
+        for k in range(i, 40, 8):
+            stores[i].save_deployment_row("race", f"user-{k:05d}",
+                                          "succeeded" if k % 3 else "failed", {})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(save, range(8)))
+    assert stores[1].rollout_counts("race") == {"failed": 14, "succeeded": 26}
+    assert stores[2].verify() == []
+    for store in stores:
+        store.close()

@@ -111,3 +111,48 @@ def test_what_is_sent_is_redacted_and_on_the_engine_s_clock() -> None:
     assert repr(store) == "ConvexMainStore('convex:main')"
     store.close()
     assert runner.closed
+
+
+def test_every_function_the_store_calls_is_in_the_main_bundle() -> None:
+    """The store resolves each function to its module (``_MODULE_OF``) as the bundle
+    declares it (``REGISTRY_FUNCTIONS``)."""
+
+    import re
+    from pathlib import Path
+
+    from engine.bundle.compiler import REGISTRY_FUNCTIONS
+    from engine.registry import (
+        convex_main,
+        convex_main_alerts,
+        convex_main_rollouts,
+        convex_main_tables,
+    )
+
+    source = "".join(Path(m.__file__ or "").read_text() for m in (
+        convex_main, convex_main_alerts, convex_main_rollouts, convex_main_tables))
+    called = set(re.findall(r'self\._(?:query|mutation)\("(\w+)"', source))
+    assert called, "no calls found"
+    for name in called:
+        module = convex_main._MODULE_OF.get(name, "byodRegistry")
+        assert f"{module}:{name}" in REGISTRY_FUNCTIONS, name
+
+
+def test_what_main_does_not_keep_is_a_clear_error_and_not_a_role() -> None:
+    from engine.ports import serve as serve_ports
+    from engine.ports.registry import AlertStore, RegistryStore
+    from engine.registry.convex_main import NotOnMain
+
+    store = ConvexMainStore(Runner())
+    assert isinstance(store, RegistryStore) and isinstance(store, AlertStore)
+    protocols = [v for v in vars(serve_ports).values()
+                 if isinstance(v, type) and getattr(v, "_is_runtime_protocol", False)]
+    assert {p.__name__ for p in protocols} >= {"JobStore", "TokenStore"}
+    for protocol in protocols:
+        assert not isinstance(store, protocol), protocol.__name__
+    assert not hasattr(store, "claim_rows")
+    with pytest.raises(NotOnMain, match="byod serve"):
+        store.list_tokens()
+    with pytest.raises(RegistryError, match="byod worker"):
+        store.claim_rows("r", "w", 10, 30.0)
+    with pytest.raises(AttributeError):
+        store.no_such_thing  # noqa: B018
