@@ -161,6 +161,23 @@ def user_link(ws: Workspace, user_id: str, *, env: Mapping[str, str] | None = No
 
 # -- the server --------------------------------------------------------------------------------
 
+def require_service_store(ws: Workspace) -> None:
+    """The service keeps its background jobs and API tokens in the registry: refuse,
+    before anything starts, a registry that cannot (the main deployment's, which keeps
+    the engine's own records only)."""
+
+    from engine.config import registry_display
+    from engine.ports.serve import JobStore, TokenStore
+
+    store = ws.store
+    if not (isinstance(store, JobStore) and isinstance(store, TokenStore)):
+        raise ConfigError(
+            f"byod serve needs a SQLite or PostgreSQL registry (its jobs and API tokens "
+            f"live there); the registry {registry_display(ws.config)} cannot keep them. Set "
+            "BYOD_REGISTRY to a file path or a postgresql:// URL (`byod registry copy` "
+            "moves a registry)")
+
+
 def serve(ws: Workspace, *, host: str | None = None, port: int | None = None,
           log_level: str = "info") -> None:
     """Run the service in this process until interrupted (uvicorn). The web app is built
@@ -170,6 +187,7 @@ def serve(ws: Workspace, *, host: str | None = None, port: int | None = None,
 
     serve_secret()  # fail before binding the port when the secret is missing
     ws.graph  # and when the schema versions do not load: every route needs them
+    require_service_store(ws)  # and when the registry cannot keep jobs and tokens
     uvicorn.run("engine.serve.app:app_from_env", factory=True,
                 host=host or ws.config.serve.host,
                 port=ws.config.serve.port if port is None else port,
