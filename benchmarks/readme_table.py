@@ -145,6 +145,17 @@ def import_row(record: Record) -> list[str]:
             f"{_num(r['imports_s'])} s of imports for the CLI ({_when(record)})"]
 
 
+def _killed(kill: dict[str, Any] | None) -> str:
+    """The SIGKILL round of the workers benchmark, in words."""
+
+    if not kill:
+        return ""
+    twice = sum(kill.get("extra_pushes", {}).values()) if kill.get("extra_pushes") else 0
+    return (f"; one of {kill['workers']} workers SIGKILLed mid-run: rollout "
+            f"{kill['status']}, {kill['taken_over']} deployment(s) taken over, "
+            f"{len(kill.get('problems', []))} not at the target, {twice} pushed twice")
+
+
 def table(results: Path = RESULTS) -> str:
     rows: list[list[str]] = []
     plan = newest(results, "plan_fleet", lambda r: True)
@@ -167,6 +178,15 @@ def table(results: Path = RESULTS) -> str:
                       and bool(r["results"].get("rtt_ms")) == w)
         if roll:
             rows += rollout_rows(roll, throughput=not with_rtt)
+    workers = newest(results, "workers", lambda r: bool(r["results"].get("rounds")))
+    if workers:
+        r = workers["results"]
+        per = ", ".join(f"{x['workers']}: {x['deployments_per_s']}/s" for x in r["rounds"])
+        rows.append([f"one rollout over {r['count']} local deployments shared by worker "
+                     f"processes (`--slots {r['slots']}` each, every request {r['rtt_ms']} ms "
+                     "late)", _cmd(workers),
+                     f"deployments/s by workers: {per}; 4 workers / 1: {r['ratio_4_to_1']}× "
+                     f"(target ≥ 3×){_killed(r.get('kill'))} ({_when(workers)})"])
     check = newest(results, "check_versions", lambda r: True)
     if check:
         rows.append(check_row(check))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -44,12 +45,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _record  # noqa: E402
 
-from engine.config import EngineConfig  # noqa: E402
+from engine.config import EngineConfig, registry_display  # noqa: E402
 from engine.convex.capture import PayloadCache  # noqa: E402
 from engine.convex.connector import HttpConnector  # noqa: E402
 from engine.lifecycle.connect import connect  # noqa: E402
 from engine.local import LocalFleet  # noqa: E402
-from engine.registry.sqlite import SqliteStore  # noqa: E402
+from engine.registry.open import open_store  # noqa: E402
 from engine.schema.loader import load_versions  # noqa: E402
 from engine.vault import Vault, generate_key  # noqa: E402
 
@@ -76,9 +77,10 @@ class Bench:
         self.v1 = self.versions[0].id if hasattr(self.versions[0], "id") else None
         self.key = generate_key()
         self.vault = Vault.from_hex(self.key)
-        self.store = SqliteStore(self.config.registry_path)
+        self.store: Any = open_store(self.config)
         self.fleet = LocalFleet.start(0, work / "fleet", timeout=120)
         self.names: dict[str, str] = {}
+        self.admin_keys: list[str] = []  # secrets: never in a worker's output
         self.users: list[str] = []
         self.round = 0
         self.setup = HttpConnector(self.config, kind="push", payload_cache=PayloadCache(
@@ -122,6 +124,7 @@ class Bench:
             list(pool.map(one, zip(users, deps)))
         for uid, dep in zip(users, deps):
             self.names[uid] = dep.name
+            self.admin_keys.append(dep.admin_key)
             if rtt_ms > 0:
                 self.fleet.set_fault(dep.name, "delay", delay_ms=rtt_ms)
         self.users = users
@@ -164,9 +167,11 @@ class Bench:
                 problems.append(f"{uid}: registry at {user.schema_version}, row "
                                 f"{row.get('status')}")
             steps: dict[tuple[str, str], int] = {}
+            deploy_steps = 0  # what the plan pushes when nothing is pushed twice
             for e in self.store.journal(uid):
                 if e.status == "completed":
                     steps[(e.plan_id, e.step_id)] = steps.get((e.plan_id, e.step_id), 0) + 1
+                    deploy_steps += e.kind in ("deploy_widened", "deploy_target")
             plans = {p for p, _ in steps}
             if len(plans) > 1:
                 problems.append(f"{uid}: {len(plans)} plans completed steps")
@@ -174,7 +179,7 @@ class Bench:
                 problems.append(f"{uid}: a step completed twice")
             state = self.fleet.state(self.names[uid])
             pushes = int(state.get("pushes") or state.get("push_count") or 0)
-            expected = 1 + int(row.get("deploys") or 0)  # the connect, then the plan's
+            expected = 1 + deploy_steps  # the connect's, then one per deploy step
             if pushes != expected:
                 extra_pushes[uid] = pushes - expected
         return {"target": target, "status": doc.get("status"), "problems": problems,
@@ -185,6 +190,21 @@ class Bench:
         self.store.close()
 
 
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds a process has used (user + system), from /proc; 0 when unknown."""
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _children_cpu_s() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
 def run_round(bench: Bench, n: int, a: argparse.Namespace, *, kill: bool = False
               ) -> dict[str, Any]:
     """One rollout worked by ``n`` workers already running (started first and waiting, as
@@ -192,6 +212,7 @@ def run_round(bench: Bench, n: int, a: argparse.Namespace, *, kill: bool = False
     it is open until the registry says it completed."""
 
     users = bench.fresh(a.count, a.rtt_ms)
+    children0, harness0 = _children_cpu_s(), _cpu_s(bench.fleet.pid)
     procs = bench.start_workers(n, None, a.slots)
     time.sleep(a.warmup)  # imports and the first look at the registry
     t0 = time.monotonic()
@@ -210,18 +231,24 @@ def run_round(bench: Bench, n: int, a: argparse.Namespace, *, kill: bool = False
                      f"{time.monotonic() - opened:.1f}s ({bench.finished(rid)} rows finished)")
             time.sleep(0.05)
         wall = time.monotonic() - opened
+        harness_cpu = _cpu_s(bench.fleet.pid) - harness0
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()  # SIGTERM: a clean stop, exit 0
         outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     codes = [proc.returncode for proc in procs]
+    workers_cpu = _children_cpu_s() - children0  # every worker's, start-up included
     check = bench.check(rid, users)
     took_over = sum(o.count(" took over ") for o in outputs)
     return {"workers": n, "slots": a.slots, "rollout_id": rid, "wall_s": round(wall, 2),
             "open_s": round(opened - t0, 2),
             "deployments_per_s": round(a.count / wall, 2), "exit_codes": codes,
-            "killed_pid": killed, "taken_over": took_over, **check}
+            "killed_pid": killed, "taken_over": took_over,
+            "cpu_ms_per_deployment": {
+                "workers": round(workers_cpu * 1000 / a.count, 1),
+                "harness": round(harness_cpu * 1000 / a.count, 1)},
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()], **check}
 
 
 def main() -> int:
@@ -237,11 +264,17 @@ def main() -> int:
                    help="one more round with 4 workers, one SIGKILLed mid-run")
     p.add_argument("--timeout", type=float, default=1800.0)
     p.add_argument("--versions", type=Path, default=ROOT / "schema_versions")
+    p.add_argument("--registry", default=None, metavar="LOCATION",
+                   help="the registry the workers share (default: a new SQLite file); a "
+                   "postgresql://… URL is the multi-machine case (its password is never "
+                   "printed or recorded)")
     _record.add_json_out(p)
     a = p.parse_args()
+    if a.registry:  # the record keeps the command line: never the URL's password
+        sys.argv = [registry_display(x) if x == a.registry else x for x in sys.argv]
     start = _record.started()
     work = Path(tempfile.mkdtemp(prefix="byod-workers-"))
-    bench = Bench(work, a.versions)
+    bench = Bench(work, a.versions, a.registry)
     rounds = []
     try:
         for n in [int(x) for x in a.workers.split(",") if x.strip()]:
@@ -258,7 +291,9 @@ def main() -> int:
         bench.close()
     by_n = {r["workers"]: r["deployments_per_s"] for r in rounds}
     ratio = round(by_n[4] / by_n[1], 2) if 1 in by_n and 4 in by_n else None
-    results = {"count": a.count, "rtt_ms": a.rtt_ms, "slots": a.slots, "rounds": rounds,
+    results = {"count": a.count, "rtt_ms": a.rtt_ms, "slots": a.slots,
+               "registry": "postgresql" if a.registry and "://" in a.registry else "sqlite",
+               "rounds": rounds,
                "ratio_4_to_1": ratio, "kill": killed}
     _print(results)
     _record.write("workers", a.json_out, start, results)
@@ -267,17 +302,19 @@ def main() -> int:
 
 
 def _print(r: dict[str, Any]) -> None:
-    line = "-" * 78
+    line = "-" * 88
     print(f"\none rollout to head over {r['count']} local deployments, every request "
           f"{r['rtt_ms']} ms late, --slots {r['slots']} per worker")
     print(line)
-    print(f"{'workers':>8}{'wall (s)':>12}{'deployments/s':>16}{'at target':>12}"
-          f"{'extra pushes':>15}")
+    print(f"{'workers':>8}{'wall (s)':>10}{'deployments/s':>15}{'at target':>11}"
+          f"{'extra pushes':>14}{'CPU ms/deployment':>20}")
     print(line)
     for row in r["rounds"]:
         at = r["count"] - len(row["problems"])
-        print(f"{row['workers']:>8}{row['wall_s']:>12.1f}{row['deployments_per_s']:>16.2f}"
-              f"{at:>12}{sum(row['extra_pushes'].values()):>15}")
+        cpu = row.get("cpu_ms_per_deployment") or {}
+        cpu_text = f"{cpu.get('workers', 0):.0f} + {cpu.get('harness', 0):.0f} harness"
+        print(f"{row['workers']:>8}{row['wall_s']:>10.1f}{row['deployments_per_s']:>15.2f}"
+              f"{at:>11}{sum(row['extra_pushes'].values()):>14}{cpu_text:>20}")
     print(line)
     if r["ratio_4_to_1"] is not None:
         verdict = "met" if r["ratio_4_to_1"] >= 3 else "NOT met"

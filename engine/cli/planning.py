@@ -122,13 +122,14 @@ def _render_code(entries: list[dict[str, Any]]) -> str:
 @click.command("graph")
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
               show_default=True)
-@click.option("--registry", "registry", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="Show how many deployments sit on each version "
-              "(default: the configured registry, when that file exists).")
+@click.option("--registry", "registry", metavar="LOCATION", default=None,
+              help="Show how many deployments sit on each version, from this registry (a "
+              "SQLite file or a postgresql:// URL; default: the configured registry, when "
+              "it exists).")
 @click.option("--no-registry", is_flag=True, help="Do not read any registry.")
 @VERSIONS
 @JSON
-def graph_cmd(fmt: str, registry: Path | None, no_registry: bool, versions_dir: Path | None,
+def graph_cmd(fmt: str, registry: str | None, no_registry: bool, versions_dir: Path | None,
               as_json: bool) -> None:
     """The version graph (Mermaid or DOT), heads marked."""
 

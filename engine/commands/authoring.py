@@ -195,15 +195,21 @@ def plan_fleet(ws: Workspace, fleet: Iterable[tuple[Any, ...]], target: str = "h
     return make_fleet_plan(ws.graph, list(fleet), target, allow_destructive=allow_destructive)
 
 
-def version_counts(ws: Workspace, registry: Path | None = None) -> dict[str, int] | None:
-    """Deployments per schema version, from ``registry`` (an error when missing) or the
-    configured registry when that file exists (None when it does not)."""
+def version_counts(ws: Workspace, registry: Path | str | None = None) -> dict[str, int] | None:
+    """Deployments per schema version, from ``registry`` (a SQLite path, an error when
+    missing, or a server location such as a ``postgresql://`` URL) or the configured
+    registry when that file exists (None when it does not)."""
 
     from engine.config import is_registry_url
     from engine.registry.open import open_store
 
     if registry is None and is_registry_url(ws.config.registry_path):
         return _counts(ws.store.list_users())  # a server registry: the server answers
+    if registry is not None and (is_registry_url(str(registry)) or "://" in str(registry)):
+        # a URL is no path (and may carry a password): ``open_store`` opens it or says,
+        # without the URL, which locations it supports
+        with open_store(str(registry)) as server:
+            return _counts(server.list_users())
     path = Path(registry) if registry is not None else Path(ws.config.registry_path)
     if not path.is_file():
         if registry is not None:

@@ -40,6 +40,11 @@
   its own journal.
 * **Dry run.** Plans and reports from the registry alone: no deployment is contacted and
   nothing is written anywhere.
+* **Workers.** ``for_workers`` saves the planned rollout open for ``byod worker`` processes
+  (``mode: workers``, status ``open``) and returns without working it; the workers claim
+  its rows through the registry (``engine.fleet.workers``) and run each with
+  ``run_deployment``, exactly as here. A one-process resume of a rollout still open for
+  workers is refused.
 """
 
 from __future__ import annotations

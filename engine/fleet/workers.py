@@ -107,7 +107,8 @@ class Worker:
     """Claims and works rows of open worker rollouts until told to stop or none is left."""
 
     def __init__(self, *, store: RegistryStore, vault: Vault, config: EngineConfig,
-                 versions: Iterable[SchemaVersion] | PlanKit, connector_for: Callable[[str], Connector],
+                 versions: Iterable[SchemaVersion] | PlanKit,
+                 connector_for: Callable[[str], Connector],
                  options: WorkerOptions | None = None, emit: Sink = null_sink,
                  log: Log = lambda _m: None):
         if not isinstance(store, RolloutClaims):

@@ -93,7 +93,7 @@ class SqlClaims(SqlCore):
                 "SELECT user_id, wave, position, status, data, claimed_by FROM "
                 "rollout_deployments WHERE rollout_id = ? AND wave = ? AND (status = "
                 "'pending' OR (status = 'running' AND (claim_expires IS NULL OR "
-                f"claim_expires <= ?))) ORDER BY position LIMIT {int(room)}{self._skip_locked}",
+                f"claim_expires <= ?))) ORDER BY position LIMIT {int(room)} {self._skip_locked}",
                 (rollout_id, wave, now)).fetchall()
             claims = []
             for r in rows:
@@ -143,7 +143,7 @@ class SqlClaims(SqlCore):
                 raise RegistryError(f"no rollout {rollout_id!r} in the registry")
             row = conn.execute(
                 "SELECT status, wave, claimed_by FROM rollout_deployments WHERE rollout_id = ? "
-                f"AND user_id = ?{self._for_update}", (rollout_id, user_id)).fetchone()
+                f"AND user_id = ? {self._for_update}", (rollout_id, user_id)).fetchone()
             state = str(header.get("status") or "")
             if row is None or row["claimed_by"] != holder or row["status"] != "running":
                 return FinishResult(False, state, header.get("halted_reason"))
@@ -176,7 +176,7 @@ class SqlClaims(SqlCore):
             now = self._clock()
             rows = conn.execute(
                 "SELECT user_id FROM rollout_deployments WHERE rollout_id = ? AND "
-                f"claimed_by = ? AND status = 'running'{self._for_update}",
+                f"claimed_by = ? AND status = 'running' {self._for_update}",
                 (rollout_id, holder)).fetchall()
             only = None if user_ids is None else set(user_ids)
             released = 0
@@ -226,7 +226,7 @@ class SqlClaims(SqlCore):
             now = self._clock()
             rows = conn.execute(
                 "SELECT user_id, status FROM rollout_deployments WHERE rollout_id = ? AND "
-                f"status IN ('failed', 'skipped'){self._for_update}", (rollout_id,)).fetchall()
+                f"status IN ('failed', 'skipped') {self._for_update}", (rollout_id,)).fetchall()
             for r in rows:
                 conn.execute("UPDATE rollout_deployments SET status = 'pending', "
                              "updated_at = ? WHERE rollout_id = ? AND user_id = ?",
@@ -239,7 +239,7 @@ class SqlClaims(SqlCore):
 
     # -- inside a write transaction ----------------------------------------------------------
     def _locked_header(self, conn: Any, rollout_id: str) -> dict[str, Any] | None:
-        row = conn.execute(f"SELECT data FROM rollouts WHERE rollout_id = ?{self._for_update}",
+        row = conn.execute(f"SELECT data FROM rollouts WHERE rollout_id = ? {self._for_update}",
                            (rollout_id,)).fetchone()
         if row is None:
             return None
@@ -274,7 +274,9 @@ class SqlClaims(SqlCore):
     def _recount(conn: Any, rollout_id: str, old: str, new: str, now: float) -> None:
         if old == new:
             return
-        for status, delta in ((old, -1), (new, 1)):
+        # in the same (sorted) order as save_deployment_row, so two writers moving rows
+        # between the same statuses never lock the two counts in opposite orders
+        for status, delta in sorted(((old, -1), (new, 1))):
             conn.execute("INSERT INTO rollout_counts (rollout_id, status, n, updated_at) "
                          "VALUES (?, ?, ?, ?) ON CONFLICT (rollout_id, status) DO UPDATE SET "
                          "n = rollout_counts.n + excluded.n, updated_at = excluded.updated_at",

@@ -41,6 +41,15 @@ def test_a_worker_killed_mid_rollout_is_taken_over(tmp_path) -> None:
         assert check["status"] == "completed" and check["problems"] == [], (check, outputs)
         taken_over = {line.split(" took over ")[1].split()[0] for out in outputs
                       for line in out.splitlines() if " took over " in line}
+        victim_out = outputs[procs.index(victim)]
+        took = {line.split(" took ")[1].split()[0] for line in victim_out.splitlines()
+                if " took " in line and " took over " not in line}
+        names = {line.split()[1].rstrip(":") for line in victim_out.splitlines()
+                 if line.startswith("worker ")}
+        rows = (bench.store.load_rollout(rid) or {})["deployments"]
+        finished = {u for u, row in rows.items() if row.get("worker") in names}
+        # what the victim held when it died was taken over by the others
+        assert took - finished <= taken_over, (took, finished, taken_over)
         # a push the kill interrupted may be sent again; nothing else is
         assert set(check["extra_pushes"]) <= taken_over, check
         assert all(n <= 1 for n in check["extra_pushes"].values()), check

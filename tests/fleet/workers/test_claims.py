@@ -28,9 +28,16 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture()
-def store(tmp_path: Path, clock: Clock):
-    s = SqliteStore(tmp_path / "registry.sqlite3", clock=clock)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock):
+    """The same rules on both registries (PostgreSQL: a fresh database per test)."""
+
+    if request.param == "sqlite":
+        s: Any = SqliteStore(tmp_path / "registry.sqlite3", clock=clock)
+    else:
+        from engine.registry.postgres import PostgresStore
+
+        s = PostgresStore(request.getfixturevalue("pg_database"), clock=clock)
     yield s
     s.close()
 
@@ -152,3 +159,63 @@ def test_a_rollout_not_open_for_workers_gives_nothing(store: Any) -> None:
     assert claim(store, "w1") == [] and store.open_worker_rollouts() == []
     with pytest.raises(RegistryError, match="not a rollout for workers"):
         store.reopen_for_workers(RID)
+
+
+def test_concurrent_claimers_take_each_row_once_within_the_concurrency(
+        store: Any, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Six threads, each with its own connection, claim and finish rows at once: every row
+    is finished once, by one holder, and never more than the concurrency are in flight."""
+
+    import threading
+
+    users = [f"u{i:02d}" for i in range(40)]
+    save(store, [("canary", users[:2]), ("100%", users[2:])], concurrency=4,
+         max_failures=100)
+    if store.dialect == "sqlite":
+        def opener() -> Any:
+            return SqliteStore(store.path)
+    else:
+        from engine.registry.postgres import PostgresStore
+
+        url = store._url  # the test's own database
+
+        def opener() -> Any:
+            return PostgresStore(url)
+    done: dict[str, list[str]] = {}
+    peaks: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        s = opener()
+        try:
+            idle = 0
+            while idle < 50:
+                claims = s.claim_rows(RID, name, limit=2, ttl_s=60)
+                if not claims:
+                    idle += 1
+                    threading.Event().wait(0.005)
+                    continue
+                idle = 0
+                running = s.rollout_counts(RID).get("running", 0)
+                with lock:
+                    peaks.append(running)
+                for c in claims:
+                    assert s.finish_claim(RID, name, c.user_id, "succeeded", {}).written
+                    with lock:
+                        done.setdefault(c.user_id, []).append(name)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert sorted(done) == users and all(len(v) == 1 for v in done.values())
+    assert max(peaks) <= 4
+    assert store.rollout_status(RID) == "completed"
+    assert store.rollout_counts(RID) == {"succeeded": 40}

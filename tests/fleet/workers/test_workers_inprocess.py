@@ -18,7 +18,29 @@ from engine.registry.sqlite import SqliteStore
 from fleet.runner.fakes import FakeAdapter
 
 from ..rollout.test_rollout_unit import FakeConnector, Fleet
-from ..rollout.test_rollout_unit import fleet as fleet  # noqa: F401 - the fixture
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Any):
+    """The in-memory fleet on either registry; ``fleet.store_class`` and ``fleet.where``
+    open another connection to it (each worker has its own)."""
+
+    f = Fleet(tmp_path)
+    f.store_class, f.where = SqliteStore, f.path  # type: ignore[attr-defined]
+    if request.param == "postgresql":
+        from engine.registry.postgres import PostgresStore
+
+        f.store.close()
+        url = request.getfixturevalue("pg_database")
+        f.store = PostgresStore(url)  # type: ignore[assignment]
+        f.store_class, f.where = PostgresStore, url  # type: ignore[attr-defined]
+    yield f
+    f.store.close()
+
+
+def connect_to(fleet: Fleet, base: type | None = None) -> Any:
+    cls = base or fleet.store_class  # type: ignore[attr-defined]
+    return cls(fleet.where)  # type: ignore[attr-defined]
 
 
 def open_rollout(fleet: Fleet, **kw: Any) -> str:
@@ -55,7 +77,7 @@ def worker(fleet: Fleet, rid: str | None, *, store: Any = None, slots: int = 2,
     def adapters(target: Any) -> Any:
         return Slow(fleet.deps[target.label]), None
 
-    return Worker(store=store or SqliteStore(fleet.path), vault=fleet.vault,
+    return Worker(store=store or connect_to(fleet), vault=fleet.vault,
                   config=fleet.kit.config, versions=fleet.kit,
                   connector_for=lambda _kind: FakeConnector(adapters),
                   options=WorkerOptions(rollout_id=rid, slots=slots, poll_s=0.02,
@@ -101,9 +123,19 @@ def test_the_budget_halts_every_worker(fleet: Fleet) -> None:
     assert doc["halted_reason"] == "1 failures exceed the budget of 0"
     assert sum(len(r.finished) for r in reports) == 1
     assert fleet.store.rollout_counts(rid) == {"failed": 1, "pending": 7}
+    # opened again (`byod rollout --resume ID --for-workers`): the failed one is retried
+    again = rollout(None, store=fleet.store, vault=fleet.vault, config=fleet.kit.config,
+                    versions=fleet.kit, resume=rid, for_workers=True)
+    assert (again.status, again.resumed, again.counts) == ("open", 1, {"pending": 8})
+    with pytest.raises(RolloutError, match="already open"):
+        rollout(None, store=fleet.store, vault=fleet.vault, config=fleet.kit.config,
+                versions=fleet.kit, resume=rid, for_workers=True)
+    asyncio.run(run_all(worker(fleet, rid, slots=4)))
+    assert fleet.store.load_rollout(rid)["status"] == "completed"
+    assert all(fleet.on_v3(u) for u in fleet.deps)
 
 
-class Partitioned(SqliteStore):
+class Cut:
     """A registry connection whose claim calls fail once ``cut`` (the connection the
     worker's claims go through is gone): no renewal, no release, no outcome gets
     through."""
@@ -116,15 +148,15 @@ class Partitioned(SqliteStore):
 
     def renew_claims(self, *a: Any, **kw: Any) -> set[str]:
         self._gone()
-        return super().renew_claims(*a, **kw)
+        return super().renew_claims(*a, **kw)  # type: ignore[misc]
 
     def release_claims(self, *a: Any, **kw: Any) -> int:
         self._gone()
-        return super().release_claims(*a, **kw)
+        return super().release_claims(*a, **kw)  # type: ignore[misc]
 
     def finish_claim(self, *a: Any, **kw: Any) -> Any:
         self._gone()
-        return super().finish_claim(*a, **kw)
+        return super().finish_claim(*a, **kw)  # type: ignore[misc]
 
 
 def test_a_worker_that_cannot_renew_stops_and_another_takes_over(fleet: Fleet) -> None:
@@ -132,7 +164,7 @@ def test_a_worker_that_cannot_renew_stops_and_another_takes_over(fleet: Fleet) -
         fleet.add(f"u{i}")
     rid = open_rollout(fleet, canary=0, waves=("100%",), concurrency=8, lease_ttl_s=0.6)
     Slow.delay = 0.3  # every call waits: the deployments are still running at the cut
-    cut_store = Partitioned(fleet.path)
+    cut_store = connect_to(fleet, type("Partitioned", (Cut, fleet.store_class), {}))
     logs: list[str] = []
     first = worker(fleet, rid, store=cut_store, slots=3, logs=logs)
     second = worker(fleet, rid, slots=3)
