@@ -18,7 +18,7 @@ Status vocabularies follow the reference design (``userDatabaseConfig`` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Protocol, runtime_checkable
+from typing import Any, Iterable, Literal, Protocol, get_args, runtime_checkable
 
 from engine.errors import RegistryError
 
@@ -47,7 +47,9 @@ __all__ = [
     "MAX_USER_ID_LENGTH",
     "JOURNAL_TRANSITIONS",
     "PROGRESS_KINDS",
+    "check_progress_kind",
     "check_user_id",
+    "deployment_changes",
 ]
 
 MAX_USER_ID_LENGTH = 256
@@ -91,6 +93,28 @@ JOURNAL_TRANSITIONS: dict[str, frozenset[str]] = {
     "completed": frozenset(),
     "skipped": frozenset(),
 }
+
+
+def check_progress_kind(kind: str) -> ProgressKind:
+    """``kind`` when it names a progress document, else a ``RegistryError`` listing them."""
+
+    if kind not in PROGRESS_KINDS:
+        raise RegistryError(f"unknown progress kind {kind!r}; "
+                            f"expected one of {', '.join(PROGRESS_KINDS)}")
+    return kind
+
+
+def deployment_changes(status: str | None, progress: str | None, version: str | None,
+                       fingerprint: str | None) -> dict[str, str]:
+    """The columns a ``set_deployment`` call changes (None leaves one as it is); a
+    ``RegistryError`` for a status outside ``DeploymentStatus``. Every store checks the
+    same way before it writes."""
+
+    if status is not None and status not in get_args(DeploymentStatus):
+        raise RegistryError(f"invalid deployment status {status!r}")
+    return {k: v for k, v in (("deployment_status", status), ("deployment_progress", progress),
+                              ("schema_version", version), ("schema_fingerprint", fingerprint))
+            if v is not None}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import json
 import os
 import re
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, get_args
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from engine.errors import (
     ByodError,
@@ -44,7 +44,6 @@ from engine.ports.deployment import Connector, DeploymentTarget, FunctionRunner
 from engine.ports.registry import (
     CONNECTION_TRANSITIONS,
     JOURNAL_TRANSITIONS,
-    PROGRESS_KINDS,
     AuditEntry,
     ConnectionStatus,
     DeploymentStatus,
@@ -53,7 +52,9 @@ from engine.ports.registry import (
     Lease,
     ProgressKind,
     UserConfig,
+    check_progress_kind,
     check_user_id,
+    deployment_changes,
 )
 from engine.redact import redact
 from engine.registry.convex_main_alerts import ConvexAlerts
@@ -70,7 +71,6 @@ DEPLOY_HINT = ("deploy the main bundle: `byod deploy head --target main` (main i
 PAGE = 500  # documents per list call: far inside Convex's per-transaction read limits
 _PROGRESS_PART = 512 * 1024  # characters of JSON per progress document (ASCII: < 1 MiB)
 _MISSING = re.compile(r"(?i)could not find|no such function|FunctionNotFound")
-_DEPLOYMENT_STATUSES = frozenset(get_args(DeploymentStatus))
 # the functions not in convex/byodRegistry.ts, by the module that holds them
 _MODULE_OF: dict[str, str] = {
     **dict.fromkeys(("rolloutHeader", "putRolloutRows", "switchRollout", "dropRolloutRows",
@@ -287,12 +287,7 @@ class ConvexMainStore(ConvexRollouts, ConvexAlerts, ConvexTables):
         progress: str | None = None, version: str | None = None,
         fingerprint: str | None = None,
     ) -> UserConfig:
-        if status is not None and status not in _DEPLOYMENT_STATUSES:
-            raise RegistryError(f"invalid deployment status {status!r}")
-        changes = {k: v for k, v in (("deployment_status", status),
-                                     ("deployment_progress", progress),
-                                     ("schema_version", version),
-                                     ("schema_fingerprint", fingerprint)) if v is not None}
+        changes = deployment_changes(status, progress, version, fingerprint)
         answer = self._mutation(
             "setDeployment", userId=user_id, deploymentStatus=status,
             deploymentProgress=progress, schemaVersion=version, schemaFingerprint=fingerprint,
@@ -422,21 +417,14 @@ class ConvexMainStore(ConvexRollouts, ConvexAlerts, ConvexTables):
                            detail=json.loads(d["detail"])) for d in reversed(out)]
 
     # -- ProgressStore ----------------------------------------------------------------------
-    @staticmethod
-    def _kind(kind: str) -> str:
-        if kind not in PROGRESS_KINDS:
-            raise RegistryError(f"unknown progress kind {kind!r}; "
-                                f"expected one of {', '.join(PROGRESS_KINDS)}")
-        return kind
-
     def save_progress(self, kind: ProgressKind, user_id: str, doc: dict[str, Any]) -> None:
         text = json.dumps(doc, default=str, sort_keys=True)  # ASCII: a character is a byte
         parts = [text[i:i + _PROGRESS_PART] for i in range(0, len(text), _PROGRESS_PART)]
-        self._mutation("saveProgress", kind=self._kind(kind), userId=user_id,
+        self._mutation("saveProgress", kind=check_progress_kind(kind), userId=user_id,
                        parts=parts or ["{}"], now=self._clock())
 
     def load_progress(self, kind: ProgressKind, user_id: str) -> dict[str, Any] | None:
-        parts = self._query("loadProgress", kind=self._kind(kind), userId=user_id)
+        parts = self._query("loadProgress", kind=check_progress_kind(kind), userId=user_id)
         return json.loads("".join(parts)) if parts else None
 
 

@@ -19,12 +19,12 @@ from typing import Any
 from engine.errors import InvalidTransition, LeaseHeld, RegistryError
 from engine.ports.registry import (
     JOURNAL_TRANSITIONS,
-    PROGRESS_KINDS,
     AuditEntry,
     JournalEntry,
     JournalStatus,
     Lease,
     ProgressKind,
+    check_progress_kind,
 )
 from engine.redact import redact
 from engine.registry.process import ProcessId, current_process, provably_dead
@@ -280,13 +280,6 @@ class SqlLeases(SqlCore):
 class SqlProgress(SqlCore):
     """``ProgressStore``: one user's resumable copy progress, per kind."""
 
-    @staticmethod
-    def _kind(kind: str) -> str:
-        if kind not in PROGRESS_KINDS:
-            raise RegistryError(f"unknown progress kind {kind!r}; "
-                                f"expected one of {', '.join(PROGRESS_KINDS)}")
-        return kind
-
     def save_progress(self, kind: ProgressKind, user_id: str, doc: dict[str, Any]) -> None:
         text = json.dumps(doc, default=str, sort_keys=True)
         with self._write() as conn:
@@ -294,9 +287,9 @@ class SqlProgress(SqlCore):
                 "INSERT INTO progress (kind, user_id, doc, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (kind, user_id) DO UPDATE SET "
                 "doc = excluded.doc, updated_at = excluded.updated_at",
-                (self._kind(kind), user_id, text, self._clock()))
+                (check_progress_kind(kind), user_id, text, self._clock()))
 
     def load_progress(self, kind: ProgressKind, user_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT doc FROM progress WHERE kind = ? AND user_id = ?",
-                          (self._kind(kind), user_id))
+                          (check_progress_kind(kind), user_id))
         return json.loads(rows[0]["doc"]) if rows else None

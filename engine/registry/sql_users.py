@@ -8,7 +8,7 @@ stale.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, get_args
+from typing import Any, Iterable
 
 from engine.errors import InvalidTransition, RegistryError, UnknownUser
 from engine.ports.registry import (
@@ -17,6 +17,7 @@ from engine.ports.registry import (
     DeploymentStatus,
     UserConfig,
     check_user_id,
+    deployment_changes,
 )
 from engine.registry.sql_core import SqlCore
 from engine.registry.sql_roles import _clean
@@ -28,7 +29,6 @@ USER_COLS = (
     "schema_version, schema_fingerprint, last_connection_test, connection_error, entitled, "
     "created_at, updated_at"
 )
-_DEPLOYMENT_STATUSES = frozenset(get_args(DeploymentStatus))
 
 
 def _user(row: Any) -> UserConfig:
@@ -129,12 +129,7 @@ class SqlUsers(SqlCore):
         progress: str | None = None, version: str | None = None,
         fingerprint: str | None = None,
     ) -> UserConfig:
-        if status is not None and status not in _DEPLOYMENT_STATUSES:
-            raise RegistryError(f"invalid deployment status {status!r}")
-        changes = {k: v for k, v in (("deployment_status", status),
-                                     ("deployment_progress", progress),
-                                     ("schema_version", version),
-                                     ("schema_fingerprint", fingerprint)) if v is not None}
+        changes = deployment_changes(status, progress, version, fingerprint)
         with self._write() as conn:
             self._get(conn, user_id)
             if not changes:
