@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,18 +30,13 @@ from engine.ports.deployment import DeploymentTarget
 from engine.schema.loader import load_versions
 from engine.vault import ENV_KEY, generate_key
 
+from .serve_process import start_serve, stop_serve
+
 pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow, needs_toolchain]
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "http-local-serve-secret-" + "q" * 24
-BYOD = Path(sys.executable).with_name("byod")
 JOB_TIMEOUT_S = 240.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -61,33 +54,13 @@ class World:
 
     # -- the server ---------------------------------------------------------------------
     def start(self, config: Path | None = None) -> None:
-        self.port = _free_port()
         log = self.tmp / f"serve-{len(self.logs)}.log"
         self.logs.append(log)
         env = {**self.env, **({"BYOD_CONFIG": str(config)} if config else {})}
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen([str(BYOD), "serve", "--port", str(self.port)],
-                                         env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=self.tmp)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(self.url("/healthz"), timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("the service did not start: " + log.read_text())
+        self.proc, self.port = start_serve(env, self.tmp, log)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_serve(self.proc, sig)
         self.proc = None
 
     def url(self, path: str) -> str:

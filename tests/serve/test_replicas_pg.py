@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,18 +35,13 @@ from engine.schema.loader import load_versions
 from engine.serve.monitor import MONITOR_LEASE
 from engine.vault import ENV_KEY, generate_key
 
+from .serve_process import start_serve, stop_serve
+
 pytestmark = [pytest.mark.local, pytest.mark.toolchain, pytest.mark.slow, needs_toolchain]
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "replica-serve-secret-" + "r" * 24
-BYOD = Path(sys.executable).with_name("byod")
 TIMEOUT_S = 180.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -61,31 +54,12 @@ class Replica:
     log: Path | None = None
 
     def start(self) -> "Replica":
-        self.port = _free_port()
         self.log = self.cwd / f"serve-{self.name}.log"
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([str(BYOD), "serve", "--port", str(self.port)],
-                                         env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=self.cwd)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url("/healthz"), timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"replica {self.name} did not start: {self.log.read_text()}")
+        self.proc, self.port = start_serve(self.env, self.cwd, self.log)
+        return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_serve(self.proc, sig)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"

@@ -9,26 +9,16 @@ point at the test's deployment, as an operator's settings would.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from local_ops import have_toolchain
 
 LOCATION = "convex:main"
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def have_toolchain() -> bool:
-    try:
-        from engine.convex.toolchain import Toolchain
-
-        root = Toolchain.find().root
-    except Exception:  # noqa: BLE001 - any failure to find it means: skip
-        return False
-    return shutil.which("node") is not None and (root / "node_modules" / ".bin" / "convex").exists()
 
 
 MARKS = (pytest.mark.local, pytest.mark.toolchain,
