@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -145,6 +146,20 @@ def import_row(record: Record) -> list[str]:
             f"{_num(r['imports_s'])} s of imports for the CLI ({_when(record)})"]
 
 
+def _workers_row(record: Record) -> list[str]:
+    """One rollout shared by 1, 2, 4, 8 worker processes, on one registry."""
+
+    r = record["results"]
+    per = ", ".join(f"{x['workers']}: {x['deployments_per_s']}/s" for x in r["rounds"])
+    ratio = r.get("ratio_4_to_1")
+    return [f"one rollout over {r['count']} local deployments shared by worker processes, "
+            f"registry on {'PostgreSQL' if r.get('registry') == 'postgresql' else 'SQLite'} "
+            f"(`--slots {r['slots']}` each, every request {r['rtt_ms']} ms late)",
+            re.sub(r"postgres(ql)?://[^\s`]+", "postgresql://…", _cmd(record)),
+            f"deployments/s by workers: {per}; 4 workers / 1: {ratio}× (target ≥ 3×)"
+            f"{_killed(r.get('kill'))} ({_when(record)})"]
+
+
 def _killed(kill: dict[str, Any] | None) -> str:
     """The SIGKILL round of the workers benchmark, in words."""
 
@@ -178,15 +193,12 @@ def table(results: Path = RESULTS) -> str:
                       and bool(r["results"].get("rtt_ms")) == w)
         if roll:
             rows += rollout_rows(roll, throughput=not with_rtt)
-    workers = newest(results, "workers", lambda r: bool(r["results"].get("rounds")))
-    if workers:
-        r = workers["results"]
-        per = ", ".join(f"{x['workers']}: {x['deployments_per_s']}/s" for x in r["rounds"])
-        rows.append([f"one rollout over {r['count']} local deployments shared by worker "
-                     f"processes (`--slots {r['slots']}` each, every request {r['rtt_ms']} ms "
-                     "late)", _cmd(workers),
-                     f"deployments/s by workers: {per}; 4 workers / 1: {r['ratio_4_to_1']}× "
-                     f"(target ≥ 3×){_killed(r.get('kill'))} ({_when(workers)})"])
+    for registry in ("sqlite", "postgresql"):
+        workers = newest(results, "workers",
+                         lambda r, reg=registry: bool(r["results"].get("rounds"))  # type: ignore[misc]
+                         and r["results"].get("registry", "sqlite") == reg)
+        if workers:
+            rows.append(_workers_row(workers))
     check = newest(results, "check_versions", lambda r: True)
     if check:
         rows.append(check_row(check))
