@@ -13,9 +13,13 @@ the heartbeat no longer holds — another worker took it over after the claim ex
 every row, once no renewal succeeded for a whole ttl (the registry is unreachable), is
 stopped at once: its task is cancelled, so it never races the worker that took it over (the
 per-deployment lease fences the same at every step and page). A worker that took a row over
-takes the deployment's lease back at once (``reclaim_from``: the lease's holder is an
-earlier worker of the same rollout), and the journal makes the resumed run skip every step
-already completed.
+takes the deployment's lease back at once from the worker it took the claim over from
+(``reclaim_from``, per deployment: only that holder, so a worker that stalled past its ttl
+and wakes up mid-run cannot take the lease back in turn), and the journal makes the resumed
+run skip every step already completed. Registry calls are synchronous: one that hangs (a
+stalled database) holds the whole worker until it returns; the worker then finds each
+deployment's lease expired or held by the worker that took the row over, and stops it at
+its next step or page.
 
 ``stop()`` (SIGTERM, Ctrl-C): no new claims, in-flight deployments get ``grace_s`` to
 finish, the rest are cancelled and their rows released (pending again, for any worker).
@@ -29,7 +33,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.config import EngineConfig
@@ -165,7 +169,9 @@ class _RolloutWork:
         self.holder = f"{rollout_id}/{worker.name}"
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self.rows: dict[str, DeploymentRow] = {}
+        self.taken_from: dict[str, str | None] = {}  # user → the claim's previous holder
         self.lost: dict[str, str] = {}
+        self.down = False  # the last registry call of the loop failed (said once)
 
     async def run(self) -> None:
         w, rid = self.w, self.rollout_id
@@ -178,7 +184,7 @@ class _RolloutWork:
         if state.options.deployer == "push":
             await _capture_all(kit, planned.to_capture, connector)
         self.ttl = state.options.lease_ttl_s
-        self.ctx = RunContext(store=w.store, kit=kit, holder=self.holder, reclaim_from=rid,
+        self.ctx = RunContext(store=w.store, kit=kit, holder=self.holder, reclaim_from=None,
                               emit=w.emit, lease_ttl_s=self.ttl, deploy_slots=asyncio.Semaphore(
                                   state.options.deploy_slots or default_deploy_slots()))
         self.plans, self.state, self.connector = dict(planned.fleet.plans), state, connector
@@ -208,13 +214,28 @@ class _RolloutWork:
                 await self._drain()
                 return
 
+    def _unreachable(self, doing: str, exc: Exception) -> None:
+        """Say once that the registry cannot be reached (not at every poll while it
+        stays so); ``_reachable`` says when it is back."""
+
+        if not self.down:
+            self.down = True
+            self.w.log(f"worker {self.w.name}: cannot {doing} of {self.rollout_id}: "
+                       f"{type(exc).__name__}; retrying while the registry is unreachable")
+
+    def _reachable(self) -> None:
+        if self.down:
+            self.down = False
+            self.w.log(f"worker {self.w.name}: the registry is reachable again")
+
     def _status(self) -> str | None:
         try:
-            return self.w.claims.rollout_status(self.rollout_id)
+            status = self.w.claims.rollout_status(self.rollout_id)
         except Exception as exc:  # noqa: BLE001 - an unreachable registry
-            self.w.log(f"worker {self.w.name}: cannot read the rollout's status: "
-                       f"{type(exc).__name__}")
+            self._unreachable("read the status", exc)
             return "open"  # unknown: keep waiting (nothing is claimed meanwhile)
+        self._reachable()
+        return status
 
     def _claim(self) -> None:
         w = self.w
@@ -225,12 +246,13 @@ class _RolloutWork:
             claims = w.claims.claim_rows(self.rollout_id, self.holder, limit=free,
                                          ttl_s=self.ttl)
         except Exception as exc:  # noqa: BLE001 - an unreachable registry: try again later
-            w.log(f"worker {w.name}: cannot claim rows of {self.rollout_id}: "
-                  f"{type(exc).__name__}")
+            self._unreachable("claim rows", exc)
             return
+        self._reachable()
         for claim in claims:
             uid = claim.user_id
             self.rows[uid] = DeploymentRow.from_json({"user_id": uid, **claim.data})
+            self.taken_from[uid] = claim.taken_from
             w.report.took.append(uid)
             if claim.taken_from:
                 w.report.took_over[uid] = claim.taken_from
@@ -241,8 +263,12 @@ class _RolloutWork:
 
     async def _one(self, user_id: str) -> None:
         w = self.w
+        # The deployment's lease is taken back only from the worker this claim was taken
+        # over from: never from a later one (a worker that stalled past its ttl and wakes
+        # up mid-run must not take back what was taken over from it).
+        ctx = replace(self.ctx, reclaim_from=self.taken_from.get(user_id))
         try:
-            outcome = await run_deployment(self.ctx, user_id, target=self.state.target,
+            outcome = await run_deployment(ctx, user_id, target=self.state.target,
                                            plans=self.plans, vault=w.vault,
                                            connector=self.connector)
             self._finish(user_id, outcome)
@@ -257,6 +283,7 @@ class _RolloutWork:
             result = w.claims.finish_claim(self.rollout_id, self.holder, user_id, row.status,
                                            data)
         except Exception as exc:  # noqa: BLE001 - the claim lapses; another worker redoes it
+            w.report.lost[user_id] = f"outcome not recorded ({type(exc).__name__})"
             w.log(f"worker {w.name}: cannot record {user_id}: {type(exc).__name__}; its "
                   "claim lapses and another worker resumes it from its journal")
             return

@@ -14,7 +14,9 @@ Why it is built this way:
   registry calls are short and serialised anyway, and a writer holds its connection for a
   whole transaction; a pool would add a dependency and idle connections on the server for
   nothing. The connection is in autocommit mode: a read is one statement, never an open
-  transaction left idle.
+  transaction left idle. TCP keepalives (a probe after 10 s idle, dropped after 3
+  unanswered 5 s apart) and ``tcp_user_timeout`` (30 s of unacknowledged data) make a call
+  on a dead network fail within about half a minute, instead of hanging until the OS gives up.
 * **Writes**: each ``_write()`` is one READ COMMITTED transaction. Every ``SELECT`` inside
   one whose answer decides what is written carries ``FOR UPDATE`` (``_for_update``), a
   new lease key is inserted before it is locked, and a claim skips rows another worker
@@ -188,7 +190,9 @@ class PostgresStore(SqlUsers, SqlJournal, SqlLeases, SqlAudit, SqlRollouts, SqlP
         try:
             raw = psycopg.connect(self._url, autocommit=True, row_factory=_row_factory,
                                   connect_timeout=max(1, math.ceil(self._connect_timeout_s)),
-                                  application_name="byod")
+                                  application_name="byod", keepalives=1,
+                                  keepalives_idle=10, keepalives_interval=5,
+                                  keepalives_count=3, tcp_user_timeout=30_000)
         except psycopg.Error as exc:
             raise self._error("cannot reach", exc) from None
         try:
