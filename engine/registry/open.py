@@ -46,7 +46,7 @@ def _convex(location: str, connector: "Connector | None" = None) -> RegistryStor
     return open_convex_main(location, connector)
 
 
-# kind -> opener (a helper that adds a store kind adds its entry here)
+# kind -> opener (a new store kind adds its entry here)
 OPENERS: dict[str, Callable[[str], RegistryStore]] = {
     "sqlite": _sqlite,
     "postgresql": _postgresql,
