@@ -109,7 +109,7 @@ COMMANDS: dict[str, CommandEntry] = {
         "Who holds which lease (a user's deployment, or rollout:ID) and until when."),
     "registry": CommandEntry(
         "registry_cmd", "registry",
-        "The registry itself: `registry check` verifies it, `registry upgrade` moves its schema."),
+        "The registry itself: `check` verifies it, `upgrade` migrates its schema, `copy` moves it."),
     "serve": CommandEntry(
         "serve_cmd", "serve",
         "Run the service: settings API, blocker, data plane, pages, dashboard, metrics."),

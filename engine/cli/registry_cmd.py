@@ -19,10 +19,11 @@ __all__ = ["commands"]
 
 @click.group("registry")
 def registry() -> None:
-    """The registry itself: `registry check` verifies it, `registry upgrade` moves its schema.
+    """The registry itself: `check` verifies it, `upgrade` migrates its schema, `copy` moves it.
 
     `check`: pages, references, every stored record. `upgrade`: Alembic revisions to this
-    engine's schema (`--check` only reports)."""
+    engine's schema (`--check` only reports). `copy --to LOCATION`: another store (SQLite,
+    PostgreSQL, convex:main), verified by counts and checksums."""
 
 
 @registry.command("check")
