@@ -23,4 +23,4 @@ clients/ts/node_modules: clients/ts/package-lock.json
 	touch clients/ts/node_modules
 
 test: setup clients/ts/node_modules
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
