@@ -168,7 +168,8 @@ def _killed(kill: dict[str, Any] | None) -> str:
     twice = sum(kill.get("extra_pushes", {}).values()) if kill.get("extra_pushes") else 0
     return (f"; one of {kill['workers']} workers SIGKILLed mid-run: rollout "
             f"{kill['status']}, {kill['taken_over']} deployment(s) taken over, "
-            f"{len(kill.get('problems', []))} not at the target, {twice} pushed twice")
+            f"{len(kill.get('problems', []))} problem(s) (not at the target, a step completed "
+            f"twice), {twice} push(es) repeated by the taker (in flight at the kill)")
 
 
 def table(results: Path = RESULTS) -> str:
