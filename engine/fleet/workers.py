@@ -138,8 +138,10 @@ class Worker:
             raise RolloutError(f"no rollout {wanted!r} in the registry; see "
                                "`byod rollout --list`")
         while not self._stop.is_set():
-            open_ = [wanted] if wanted else self.claims.open_worker_rollouts()
-            open_ = [r for r in open_ if self.claims.rollout_status(r) == "open"]
+            if wanted:  # the listing below already holds open worker rollouts only
+                open_ = [wanted] if self.claims.rollout_status(wanted) == "open" else []
+            else:
+                open_ = self.claims.open_worker_rollouts()
             if not open_:
                 if wanted or self.options.exit_when_idle:
                     break
