@@ -53,7 +53,9 @@ def _password(url: str) -> str:
 
 def _children(code: str, url: str, tmp_path: Path, n: int = PROCESSES) -> list[Any]:
     """Run ``code`` in ``n`` fresh interpreters at once (each waits for a go file, so they
-    start together); each prints one JSON document. Returns the documents."""
+    start together); each prints one JSON document. Returns the documents. No child exits
+    before all have run ``code``: a lease whose holder process has died is rightly taken
+    over, and an early exit would turn a late contender's loss into a takeover."""
 
     go = tmp_path / "go"
     script = textwrap.dedent("""
@@ -66,7 +68,15 @@ def _children(code: str, url: str, tmp_path: Path, n: int = PROCESSES) -> list[A
             if time.monotonic() > deadline:
                 raise SystemExit("never told to go")
             time.sleep(0.005)
-    """) + textwrap.dedent(code) + "\nstore.close()\n"
+    """) + textwrap.dedent(code) + textwrap.dedent(f"""
+        open(go + f".done{{me}}", "w").close()
+        deadline = time.monotonic() + 60
+        while sum(os.path.exists(go + f".done{{i}}") for i in range({n})) < {n}:
+            if time.monotonic() > deadline:
+                raise SystemExit("the others never finished")
+            time.sleep(0.005)
+        store.close()
+    """)
     procs = [subprocess.Popen([sys.executable, "-c", script, url, str(go), str(i)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i in range(n)]
@@ -152,6 +162,7 @@ def test_processes_racing_for_leases_leave_one_holder_each(url: str, tmp_path: P
     with PostgresStore(url) as store:
         assert {lease.deployment: lease.holder for lease in store.list_leases()} == {
             f"dep-{k}": f"p{p}" for k, p in winners.items()}
+        assert not [e for e in store.audit_log(limit=1000) if e.event == "lease_taken_over"]
 
 
 def test_processes_saving_rows_at_once_keep_the_counts_exact(url: str,
