@@ -160,6 +160,18 @@ def _workers_row(record: Record) -> list[str]:
             f"{_killed(r.get('kill'))} ({_when(record)})"]
 
 
+def _pool_row(record: Record) -> list[str]:
+    """One process's threads writing to a PostgreSQL registry a few ms away."""
+
+    r = record["results"]
+    return [f"registry writes from {r['threads']} threads of one process, PostgreSQL "
+            f"{r['rtt_ms']:g} ms away (a delaying proxy)",
+            re.sub(r"postgres(ql)?://[^\s`]+", "postgresql://…", _cmd(record)),
+            f"one connection {r['one_connection_writes_per_s']:.0f} writes/s; a pool of "
+            f"{r['pool_size']} {r['pool_writes_per_s']:.0f} writes/s: {r['ratio']}× "
+            f"({_when(record)})"]
+
+
 def _killed(kill: dict[str, Any] | None) -> str:
     """The SIGKILL round of the workers benchmark, in words."""
 
@@ -200,6 +212,9 @@ def table(results: Path = RESULTS) -> str:
                          and r["results"].get("registry", "sqlite") == reg)
         if workers:
             rows.append(_workers_row(workers))
+    pool = newest(results, "registry_pool", lambda r: "ratio" in r["results"])
+    if pool:
+        rows.append(_pool_row(pool))
     check = newest(results, "check_versions", lambda r: True)
     if check:
         rows.append(check_row(check))

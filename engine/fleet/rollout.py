@@ -103,17 +103,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeploymentRow",
+    "PlannedRollout",
     "RolloutOptions",
     "RolloutRunning",
     "RolloutReport",
     "RolloutState",
+    "capture_bundles",
+    "kit_for",
     "load_state",
     "parse_budget",
     "parse_waves",
+    "plan_rollout",
     "plan_waves",
     "rollout",
     "rollout_async",
+    "run_deployment",
     "summarize_rollouts",
+    "where_now",
 ]
 
 
@@ -137,7 +143,7 @@ def rollout_lease_key(rollout_id: str) -> str:
 
 
 @dataclass
-class _Planned:
+class PlannedRollout:
     """A rollout about to run (or dry-run): its state, the kit, the fleet's plans, the
     registry's versions before the run, and which deployments only need a refresh."""
 
@@ -162,7 +168,7 @@ def _deploy_bundles(kit: PlanKit, plans: Iterable[Any]) -> list[Any]:
     return bundles
 
 
-async def _capture_all(kit: PlanKit, plans: Iterable[Any], connector: Connector) -> None:
+async def capture_bundles(kit: PlanKit, plans: Iterable[Any], connector: Connector) -> None:
     """Capture each distinct bundle of the plans once, here in the parent, into the
     connector's payload cache (the CPU bounded by the cache's capture slots); the
     deployments then only push over HTTP. A connector without a cache captures nothing."""
@@ -440,8 +446,8 @@ def where_now(store: RegistryStore, kit: PlanKit, state: RolloutState
     return before, {u for u, cfg in users.items() if _stale_at(cfg, state.target, fresh)}
 
 
-def _plan(kit: PlanKit, state: RolloutState, before: dict[str, str | None],
-          refresh: set[str]) -> _Planned:
+def plan_rollout(kit: PlanKit, state: RolloutState, before: dict[str, str | None],
+          refresh: set[str]) -> PlannedRollout:
     """Plan each source version once (``plan_fleet``), plus the refresh plan if needed."""
 
     from engine.plan.planner import plan_fleet
@@ -452,10 +458,10 @@ def _plan(kit: PlanKit, state: RolloutState, before: dict[str, str | None],
     for plan in fleet.plans.values():
         kit.remember(plan)
     refresh_plan = kit.refresh_plan(state.target) if refresh else None
-    return _Planned(state, kit, before, refresh, fleet, refresh_plan)
+    return PlannedRollout(state, kit, before, refresh, fleet, refresh_plan)
 
 
-def _report(p: _Planned, started: float) -> RolloutReport:
+def _report(p: PlannedRollout, started: float) -> RolloutReport:
     state, kit = p.state, p.kit
     report = RolloutReport(
         rollout_id=state.rollout_id, target=state.target, status="dry_run",
@@ -471,7 +477,7 @@ def _report(p: _Planned, started: float) -> RolloutReport:
     return report
 
 
-def _dry_rows(p: _Planned, report: RolloutReport) -> None:
+def _dry_rows(p: PlannedRollout, report: RolloutReport) -> None:
     """What each deployment would go through; nothing is contacted or saved."""
 
     for uid, row in p.state.deployments.items():
@@ -499,7 +505,7 @@ def _audit_selection(store: AuditLog, state: RolloutState) -> None:
                                      "scheduled": uid in state.deployments})
 
 
-async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vault: Vault | None,
+async def _run(p: PlannedRollout, report: RolloutReport, *, store: RegistryStore, vault: Vault | None,
                connector: Connector, emit: Sink, started_event: RolloutStarted) -> None:
     """Capture (``push``), save the state (a new rollout whole, a resumed one its header),
     announce the run (``started_event``, after the save: the id it shows is resumable),
@@ -514,7 +520,7 @@ async def _run(p: _Planned, report: RolloutReport, *, store: RegistryStore, vaul
     runner.take_lease()  # first: a resume of a live rollout is refused before any work
     try:
         if state.options.deployer == "push":
-            await _capture_all(p.kit, p.to_capture, connector)
+            await capture_bundles(p.kit, p.to_capture, connector)
         runner.save(whole=not state.resumed)
         if not state.resumed:
             _audit_selection(store, state)
@@ -570,7 +576,7 @@ async def rollout_async(
         raise RolloutError(f"rollout {saved.rollout_id} is open for workers: `byod worker "
                            f"--rollout {saved.rollout_id}` works it (`byod rollout --list` "
                            "shows its progress)")
-    kit = _kit_for(versions, config, saved.options if saved else options)
+    kit = kit_for(versions, config, saved.options if saved else options)
     options = (saved.options if saved else options).replace(
         max_batch=kit.max_batch, allow_destructive=kit.allow_destructive)
     if saved is not None:
@@ -578,7 +584,7 @@ async def rollout_async(
         state, (before, refresh) = saved, _resume(store, kit, saved)
     else:
         state, before, refresh = _start(store, kit, target_ref, options, started)
-    planned = _plan(kit, state, before, refresh)
+    planned = plan_rollout(kit, state, before, refresh)
     # The CLI prints the id with RolloutStarted: a real run emits it only once the state is
     # saved (in ``_run``), so an id on screen can always be resumed. A dry run saves nothing.
     started_event = RolloutStarted(
@@ -605,7 +611,7 @@ async def rollout_async(
     return report
 
 
-async def _open_for_workers(p: _Planned, report: RolloutReport, *, store: RegistryStore,
+async def _open_for_workers(p: PlannedRollout, report: RolloutReport, *, store: RegistryStore,
                             connector: Connector, emit: Sink,
                             started_event: RolloutStarted) -> None:
     """Save a new rollout open for workers (mode ``workers``, status ``open``, every row
@@ -614,7 +620,7 @@ async def _open_for_workers(p: _Planned, report: RolloutReport, *, store: Regist
 
     state = p.state
     if state.options.deployer == "push":
-        await _capture_all(p.kit, p.to_capture, connector)
+        await capture_bundles(p.kit, p.to_capture, connector)
     state.mode, state.status = WORKERS_MODE, "open"
     state.updated_at = time.time()
     store.save_rollout(state.rollout_id, state.to_json())
@@ -656,7 +662,7 @@ def _default_connector(config: EngineConfig, options: RolloutOptions) -> Connect
     return HttpConnector(config, kind=options.deployer)
 
 
-def _kit_for(versions: Iterable[SchemaVersion] | PlanKit, config: EngineConfig,
+def kit_for(versions: Iterable[SchemaVersion] | PlanKit, config: EngineConfig,
              options: RolloutOptions) -> PlanKit:
     """The planning kit; a given one takes the options' page cap."""
 

@@ -42,9 +42,9 @@ from engine.events import Sink, null_sink
 from engine.fleet.artifacts import PlanKit
 from engine.fleet.context import DeploymentOutcome, RunContext, default_deploy_slots
 from engine.fleet.rollout import (
-    _capture_all,
-    _kit_for,
-    _plan,
+    capture_bundles,
+    kit_for,
+    plan_rollout,
     run_deployment,
     where_now,
 )
@@ -180,11 +180,11 @@ class _RolloutWork:
         state = load_state(w.store, rid)
         if state.rollout_id not in w.report.rollouts:
             w.report.rollouts.append(state.rollout_id)
-        kit = _kit_for(w.versions, w.config, state.options)
-        planned = _plan(kit, state, *where_now(w.store, kit, state))
+        kit = kit_for(w.versions, w.config, state.options)
+        planned = plan_rollout(kit, state, *where_now(w.store, kit, state))
         connector = w.connector_for(state.options.deployer)
         if state.options.deployer == "push":
-            await _capture_all(kit, planned.to_capture, connector)
+            await capture_bundles(kit, planned.to_capture, connector)
         self.ttl = state.options.lease_ttl_s
         self.ctx = RunContext(store=w.store, kit=kit, holder=self.holder, reclaim_from=None,
                               emit=w.emit, lease_ttl_s=self.ttl, deploy_slots=asyncio.Semaphore(

@@ -26,7 +26,7 @@ from engine.cli.main import cli
 from engine.errors import LeaseHeld, RegistryError
 from engine.ports.registry import JournalEntry
 from engine.registry.ddl import SCHEMA_VERSION
-from engine.registry.postgres import PostgresStore, pg_sql
+from engine.registry.postgres import FAST_S, PostgresStore, pg_sql
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 3
@@ -289,6 +289,145 @@ def test_one_open_job_per_user_even_when_created_at_once(url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+# -- the connection pool ---------------------------------------------------------------------
+
+def test_threads_of_one_store_write_at_once_on_their_own_connections(url: str) -> None:
+    """Four threads are inside a write transaction at the same moment (each waits for the
+    others there): one store lends each its own connection instead of queueing them."""
+
+    with PostgresStore(url, pool_size=4) as store:
+        inside = threading.Barrier(4)
+        backends: list[int] = []
+        errors: list[BaseException] = []
+
+        def write(i: int) -> None:
+            try:
+                with store._write() as conn:
+                    backends.append(int(conn.execute("SELECT pg_backend_pid()")
+                                        .fetchone()[0]))
+                    conn.execute("INSERT INTO progress (kind, user_id, doc, updated_at) "
+                                 "VALUES ('disconnect', ?, '{}', 0)", (f"u{i}",))
+                    inside.wait(timeout=WAIT_S)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT_S)
+        assert not errors, errors
+        assert len(set(backends)) == 4
+        assert all(store.load_progress("disconnect", f"u{i}") == {} for i in range(4))
+
+
+def test_a_read_inside_a_write_sees_that_write(pg: PostgresStore) -> None:
+    with pg._write() as conn:
+        conn.execute("INSERT INTO progress (kind, user_id, doc, updated_at) VALUES "
+                     "('disconnect', 'u1', '{}', 0)")
+        # the same transaction, not yet committed
+        assert pg.load_progress("disconnect", "u1") == {}
+        with pg._write():  # a nested write is a savepoint on the same connection
+            pg.save_progress("disconnect", "u2", {"n": 2})
+    assert pg.load_progress("disconnect", "u1") == {}
+    assert pg.load_progress("disconnect", "u2") == {"n": 2}
+
+
+def test_a_call_finding_every_pooled_connection_busy_makes_its_own(url: str) -> None:
+    """With the pool's one connection held by a write, another thread's call waits about
+    ``FAST_S``, then runs on a connection of its own (closed after it), instead of
+    failing or waiting out the pool's timeout."""
+
+    with PostgresStore(url, pool_size=1) as store:
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with store._write() as conn:
+                conn.execute("INSERT INTO progress (kind, user_id, doc, updated_at) "
+                             "VALUES ('disconnect', 'held', '{}', 0)")
+                held.set()
+                release.wait(WAIT_S)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert held.wait(WAIT_S)
+            t0 = time.monotonic()
+            store.save_progress("disconnect", "u1", {"n": 1})
+            assert time.monotonic() - t0 >= FAST_S * 0.9
+            assert store.load_progress("disconnect", "held") is None  # not committed yet
+        finally:
+            release.set()
+            holder.join(WAIT_S)
+        assert store.load_progress("disconnect", "u1") == {"n": 1}
+        assert store.load_progress("disconnect", "held") == {}
+
+
+def test_after_an_outage_the_pool_is_renewed_at_once(url: str, pg_server: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server ends every session and refuses logins for a while (the pool's own
+    attempts fail, backing off); calls meanwhile fail at once, naming the server and the
+    reason; once logins work again the next call succeeds at once, on a new pool, without
+    waiting for the old pool's next attempt (held back here for a minute)."""
+
+    import psycopg
+    from psycopg_pool.base import AttemptWithBackoff
+
+    monkeypatch.setattr(AttemptWithBackoff, "INITIAL_DELAY", 60.0)
+    PostgresStore(url).close()  # the schema, owned by byod (the role below is dropped)
+
+    role = "byod_outage_" + os.urandom(3).hex()
+    password = "pw-" + os.urandom(8).hex()
+    database = url.rsplit("/", 1)[1]
+    admin = pg_server.admin()
+    try:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE byod")
+        parts = urlsplit(url)
+        mine = f"postgresql://{role}:{password}@{parts.hostname}:{parts.port}/{database}"
+        with PostgresStore(mine) as store:
+            store.save_progress("disconnect", "before", {})
+            first = store._pool
+            admin.execute(f"ALTER ROLE {role} NOLOGIN")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                          "usename = %s", (role,))
+            failures = []
+            for _ in range(3):
+                t0 = time.monotonic()
+                with pytest.raises(RegistryError) as caught:
+                    store.save_progress("disconnect", "during", {})
+                failures.append((time.monotonic() - t0, str(caught.value)))
+            assert all(took < FAST_S + 5 for took, _ in failures), failures
+            assert "not permitted to log in" in failures[-1][1], failures
+            assert all(password not in text for _, text in failures)
+            admin.execute(f"ALTER ROLE {role} LOGIN")
+            t0 = time.monotonic()
+            store.save_progress("disconnect", "after", {"ok": True})
+            assert time.monotonic() - t0 < FAST_S + 5
+            assert store._pool is not first
+            assert store.load_progress("disconnect", "after") == {"ok": True}
+    finally:
+        admin.execute(f"ALTER ROLE {role} NOLOGIN")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                      "usename = %s", (role,))
+        for _ in range(50):
+            try:
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
+                break
+            except psycopg.Error:
+                time.sleep(0.1)
+        admin.close()
+
+
+def test_a_closed_store_reopens_on_its_next_call(url: str) -> None:
+    store = PostgresStore(url)
+    store.upsert_credentials("u1", url_ct="a", key_ct="b")
+    store.close()
+    try:
+        assert store.find_user("u1") is not None
+    finally:
+        store.close()
 
 
 def test_a_forked_child_reconnects_and_leaves_the_parents_session(pg: PostgresStore) -> None:

@@ -208,8 +208,8 @@ def test_the_registry_connection_fails_fast_on_a_dead_network(pg_database: str) 
 
     from engine.registry.postgres import PostgresStore
 
-    with PostgresStore(pg_database) as store:
-        fd = store._connection().raw.pgconn.socket
+    with PostgresStore(pg_database) as store, store._borrow() as conn:
+        fd = conn.raw.pgconn.socket
         sock = so.socket(fileno=os.dup(fd))
         try:
             assert sock.getsockopt(so.SOL_SOCKET, so.SO_KEEPALIVE) == 1
