@@ -124,6 +124,7 @@ REGISTRY_FUNCTIONS: dict[str, str] = {
     "byodRegistryRollouts:putRolloutRows": "internalMutation",
     "byodRegistryRollouts:switchRollout": "internalMutation",
     "byodRegistryRollouts:dropRolloutRows": "internalMutation",
+    "byodRegistryRollouts:dropStaleRolloutRows": "internalMutation",
     "byodRegistryRollouts:saveRolloutHeader": "internalMutation",
     "byodRegistryRollouts:saveDeploymentRow": "internalMutation",
     "byodRegistryRollouts:rolloutRows": "internalQuery",

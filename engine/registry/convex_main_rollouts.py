@@ -7,7 +7,8 @@ transaction (a transaction writes at most 16,000 documents), so ``save_rollout``
 its rows in pages under a new generation id that no reader follows yet, and one last
 transaction switches the header (and its counts) to that generation. A crash mid-save
 leaves the previous record whole; the rows of the replaced generation are deleted
-afterwards, page by page. Saving one deployment's outcome stays one transaction (the row,
+afterwards, page by page; the next save of the rollout also deletes the rows of any
+generation left behind by a crash (staged over an hour before, never switched to). Saving one deployment's outcome stays one transaction (the row,
 its count and the header's activity time), whatever the rollout's size, and every read of
 rows is one indexed page (``after`` a position, at most ``PAGE`` rows).
 
@@ -36,6 +37,7 @@ __all__ = ["ConvexRollouts"]
 
 _ROW_COLUMNS = ("user_id", "status")
 _ROWS, _DOCUMENT = "rows", "document"
+STALE_S = 3600.0  # a generation not switched to within an hour of staging is a crashed save's
 _PAGE_BYTES = 4 * 1024 * 1024  # per call: far inside Convex's 16 MiB of arguments and writes
 
 
@@ -126,9 +128,20 @@ class ConvexRollouts:
                                   data=_dumps(header), layout=layout, counts=counts, now=now)
         if replaced:
             self._drop_generation(rollout_id, replaced)
+        self._drop_stale(rollout_id)
 
     def _drop_generation(self, rollout_id: str, gen: str) -> None:
         while self._mutation("dropRolloutRows", rolloutId=rollout_id, gen=gen,
+                             limit=self._page) >= self._page:
+            pass
+
+    def _drop_stale(self, rollout_id: str) -> None:
+        """Rows of generations the header does not name, staged over ``STALE_S`` ago: a
+        crashed save's pages, or a replaced generation whose drop was cut short (a save
+        still staging is newer and left alone)."""
+
+        before = self._clock() - STALE_S
+        while self._mutation("dropStaleRolloutRows", rolloutId=rollout_id, before=before,
                              limit=self._page) >= self._page:
             pass
 

@@ -20,6 +20,7 @@ import pytest
 from engine.errors import RegistryError
 from engine.ports.deployment import DeploymentTarget
 from engine.registry.convex_main import ConvexMainStore, open_convex_main
+from engine.registry.convex_main_rollouts import STALE_S
 from engine.vault import Vault, generate_key
 
 from .backend import MARKS, ROOT
@@ -113,6 +114,19 @@ def test_a_crash_mid_save_leaves_the_previous_record_whole(
     assert store.rollout_counts("r") == {"pending": 119, "succeeded": 1}
     store.save_rollout("r", _rollout(200))  # and a later save goes through
     assert store.rollout_counts("r") == {"pending": 200}
+    # the crashed save's first page (50 rows) is left while it could be a save still staging
+    fleet = convex_main_fleet.fleet
+    [name] = [d.name for d in fleet.deployments if d.url == main.url]
+    docs = fleet.documents(name)["byodRegRolloutRows"]
+    assert len(docs) == 250
+    # a save over an hour later deletes it, with the generation it replaces
+    later = store_on(convex_main_fleet, main, page=50,
+                     clock=lambda: time.time() + STALE_S + 60)
+    later.save_rollout("r", _rollout(200))
+    docs = fleet.documents(name)["byodRegRolloutRows"]
+    assert len(docs) == 200 and len({d["gen"] for d in docs}) == 1
+    assert later.rollout_counts("r") == {"pending": 200}
+    later.close()
 
 
 def test_a_dead_holders_lease_is_taken_over_and_audited(
