@@ -198,6 +198,17 @@ class PostgresStore(SqlUsers, SqlJournal, SqlLeases, SqlAudit, SqlRollouts, SqlP
     def __repr__(self) -> str:
         return f"PostgresStore({self.where!r})"
 
+    def __del__(self) -> None:
+        """A store dropped without ``close()`` still closes its connections (as a lone
+        psycopg connection would), in the process that opened them."""
+
+        pool = getattr(self, "_pool", None)
+        if pool is not None and getattr(self, "_pid", -1) == os.getpid():
+            try:
+                pool.close(timeout=1.0)
+            except Exception:  # noqa: BLE001 - at collection or shutdown: nothing to tell
+                pass
+
     def __enter__(self) -> "PostgresStore":
         return self
 
@@ -268,9 +279,17 @@ class PostgresStore(SqlUsers, SqlJournal, SqlLeases, SqlAudit, SqlRollouts, SqlP
             return self._pool
 
     def _new_pool(self) -> ConnectionPool[Any]:
+        me = weakref.ref(self)  # the pool's threads must not keep a dropped store alive
+
+        def configure(raw: psycopg.Connection[Any]) -> None:
+            store = me()
+            if store is None:
+                raise RegistryError("the PostgreSQL registry store was dropped")
+            store._configure(raw)
+
         pool: ConnectionPool[Any] = ConnectionPool(
             self._url, kwargs=self._connect_kwargs(), min_size=1, max_size=self._pool_size,
-            configure=self._configure, timeout=self._connect_timeout_s, num_workers=1,
+            configure=configure, timeout=self._connect_timeout_s, num_workers=1,
             name="byod-registry", open=False)
         pool.open(wait=False)
         return pool

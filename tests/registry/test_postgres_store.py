@@ -430,6 +430,27 @@ def test_a_closed_store_reopens_on_its_next_call(url: str) -> None:
         store.close()
 
 
+def test_a_store_dropped_without_close_closes_its_connections(url: str,
+                                                               pg_server: Any) -> None:
+    import gc
+
+    database = url.rsplit("/", 1)[1]
+    for _ in range(5):
+        store = PostgresStore(url)
+        store.find_user("nobody")
+        del store
+    gc.collect()
+    with pg_server.admin() as admin:
+        deadline = time.monotonic() + 10
+        while True:
+            left = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                 "AND application_name = 'byod'", (database,)).fetchone()[0]
+            if left == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert left == 0
+
+
 def test_a_forked_child_reconnects_and_leaves_the_parents_session(pg: PostgresStore) -> None:
     pg.upsert_credentials("u1", url_ct="a", key_ct="b")
     pid = os.fork()
