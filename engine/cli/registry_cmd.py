@@ -43,8 +43,7 @@ def check_cmd(as_json: bool) -> None:
         for problem in result["problems"]:
             click.echo(f"registry {result['registry']}: {problem}", err=True)
         if result["exists"] and not any("reconcile --apply" in p for p in result["problems"]):
-            click.echo("restore a backup, or move the file aside and run "
-                       "`byod reconcile --apply` to rebuild it from the deployments", err=True)
+            click.echo(_repair_hint(str(result["registry"])), err=True)
     if not result["ok"]:
         raise SystemExit(1)
 
@@ -64,6 +63,20 @@ def upgrade_cmd(check: bool, as_json: bool) -> None:
         click.echo(_upgrade_line(result))
     if check and not result["up_to_date"]:
         raise SystemExit(1)
+
+
+def _repair_hint(registry: str) -> str:
+    """What to do about the problems found: a SQLite file can be set aside and rebuilt; a
+    server registry may only be out of reach (its error says why), or needs its backup."""
+
+    from engine.registry.open import registry_kind
+
+    if registry_kind(registry) == "sqlite":
+        return ("restore a backup, or move the file aside and run `byod reconcile --apply` "
+                "to rebuild it from the deployments")
+    return ("if the registry cannot be reached, check the server and the credentials; if it "
+            "is damaged, restore it from a backup, then run `byod reconcile` to compare it "
+            "with the deployments")
 
 
 def _upgrade_line(result: dict[str, object]) -> str:

@@ -533,6 +533,20 @@ def test_an_unreachable_server_is_named_without_the_password() -> None:
     assert secret not in text and secret not in repr(err.value)
 
 
+def test_registry_check_on_an_unreachable_server_gives_a_server_hint(tmp_path: Path) -> None:
+    secret = "pw-check-unreachable-4321"
+    config = tmp_path / "byod.toml"
+    config.write_text("")
+    env = {"BYOD_REGISTRY": f"postgresql://byod:{secret}@127.0.0.1:{_closed_port()}/fleetdb",
+           "BYOD_CONFIG": str(config)}
+    result = CliRunner().invoke(cli, ["registry", "check"], env=env)
+    assert result.exit_code == 1
+    assert "cannot reach the PostgreSQL registry" in result.output
+    assert "check the server and the credentials" in result.output
+    assert "move the file aside" not in result.output  # a server has no file to set aside
+    assert secret not in result.output
+
+
 def test_a_wrong_password_is_refused_without_echoing_either(url: str) -> None:
     wrong = "pw-wrong-password-98765"
     bad = url.replace(f":{_password(url)}@", f":{wrong}@")
