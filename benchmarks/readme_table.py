@@ -51,7 +51,11 @@ def _when(record: Record) -> str:
 
 
 def _cmd(record: Record) -> str:
-    return f"`{record['command']}`"
+    """The record's command line, a registry URL shown as ``postgresql://…`` (its host and
+    throwaway database say nothing to a reader; a record never holds the password)."""
+
+    command = re.sub(r"postgres(ql)?://[^\s`]+", "postgresql://…", record["command"])
+    return f"`{command}`"
 
 
 def _num(value: float, digits: int = 2) -> str:
@@ -155,7 +159,7 @@ def _workers_row(record: Record) -> list[str]:
     return [f"one rollout over {r['count']} local deployments shared by worker processes, "
             f"registry on {'PostgreSQL' if r.get('registry') == 'postgresql' else 'SQLite'} "
             f"(`--slots {r['slots']}` each, every request {r['rtt_ms']} ms late)",
-            re.sub(r"postgres(ql)?://[^\s`]+", "postgresql://…", _cmd(record)),
+            _cmd(record),
             f"deployments/s by workers: {per}; 4 workers / 1: {ratio}× (target ≥ 3×)"
             f"{_killed(r.get('kill'))} ({_when(record)})"]
 
@@ -166,7 +170,7 @@ def _pool_row(record: Record) -> list[str]:
     r = record["results"]
     return [f"registry writes from {r['threads']} threads of one process, PostgreSQL "
             f"{r['rtt_ms']:g} ms away (a delaying proxy)",
-            re.sub(r"postgres(ql)?://[^\s`]+", "postgresql://…", _cmd(record)),
+            _cmd(record),
             f"one connection {r['one_connection_writes_per_s']:.0f} writes/s; a pool of "
             f"{r['pool_size']} {r['pool_writes_per_s']:.0f} writes/s: {r['ratio']}× "
             f"({_when(record)})"]

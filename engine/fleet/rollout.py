@@ -447,7 +447,7 @@ def where_now(store: RegistryStore, kit: PlanKit, state: RolloutState
 
 
 def plan_rollout(kit: PlanKit, state: RolloutState, before: dict[str, str | None],
-          refresh: set[str]) -> PlannedRollout:
+                 refresh: set[str]) -> PlannedRollout:
     """Plan each source version once (``plan_fleet``), plus the refresh plan if needed."""
 
     from engine.plan.planner import plan_fleet
@@ -505,8 +505,9 @@ def _audit_selection(store: AuditLog, state: RolloutState) -> None:
                                      "scheduled": uid in state.deployments})
 
 
-async def _run(p: PlannedRollout, report: RolloutReport, *, store: RegistryStore, vault: Vault | None,
-               connector: Connector, emit: Sink, started_event: RolloutStarted) -> None:
+async def _run(p: PlannedRollout, report: RolloutReport, *, store: RegistryStore,
+               vault: Vault | None, connector: Connector, emit: Sink,
+               started_event: RolloutStarted) -> None:
     """Capture (``push``), save the state (a new rollout whole, a resumed one its header),
     announce the run (``started_event``, after the save: the id it shows is resumable),
     then work the waves, saving each deployment's row as it goes."""
@@ -663,7 +664,7 @@ def _default_connector(config: EngineConfig, options: RolloutOptions) -> Connect
 
 
 def kit_for(versions: Iterable[SchemaVersion] | PlanKit, config: EngineConfig,
-             options: RolloutOptions) -> PlanKit:
+            options: RolloutOptions) -> PlanKit:
     """The planning kit; a given one takes the options' page cap."""
 
     if not isinstance(versions, PlanKit):

@@ -74,8 +74,9 @@ _MISSING = re.compile(r"(?i)could not find|no such function|FunctionNotFound")
 # the functions not in convex/byodRegistry.ts, by the module that holds them
 _MODULE_OF: dict[str, str] = {
     **dict.fromkeys(("rolloutHeader", "putRolloutRows", "switchRollout", "dropRolloutRows",
-                     "dropStaleRolloutRows", "saveRolloutHeader", "saveDeploymentRow", "rolloutRows", "rolloutRow",
-                     "rolloutCounts", "listRollouts"), "byodRegistryRollouts"),
+                     "dropStaleRolloutRows", "saveRolloutHeader", "saveDeploymentRow",
+                     "rolloutRows", "rolloutRow", "rolloutCounts", "listRollouts"),
+                    "byodRegistryRollouts"),
     **dict.fromkeys(("dumpPage", "loadRows", "countRows", "clearRows"), "byodRegistryTables"),
 }
 

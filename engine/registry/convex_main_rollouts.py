@@ -8,9 +8,10 @@ its rows in pages under a new generation id that no reader follows yet, and one 
 transaction switches the header (and its counts) to that generation. A crash mid-save
 leaves the previous record whole; the rows of the replaced generation are deleted
 afterwards, page by page; the next save of the rollout also deletes the rows of any
-generation left behind by a crash (staged over an hour before, never switched to). Saving one deployment's outcome stays one transaction (the row,
-its count and the header's activity time), whatever the rollout's size, and every read of
-rows is one indexed page (``after`` a position, at most ``PAGE`` rows).
+generation left behind by a crash (staged over an hour before, never switched to).
+Saving one deployment's outcome stays one transaction (the row, its count and the
+header's activity time), whatever the rollout's size, and every read of rows is one
+indexed page (``after`` a position, at most ``PAGE`` rows).
 
 Records written by an engine that kept the rows inside the document (``layout =
 'document'``, e.g. copied from an old SQLite file) are read as they are; the first header

@@ -156,8 +156,7 @@ def _close_at_exit() -> None:
     the interpreter waiting on them while it shuts down."""
 
     for store in list(_STORES):
-        if store._pid == os.getpid():
-            store.close()
+        store.close()
 
 
 class PostgresStore(SqlUsers, SqlJournal, SqlLeases, SqlAudit, SqlRollouts, SqlProgress,
@@ -202,10 +201,9 @@ class PostgresStore(SqlUsers, SqlJournal, SqlLeases, SqlAudit, SqlRollouts, SqlP
         """A store dropped without ``close()`` still closes its connections (as a lone
         psycopg connection would), in the process that opened them."""
 
-        pool = getattr(self, "_pool", None)
-        if pool is not None and getattr(self, "_pid", -1) == os.getpid():
+        if getattr(self, "_pool", None) is not None:  # None too when __init__ failed
             try:
-                pool.close(timeout=1.0)
+                self.close(timeout=1.0)
             except Exception:  # noqa: BLE001 - at collection or shutdown: nothing to tell
                 pass
 
@@ -265,6 +263,9 @@ class PostgresStore(SqlUsers, SqlJournal, SqlLeases, SqlAudit, SqlRollouts, SqlP
         on a first connection made directly, then the pool keeps one connection warm and
         grows to ``pool_size`` as threads need them."""
 
+        pool = self._pool  # every call comes here: no lock once the pool is open
+        if pool is not None and self._pid == os.getpid():
+            return pool
         with self._open_lock:
             if self._pool is not None and self._pid == os.getpid():
                 return self._pool
@@ -427,11 +428,11 @@ class PostgresStore(SqlUsers, SqlJournal, SqlLeases, SqlAudit, SqlRollouts, SqlP
         problems += self.rollout_problems()
         return problems
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         """Close this process's pool (a connection in use is closed when given back);
-        a later call opens another."""
+        a later call opens another. An inherited pool is only forgotten."""
 
         with self._open_lock:
             pool, self._pool = self._pool, None
         if pool is not None and self._pid == os.getpid():
-            pool.close(timeout=5.0)
+            pool.close(timeout=timeout)
