@@ -31,6 +31,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -158,6 +160,29 @@ class PgServer:
     def drop_database(self, name: str) -> None:
         with self.admin() as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    @contextmanager
+    def member_role(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """A login role that is a member of ``byod`` (the same rights), for a test that
+        cuts one client off (``ALTER ROLE … NOLOGIN``, terminated sessions) and leaves the
+        others alone: its name and password. Dropped afterwards, sessions ended first."""
+
+        role, password = f"{prefix}_{secrets.token_hex(4)}", "pw-" + secrets.token_hex(12)
+        with self.admin() as conn:
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE {ROLE}")
+        try:
+            yield role, password
+        finally:
+            with self.admin() as conn:
+                conn.execute(f"ALTER ROLE {role} NOLOGIN")
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                             "usename = %s", (role,))
+                for _ in range(50):  # DROP ROLE waits for no session of it to be left
+                    try:
+                        conn.execute(f"DROP ROLE IF EXISTS {role}")
+                        break
+                    except Exception:  # noqa: BLE001 - a backend still exiting
+                        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

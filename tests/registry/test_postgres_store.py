@@ -372,19 +372,15 @@ def test_after_an_outage_the_pool_is_renewed_at_once(url: str, pg_server: Any,
     reason; once logins work again the next call succeeds at once, on a new pool, without
     waiting for the old pool's next attempt (held back here for a minute)."""
 
-    import psycopg
     from psycopg_pool.base import AttemptWithBackoff
 
     monkeypatch.setattr(AttemptWithBackoff, "INITIAL_DELAY", 60.0)
     PostgresStore(url).close()  # the schema, owned by byod (the role below is dropped)
 
-    role = "byod_outage_" + os.urandom(3).hex()
-    password = "pw-" + os.urandom(8).hex()
     database = url.rsplit("/", 1)[1]
-    admin = pg_server.admin()
-    try:
-        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE byod")
-        parts = urlsplit(url)
+    parts = urlsplit(url)
+    with pg_server.member_role("byod_outage") as (role, password), \
+            pg_server.admin() as admin:
         mine = f"postgresql://{role}:{password}@{parts.hostname}:{parts.port}/{database}"
         with PostgresStore(mine) as store:
             store.save_progress("disconnect", "before", {})
@@ -407,17 +403,6 @@ def test_after_an_outage_the_pool_is_renewed_at_once(url: str, pg_server: Any,
             assert time.monotonic() - t0 < FAST_S + 5
             assert store._pool is not first
             assert store.load_progress("disconnect", "after") == {"ok": True}
-    finally:
-        admin.execute(f"ALTER ROLE {role} NOLOGIN")
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                      "usename = %s", (role,))
-        for _ in range(50):
-            try:
-                admin.execute(f"DROP ROLE IF EXISTS {role}")
-                break
-            except psycopg.Error:
-                time.sleep(0.1)
-        admin.close()
 
 
 def test_a_closed_store_reopens_on_its_next_call(url: str) -> None:

@@ -15,7 +15,6 @@ appears in any output.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import threading
@@ -104,22 +103,8 @@ def cut_off_role(pg_server: Any):
     """A login role (member of ``byod``: the same rights) for the worker that is cut off;
     its name and password."""
 
-    role, password = f"byod_cut_{secrets.token_hex(4)}", "pw-" + secrets.token_hex(12)
-    with pg_server.admin() as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE byod")
-    try:
-        yield role, password
-    finally:
-        with pg_server.admin() as conn:
-            conn.execute(f"ALTER ROLE {role} NOLOGIN")
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                         "usename = %s", (role,))
-            for _ in range(50):  # DROP ROLE waits for no session of it to be left
-                try:
-                    conn.execute(f"DROP ROLE IF EXISTS {role}")
-                    break
-                except Exception:  # noqa: BLE001 - a backend still exiting
-                    time.sleep(0.1)
+    with pg_server.member_role("byod_cut") as pair:
+        yield pair
 
 
 def start_worker(bench: Bench, rid: str, url: str, slots: int) -> subprocess.Popen[str]:
